@@ -1,0 +1,1 @@
+"""The specialised MCP servers: postgres, clickhouse, chroma, intelligence."""

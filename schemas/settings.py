@@ -1,0 +1,125 @@
+"""The one settings model of NeonBlue.
+
+Every process (router, single servers, stream processor, CLI, tests) reads its
+configuration here, from the environment or a `.env` file. An unset store URL
+means "use the embedded default": pgserver for PostgreSQL, chDB for ClickHouse,
+a PersistentClient for Chroma and the tansu broker for Kafka, all under
+`NEONBLUE_HOME`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")
+
+
+class Settings(BaseSettings):
+    """Configuration for every NeonBlue process. Field names map to env vars."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    neonblue_home: Path = Field(
+        default=Path("~/.neonblue"),
+        description="Data and run directory for the embedded stack (pgdata, chdb, chroma, pid files, logs).",
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN. Unset: the embedded pgserver under NEONBLUE_HOME."
+    )
+    clickhouse_url: str | None = Field(
+        default=None, description="ClickHouse HTTP URL (clickhouse-connect). Unset: embedded chDB."
+    )
+    clickhouse_database: str = Field(default="neonblue", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    chroma_url: str | None = Field(
+        default=None, description="Chroma server URL (HttpClient). Unset: embedded PersistentClient."
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers. Unset: the embedded tansu broker."
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, description="Anthropic API key for the agent chat. Unset: offline mode."
+    )
+    anthropic_base_url: str | None = Field(default=None, description="Override the Anthropic API base URL.")
+    anthropic_model: str = Field(default="claude-sonnet-4-5", description="Model used by `neonblue chat`.")
+
+    http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("NEONBLUE_HTTP_HOST", "HTTP_HOST"))
+    http_port: int = Field(default=8765, ge=1, le=65535, validation_alias=AliasChoices("NEONBLUE_HTTP_PORT", "HTTP_PORT"))
+    http_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NEONBLUE_HTTP_TOKEN", "HTTP_TOKEN"),
+        description="Bearer token required on /mcp and /api. Mandatory on non-loopback addresses.",
+    )
+
+    embedded_pg_port: int = Field(
+        default=54329, ge=1, le=65535, validation_alias=AliasChoices("NEONBLUE_PG_PORT", "EMBEDDED_PG_PORT"),
+        description="Port of the embedded PostgreSQL.",
+    )
+    embedded_kafka_port: int = Field(
+        default=19092, ge=1, le=65535, validation_alias=AliasChoices("NEONBLUE_KAFKA_PORT", "EMBEDDED_KAFKA_PORT"),
+        description="Port of the embedded tansu broker.",
+    )
+
+    kafka_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
+    kafka_group_id: str = "neonblue-stream"
+    kafka_dlq_topic: str = "neonblue.dlq"
+
+    embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
+        default="local", description="local = all-MiniLM-L6-v2 via sentence-transformers, offline."
+    )
+    environment: Literal["production", "staging", "development"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("neonblue_home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # Paths of the embedded stack; all derived from NEONBLUE_HOME.
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.neonblue_home / "pgdata"
+
+    @property
+    def chdb_dir(self) -> Path:
+        return self.neonblue_home / "chdb"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.neonblue_home / "chroma"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.neonblue_home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.neonblue_home / "logs"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.embedded_pg_port}/postgres"
+
+    @property
+    def effective_kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.embedded_kafka_port}"
+
+    @property
+    def http_is_loopback(self) -> bool:
+        if self.http_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.http_host).is_loopback
+        except ValueError:
+            return False
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return Settings()

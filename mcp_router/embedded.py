@@ -18,10 +18,14 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# pgserver's import asks platformdirs for a runtime dir and warns when XDG_RUNTIME_DIR is unset.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 class ConfigError(RuntimeError):
@@ -108,15 +112,20 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
+    @staticmethod
+    def _system_user() -> str | None:
+        """PostgreSQL refuses to run as root; then it runs as the `pgserver` user (created once)."""
+        if os.geteuid() != 0:
+            return None
+        from pgserver.utils import ensure_user_exists
+
+        ensure_user_exists("pgserver")
+        return "pgserver"
+
     def _run(self, binary: str, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         from pgserver._commands import POSTGRES_BIN_PATH
 
-        user = None
-        if os.geteuid() == 0:
-            from pgserver.utils import ensure_user_exists
-
-            user = "pgserver"
-            ensure_user_exists(user)
+        user = self._system_user()
         return subprocess.run(
             [str(POSTGRES_BIN_PATH / binary), "-D", str(self.data_dir), *args],
             user=user,
@@ -128,7 +137,7 @@ class EmbeddedPostgres:
 
     def _prepare_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
+        if self._system_user() is not None:
             import pwd
 
             from pgserver._commands import POSTGRES_BIN_PATH

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     kafka_group_id: str = "neonblue-stream"
     kafka_dlq_topic: str = "neonblue.dlq"
 
+    backends: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("NEONBLUE_BACKENDS"),
+        description='Remote backends, e.g. {"clickhouse": "stdio:python -m mcp_servers.clickhouse", '
+        '"chromadb": "http://host:8765/mcp"}. Unlisted servers run in-process.',
+    )
+    backend_timeout: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("NEONBLUE_BACKEND_TIMEOUT"))
+    rate_limit_per_minute: int = Field(default=600, ge=1, validation_alias=AliasChoices("NEONBLUE_RATE_LIMIT"))
+
     embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
         default="local", description="local = all-MiniLM-L6-v2 via sentence-transformers, offline."
     )

@@ -1,0 +1,3 @@
+from mcp_router.cli import main
+
+main()

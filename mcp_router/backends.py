@@ -1,0 +1,223 @@
+"""Backends: the servers the router dispatches to.
+
+Every backend is reached through an `mcp.Client`, whatever it is:
+an `MCPServer` in this process (in-memory, no JSON-RPC framing), a command
+started over stdio, or a streamable-HTTP URL. Each backend carries its own
+timeout, latency/error counters and a circuit breaker, so a dead backend
+answers with a clear error quickly instead of hanging the router.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import httpx
+import mcp.types as types
+import numpy as np
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
+
+from mcp_servers.errors import BackendUnavailable, ServiceError
+
+log = logging.getLogger(__name__)
+
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed → open after `threshold` consecutive failures; half-open after `reset_after` s."""
+
+    threshold: int = 3
+    reset_after: float = 15.0
+    failures: int = 0
+    opened_at: float | None = None
+
+    @property
+    def state(self) -> Literal["closed", "open", "half_open"]:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if time.monotonic() - self.opened_at >= self.reset_after else "open"
+
+    def allow(self) -> bool:
+        return self.state != "open"
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold or self.state == "half_open":
+            self.opened_at = time.monotonic()
+
+    def retry_in(self) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_after - (time.monotonic() - self.opened_at))
+
+
+@dataclass
+class BackendStats:
+    calls: int = 0
+    errors: int = 0  # transport failures and timeouts, not tool-level isError answers
+    tool_errors: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.latencies_ms:
+            return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+        values = np.fromiter(self.latencies_ms, dtype=float)
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+
+
+Target = MCPServer | StdioServerParameters | str
+
+
+def error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+class Backend:
+    """One server behind the router."""
+
+    def __init__(self, name: str, target: Target, *, timeout: float = 30.0, token: str | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.name = name
+        self.target = target
+        self.timeout = timeout
+        self.token = token
+        self.breaker = breaker or CircuitBreaker()
+        self.stats = BackendStats()
+        self.client: Client | None = None
+        self.connect_error: str | None = None
+        self.tools: list[types.Tool] = []
+        self.resources: list[types.Resource] = []
+        self.resource_templates: list[types.ResourceTemplate] = []
+        self.prompts: list[types.Prompt] = []
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.target, MCPServer):
+            return "in-process"
+        return "stdio" if isinstance(self.target, StdioServerParameters) else "http"
+
+    @property
+    def healthy(self) -> bool:
+        return self.client is not None and self.breaker.state == "closed"
+
+    def _client(self) -> Client:
+        if isinstance(self.target, str) and self.token:
+            from mcp.client.streamable_http import streamable_http_client
+
+            http = httpx.AsyncClient(headers={"Authorization": f"Bearer {self.token}"}, timeout=self.timeout)
+            return Client(streamable_http_client(self.target, http_client=http), read_timeout_seconds=self.timeout)
+        return Client(self.target, read_timeout_seconds=None if isinstance(self.target, MCPServer) else self.timeout)
+
+    async def connect(self, stack: AsyncExitStack) -> None:
+        """Open the connection and read the catalogue. A failure marks the backend down, not the router."""
+        try:
+            # Entering the client opens its task group, which must outlive this call: no cancel scope
+            # around it (the client's own read timeout bounds the handshake).
+            client = await stack.enter_async_context(self._client())
+            with anyio.fail_after(max(self.timeout, 60.0)):
+                self.tools = (await client.list_tools()).tools
+                caps = client.server_capabilities
+                if caps.resources is not None:
+                    self.resources = (await client.list_resources()).resources
+                    self.resource_templates = (await client.list_resource_templates()).resource_templates
+                if caps.prompts is not None:
+                    self.prompts = (await client.list_prompts()).prompts
+        except Exception as exc:  # noqa: BLE001 - any connect failure means "down", reported by router_status
+            self.connect_error = f"{type(exc).__name__}: {exc}"
+            self.breaker.opened_at = time.monotonic()
+            self.breaker.failures = self.breaker.threshold
+            log.error("backend %s (%s) failed to connect: %s", self.name, self.kind, self.connect_error)
+            return
+        self.client = client
+        log.info("backend %s (%s): %d tools", self.name, self.kind, len(self.tools))
+
+    def _unavailable(self, why: str) -> str:
+        return f"backend '{self.name}' is unavailable: {why}"
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Call a tool; transport failures and timeouts come back as isError results."""
+        if self.client is None:
+            return error_result(self._unavailable(self.connect_error or "not connected"))
+        if not self.breaker.allow():
+            return error_result(self._unavailable(
+                f"circuit open after {self.breaker.failures} failures; retry in {self.breaker.retry_in():.0f}s"))
+        started = time.perf_counter()
+        self.stats.calls += 1
+        try:
+            with anyio.fail_after(self.timeout):
+                result = await self.client.call_tool(tool, arguments)
+        except TimeoutError:
+            self.stats.errors += 1
+            self.breaker.record_failure()
+            return error_result(self._unavailable(f"no answer within {self.timeout:g}s calling {tool}"))
+        except Exception as exc:  # noqa: BLE001 - connection lost, process died, protocol error
+            self.stats.errors += 1
+            self.breaker.record_failure()
+            return error_result(self._unavailable(f"{type(exc).__name__}: {exc}"))
+        self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.breaker.record_success()
+        if result.is_error:
+            self.stats.tool_errors += 1
+        return strip_identity(result)
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool and return its structured content; errors raise ServiceError.
+
+        This is how one server (Experiment Intelligence) uses another.
+        """
+        result = await self.call_tool(tool, arguments)
+        text = " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+        if result.is_error:
+            if text.startswith(f"backend '{self.name}' is unavailable"):
+                raise BackendUnavailable(text)
+            raise ServiceError(f"{self.name}.{tool}: {text}")
+        if result.structured_content is not None:
+            return result.structured_content
+        raise ServiceError(f"{self.name}.{tool} returned no structured content")
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        if self.client is None:
+            raise BackendUnavailable(self._unavailable(self.connect_error or "not connected"))
+        with anyio.fail_after(self.timeout):
+            return await self.client.read_resource(uri)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        if self.client is None:
+            raise BackendUnavailable(self._unavailable(self.connect_error or "not connected"))
+        with anyio.fail_after(self.timeout):
+            return await self.client.get_prompt(name, arguments)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "healthy": self.healthy,
+            "circuit": self.breaker.state,
+            "tools": len(self.tools),
+            "calls": self.stats.calls,
+            "errors": self.stats.errors,
+            "tool_errors": self.stats.tool_errors,
+            "connect_error": self.connect_error,
+            **self.stats.percentiles(),
+        }
+
+
+def strip_identity(result: types.CallToolResult) -> types.CallToolResult:
+    """Forwarded results must not reveal which backend answered."""
+    if result.meta and SERVER_INFO_META in result.meta:
+        meta = {k: v for k, v in result.meta.items() if k != SERVER_INFO_META}
+        return result.model_copy(update={"meta": meta or None})
+    return result

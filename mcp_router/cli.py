@@ -1,0 +1,155 @@
+"""The `neonblue` command.
+
+Human-facing commands print to stdout; `neonblue serve` over stdio never does
+(stdout is the MCP protocol channel), it logs to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from mcp_router.embedded import ConfigError
+from schemas.settings import Settings
+
+SERVER_NAMES = ("postgres", "clickhouse", "chromadb", "intelligence")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]).upper() or "settings"
+        raise ConfigError(f"{name}: {first['msg']}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """NeonBlue: an MCP server suite for running experiments with LLM agents."""
+
+
+@cli.command()
+def up() -> None:
+    """Start the embedded stack (PostgreSQL, Kafka broker, router owning chDB + Chroma)."""
+    settings = load_settings()
+    configure_logging("WARNING")
+    from mcp_router.stack import Stack
+
+    _print_status(Stack(settings).up())
+
+
+@cli.command()
+def down() -> None:
+    """Stop what `neonblue up` started."""
+    from mcp_router.stack import Stack
+
+    _print_status(Stack(load_settings()).down())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show each part of the stack: up/down, address, data dir."""
+    from mcp_router.stack import Stack
+
+    parts = Stack(load_settings()).status()
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in parts], indent=2))
+    else:
+        _print_status(parts)
+
+
+def _print_status(parts: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("part", "state", "address", "data", "detail")
+    for part in parts:
+        state = "[green]up[/green]" if part.running else "[red]down[/red]"
+        table.add_row(part.name, state, part.address, part.data_dir, part.detail)
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("server", required=False, type=click.Choice(SERVER_NAMES))
+@click.option("--http", "use_http", is_flag=True, help="Serve streamable HTTP instead of stdio.")
+@click.option("--host", default=None, help="HTTP host (default NEONBLUE_HTTP_HOST).")
+@click.option("--port", default=None, type=int, help="HTTP port (default NEONBLUE_HTTP_PORT).")
+@click.option("--owner", is_flag=True, hidden=True, help="Run as the stack's store owner (used by `up`).")
+def serve(server: str | None, use_http: bool, host: str | None, port: int | None, owner: bool) -> None:
+    """Serve the router (all servers) or one SERVER, over stdio (default) or HTTP."""
+    settings = load_settings()
+    overrides = {k: v for k, v in {"http_host": host, "http_port": port}.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_logging(settings.log_level)
+    from mcp_router import serving
+
+    if use_http:
+        serving.run_http(settings, server=server, with_stream=owner)
+    else:
+        serving.run_stdio(settings, server=server)
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def schema(output: Path | None) -> None:
+    """Print (or write) the JSON Schema of Kafka events for producers."""
+    from schemas.events import event_json_schema
+
+    text = json.dumps(event_json_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("claude-config")
+def claude_config() -> None:
+    """Print a claude_desktop_config.json entry for this install."""
+    settings = load_settings()
+    executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "neonblue" else None
+    command = str(executable) if executable and executable.exists() else sys.executable
+    args = ["serve"] if executable else ["-m", "mcp_router", "serve"]
+    env = {"NEONBLUE_HOME": str(settings.neonblue_home), "HF_HUB_OFFLINE": "1"}
+    for name in ("DATABASE_URL", "CLICKHOUSE_URL", "CHROMA_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    click.echo(json.dumps({"mcpServers": {"neonblue": {"command": command, "args": args, "env": env}}}, indent=2))
+
+
+@cli.command()
+def demo() -> None:
+    """The main job: start the stack and exercise it through a real MCP client."""
+    settings = load_settings()
+    configure_logging("WARNING")
+    from mcp_router.demo import run_demo
+
+    run_demo(settings)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"neonblue: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

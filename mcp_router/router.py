@@ -1,0 +1,176 @@
+"""The router: one MCP front door over every backend server.
+
+It is a low-level `mcp.server.Server` (the 2.x SDK has no mount()) whose
+handlers consult a catalogue built from the backends' own listings:
+
+- names stay as the backends chose them (`analyze_experiment_data`,
+  `semantic_experiment_search`); only a name two backends share is prefixed
+  with the server name, so names are unique and stable;
+- a call is forwarded to its backend, the backend's identity is stripped from
+  the result, and every call is logged (stderr) and counted (Prometheus);
+- an unknown tool is a JSON-RPC -32602 error, as the spec asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import mcp.types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from mcp_router import metrics
+from mcp_router.backends import Backend
+
+log = logging.getLogger("neonblue.router")
+
+MAX_TOOL_NAME = 64
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    backend: Backend
+    original_name: str
+
+
+@dataclass
+class Catalogue:
+    tools: dict[str, types.Tool] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
+    prompts: dict[str, tuple[types.Prompt, Route]] = field(default_factory=dict)
+    resources: dict[str, tuple[types.Resource, Backend]] = field(default_factory=dict)
+    templates: list[tuple[types.ResourceTemplate, Backend]] = field(default_factory=list)
+
+
+def public_name(server: str, name: str, collides: bool) -> str:
+    """The router-wide name of a backend tool or prompt (≤64 chars, [A-Za-z0-9_.-])."""
+    if not collides:
+        return name
+    prefixed = f"{server}_{name}"
+    if len(prefixed) > MAX_TOOL_NAME:
+        prefixed = prefixed[:MAX_TOOL_NAME]
+    return prefixed
+
+
+def build_catalogue(backends: list[Backend]) -> Catalogue:
+    cat = Catalogue()
+    tool_counts = Counter(t.name for b in backends for t in b.tools)
+    prompt_counts = Counter(p.name for b in backends for p in b.prompts)
+    for backend in backends:
+        for tool in backend.tools:
+            name = public_name(backend.name, tool.name, tool_counts[tool.name] > 1)
+            if not _NAME_OK.match(name) or name in cat.tools:
+                raise ValueError(f"tool name {name!r} from backend {backend.name} is invalid or not unique")
+            cat.tools[name] = tool.model_copy(update={"name": name})
+            cat.routes[name] = Route(backend, tool.name)
+        for prompt in backend.prompts:
+            name = public_name(backend.name, prompt.name, prompt_counts[prompt.name] > 1)
+            cat.prompts[name] = (prompt.model_copy(update={"name": name}), Route(backend, prompt.name))
+        for resource in backend.resources:
+            cat.resources.setdefault(str(resource.uri), (resource, backend))
+        for template in backend.resource_templates:
+            cat.templates.append((template, backend))
+    return cat
+
+
+class Router:
+    """Dispatches MCP requests to backends; owns their connections."""
+
+    def __init__(self, backends: list[Backend]) -> None:
+        self.backends = {b.name: b for b in backends}
+        self.catalogue = Catalogue()
+        self.server: Server[Any] = Server(
+            "neonblue",
+            version="0.1.0",
+            instructions=(
+                "NeonBlue runs experiments (A/B, prompt and model tests): create and start experiments, "
+                "assign users, record results, analyse with trustworthy statistics, search past experiments "
+                "by meaning, and get recommendations. Start with list_experiments or route_query."
+            ),
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+        )
+
+    def refresh(self) -> None:
+        self.catalogue = build_catalogue(list(self.backends.values()))
+
+    def backend(self, name: str) -> Backend:
+        return self.backends[name]
+
+    # -- handlers -----------------------------------------------------------
+    async def _list_tools(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=list(self.catalogue.tools.values()))
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await self.call_tool(params.name, params.arguments or {})
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        route = self.catalogue.routes.get(name)
+        if route is None:
+            metrics.TOOL_CALLS.labels(tool="unknown", outcome="unknown_tool").inc()
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}")
+        started = time.perf_counter()
+        result = await route.backend.call_tool(route.original_name, arguments)
+        elapsed = time.perf_counter() - started
+        outcome = "error" if result.is_error else "ok"
+        metrics.TOOL_CALLS.labels(tool=name, outcome=outcome).inc()
+        metrics.TOOL_LATENCY.labels(tool=name).observe(elapsed)
+        log.info("tool=%s backend=%s outcome=%s duration_ms=%.2f", name, route.backend.name, outcome, elapsed * 1000)
+        return result
+
+    async def _list_prompts(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[p for p, _ in self.catalogue.prompts.values()])
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        entry = self.catalogue.prompts.get(params.name)
+        if entry is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
+        _, route = entry
+        return await route.backend.get_prompt(route.original_name, params.arguments)
+
+    async def _list_resources(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[r for r, _ in self.catalogue.resources.values()])
+
+    async def _list_resource_templates(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[t for t, _ in self.catalogue.templates])
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        entry = self.catalogue.resources.get(uri)
+        if entry is not None:
+            return await entry[1].read_resource(uri)
+        for template, backend in self.catalogue.templates:
+            if _template_matches(template.uri_template, uri):
+                return await backend.read_resource(uri)
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}")
+
+    def status(self) -> list[dict[str, Any]]:
+        return [b.status() for b in self.backends.values()]
+
+
+def _template_matches(template: str, uri: str) -> bool:
+    pattern = re.escape(template)
+    pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", pattern)
+    return re.fullmatch(pattern, uri) is not None
+
+
+@asynccontextmanager
+async def connected(router: Router):
+    """Connect every backend (failures mark a backend down), build the catalogue."""
+    async with AsyncExitStack() as stack:
+        for backend in router.backends.values():
+            await backend.connect(stack)
+        router.refresh()
+        yield router

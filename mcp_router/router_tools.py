@@ -1,0 +1,85 @@
+"""The router's own tools: router_status, classify_event, route_query."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from mcp_router.classifier import DataClassification, classify_event
+from mcp_router.query_routing import RoutePlan, plan_query
+from mcp_servers.errors import InvalidInput
+from schemas.events import Event
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+class BackendHealth(BaseModel):
+    name: str
+    kind: str
+    healthy: bool
+    circuit: str
+    tools: int
+    calls: int
+    errors: int
+    tool_errors: int
+    connect_error: str | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class RouterStatus(BaseModel):
+    healthy: bool = Field(description="True when every backend is healthy.")
+    backends: list[BackendHealth]
+    tools: int
+    stream: dict[str, Any] | None = Field(default=None, description="Stream processor figures when it runs here.")
+
+
+def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
+    mcp = MCPServer("router")
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def router_status() -> RouterStatus:
+        """Health of every backend server: up/down, circuit state, calls, errors and latency percentiles.
+
+        Use it when a tool call failed with "backend ... is unavailable", or to check the stack.
+        """
+        backends = [BackendHealth(**s) for s in router.status()]
+        return RouterStatus(
+            healthy=all(b.healthy for b in backends),
+            backends=backends,
+            tools=len(router.catalogue.tools),
+            stream=stream_stats() if stream_stats else None,
+        )
+
+    # Named classify_event for agents; the Python name avoids shadowing the rule function.
+    @mcp.tool(name="classify_event", annotations=READ_ONLY)
+    async def classify_event_tool(
+        event: Annotated[dict[str, Any], Field(description="One event in the Kafka event schema (see schema://event).")],
+    ) -> DataClassification:
+        """Classify an event the way the stream processor does: data type, priority, target servers, strategy, retention.
+
+        Example: {"event": {"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00Z",
+        "user_id": "u1", "experiment_id": "checkout-1step"}}
+        """
+        try:
+            parsed = Event.model_validate(event)
+        except ValidationError as exc:
+            raise InvalidInput(f"not a valid event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        return classify_event(parsed)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def route_query(
+        query: Annotated[str, Field(min_length=3, max_length=2000, description="A natural-language request.")],
+    ) -> RoutePlan:
+        """Map a natural-language request to the server, tool and arguments that answer it, and say why.
+
+        It does not run the tool. Example: "show experiments similar to our checkout optimization"
+        → chromadb / semantic_experiment_search {"query": "checkout optimization"}.
+        """
+        return plan_query(query, router.catalogue)
+
+    return mcp

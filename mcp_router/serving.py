@@ -1,0 +1,159 @@
+"""Assemble the router from settings and serve it over stdio or HTTP."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shlex
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import StdioServerParameters
+
+from mcp_router.backends import Backend, Target
+from mcp_router.embedded import ConfigError
+from mcp_router.router import Router, connected
+from mcp_router.router_tools import build_router_tools
+from mcp_servers.registry import SERVERS
+from schemas.settings import Settings
+
+log = logging.getLogger("neonblue.serving")
+
+
+def parse_target(spec: str) -> Target:
+    """`stdio:<command line>` or an http(s) URL."""
+    if spec.startswith("stdio:"):
+        argv = shlex.split(spec.removeprefix("stdio:"))
+        if not argv:
+            raise ConfigError(f"NEONBLUE_BACKENDS: empty stdio command in {spec!r}")
+        import os
+
+        return StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+    if spec.startswith(("http://", "https://")):
+        return spec
+    raise ConfigError(f"NEONBLUE_BACKENDS: {spec!r} is neither 'stdio:<command>' nor an http(s) URL")
+
+
+@asynccontextmanager
+async def open_router(
+    settings: Settings,
+    *,
+    targets: dict[str, Target] | None = None,
+    stream_stats: Callable[[], dict[str, Any]] | None = None,
+) -> AsyncIterator[Router]:
+    """Open every backend (in-process unless configured remote) and connect the router.
+
+    `targets` overrides settings.backends (tests pass a subprocess or a dead URL here).
+    """
+    remote = {name: parse_target(spec) for name, spec in settings.backends.items()}
+    remote.update(targets or {})
+    unknown = set(remote) - set(SERVERS)
+    if unknown:
+        raise ConfigError(f"NEONBLUE_BACKENDS: unknown server(s) {sorted(unknown)}; known: {sorted(SERVERS)}")
+    router = Router([])
+    async with AsyncExitStack() as stack:
+        for name, spec in SERVERS.items():
+            if name in remote:
+                router.backends[name] = Backend(name, remote[name], timeout=settings.backend_timeout)
+                continue
+            if not spec.available():
+                log.warning("server %s is not installed in this build; skipped", name)
+                continue
+            kwargs = {"backends": router.backends} if spec.needs_backends else {}
+            service = await stack.enter_async_context(spec.open_service(settings, **kwargs))
+            router.backends[name] = Backend(name, spec.build_server(service), timeout=settings.backend_timeout)
+        router.backends["router"] = Backend("router", build_router_tools(router, stream_stats))
+        await stack.enter_async_context(connected(router))
+        yield router
+
+
+@asynccontextmanager
+async def open_attached_router(url: str, token: str | None) -> AsyncIterator[Router]:
+    """A thin stdio front for a running stack: one HTTP backend, names passed through."""
+    router = Router([Backend("stack", url, token=token)])
+    async with connected(router):
+        yield router
+
+
+def token_file(settings: Settings) -> Path:
+    return settings.run_dir / "http_token"
+
+
+def resolve_token(settings: Settings, *, create: bool) -> str | None:
+    """The bearer token: NEONBLUE_HTTP_TOKEN, else the stack's generated one (0600 file under run/)."""
+    if settings.http_token is not None:
+        return settings.http_token.get_secret_value()
+    path = token_file(settings)
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token)
+    return token
+
+
+def run_stdio(settings: Settings, server: str | None = None) -> None:
+    """Serve MCP over stdio: one server alone, the router attached to a running stack, or the router owning stores."""
+
+    async def main() -> None:
+        from mcp.server.stdio import stdio_server
+
+        if server is not None:
+            spec = SERVERS[server]
+            if spec.needs_backends:
+                async with open_router(settings) as router:
+                    await _serve_lowlevel_stdio(router.backends[server].target._lowlevel_server)  # type: ignore[union-attr]
+                return
+            async with spec.open_service(settings) as service:
+                await spec.build_server(service).run_stdio_async()
+            return
+        from mcp_router.stack import Stack
+
+        stack = Stack(settings)
+        if stack.owner.pid() is not None and stack.owner_healthy():
+            log.info("attaching to the running stack at %s", stack.owner_url)
+            cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
+        else:
+            cm = open_router(settings)
+        async with cm as router, stdio_server() as (read, write):
+            await router.server.run(read, write, router.server.create_initialization_options())
+
+    async def _serve_lowlevel_stdio(lowlevel: Any) -> None:
+        from mcp.server.stdio import stdio_server
+
+        async with stdio_server() as (read, write):
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+    anyio.run(main)
+
+
+def run_http(settings: Settings, server: str | None = None, with_stream: bool = False) -> None:
+    """Serve the router over streamable HTTP (stateless, so replicas can sit behind one address)."""
+    import uvicorn
+
+    from mcp_router.http_app import build_http_app
+
+    token = resolve_token(settings, create=with_stream)
+    if token is None and not settings.http_is_loopback:
+        raise ConfigError(
+            f"NEONBLUE_HTTP_TOKEN: required to serve on non-loopback address {settings.http_host}"
+        )
+    if token is None:
+        log.warning("serving HTTP on %s without a bearer token (loopback only)", settings.http_host)
+
+    async def main() -> None:
+        async with open_router(settings) as router:
+            app = build_http_app(router, settings, token)
+            config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                    log_level="warning", lifespan="on")
+            await uvicorn.Server(config).serve()
+
+    if server is not None:
+        raise ConfigError("serve --http serves the router; run a single server over stdio instead")
+    anyio.run(main)

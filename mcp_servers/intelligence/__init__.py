@@ -1,0 +1,1 @@
+"""Experiment Intelligence server: the statistics engine and the decisions built on it."""

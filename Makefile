@@ -22,12 +22,22 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# The official MCP Inspector CLI (Node >= 22 from npm's node@22) for the router conformance test.
+INSPECTOR := 0.21.2
+NODE_STAMP := .node/.installed-inspector-$(INSPECTOR)
+$(NODE_STAMP):
+	mkdir -p .node
+	if command -v npm >/dev/null; then \
+	  cd .node && npm install --prefix . --no-audit --no-fund --silent node@22 @modelcontextprotocol/inspector@$(INSPECTOR) \
+	  && touch $(abspath $(NODE_STAMP)); \
+	else echo "npm not found: the MCP Inspector test will be skipped" >&2; fi
+
+install: $(STAMP) $(NODE_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/neonblue demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -m "not slow and not clickhouse_server" -q
 
 test-slow: $(STAMP)

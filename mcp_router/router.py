@@ -13,6 +13,7 @@ handlers consult a catalogue built from the backends' own listings:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -55,7 +56,9 @@ def public_name(server: str, name: str, collides: bool) -> str:
         return name
     prefixed = f"{server}_{name}"
     if len(prefixed) > MAX_TOOL_NAME:
-        prefixed = prefixed[:MAX_TOOL_NAME]
+        # Truncate, then keep it unique and stable with a short hash of the full name.
+        digest = hashlib.sha1(prefixed.encode()).hexdigest()[:8]
+        prefixed = f"{prefixed[:MAX_TOOL_NAME - 9]}_{digest}"
     return prefixed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mcp_router.classifier import DataClassification, classify_event
 from mcp_router.query_routing import RoutePlan, plan_query
 from mcp_servers.errors import InvalidInput
-from schemas.events import Event
+from schemas.events import Event, event_json_schema
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
@@ -81,5 +82,38 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
         → chromadb / semantic_experiment_search {"query": "checkout optimization"}.
         """
         return plan_query(query, router.catalogue)
+
+    @mcp.resource("schema://event", name="event_schema", mime_type="application/schema+json")
+    def event_schema() -> str:
+        """JSON Schema of the Kafka events NeonBlue ingests (topics experiments_events, user_events, ...)."""
+        return json.dumps(event_json_schema(), indent=2)
+
+    @mcp.resource("experiment://{key}", name="experiment", mime_type="application/json")
+    async def experiment_resource(key: str) -> str:
+        """One experiment from the registry: definition, variants, status."""
+        backend = router.backends.get("postgres")
+        if backend is None:
+            raise InvalidInput("the postgres server is not part of this router")
+        return json.dumps(await backend.call("get_experiment", {"experiment_id": key}), indent=2, default=str)
+
+    @mcp.prompt(name="analyze_experiment")
+    def analyze_experiment_prompt(experiment_id: str) -> str:
+        """Analyse one experiment end to end and decide what to do."""
+        return (
+            f"Analyse experiment {experiment_id!r} with NeonBlue. Call analyze_experiment_performance first; "
+            "report the verdict with the rule that produced it, each metric's lift with its confidence interval, "
+            "the SRM check and guardrails. Then call recommend_experiment_optimization and list the top actions "
+            "with their evidence. Quote numbers exactly as the tools return them."
+        )
+
+    @mcp.prompt(name="design_experiment")
+    def design_experiment_prompt(goal: str, baseline: str = "", traffic_per_day: str = "") -> str:
+        """Design a new experiment for a goal: metrics, guardrails, sample size and duration."""
+        return (
+            f"Design an experiment for this goal: {goal}. Baseline: {baseline or 'unknown'}; "
+            f"traffic per day: {traffic_per_day or 'unknown'}. Search similar past experiments with "
+            "semantic_experiment_search, call predict_experiment_outcome and plan_experiment, then propose "
+            "create_experiment arguments (variants with weights, primary metric, guardrails with directions)."
+        )
 
     return mcp

@@ -155,6 +155,6 @@ def check_database_url(dsn: str, timeout: float = 3.0) -> None:
 
     try:
         asyncio.run(probe())
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"DATABASE_URL: cannot connect to {redact(dsn)} ({reason})") from None

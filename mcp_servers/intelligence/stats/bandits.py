@@ -26,7 +26,12 @@ import numpy as np
 from . import messages
 from ._numeric import is_finite, is_whole, jsonable
 from .bayesian import GaussianPrior
-from .statistics import RegressionAdjustedRatioStatistic, RegressionAdjustedStatistic, Statistic, check_statistic
+from .statistics import (
+    RegressionAdjustedRatioStatistic,
+    RegressionAdjustedStatistic,
+    Statistic,
+    check_statistic,
+)
 
 DEFAULT_MIN_WEIGHT = 0.01
 DEFAULT_MIN_N = 100

@@ -1,0 +1,606 @@
+"""PostgreSQL behind the registry: an asyncpg pool, migrations and every SQL statement.
+
+Values are always bound as parameters; JSON columns go through orjson codecs.
+The store knows tables and rows, not lifecycle rules: those live in service.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from mcp_servers.errors import BackendUnavailable, InvalidInput, QueryRefused
+
+from .models import (
+    ChangeLogEntry,
+    ColumnInfo,
+    Decision,
+    Experiment,
+    ExperimentListItem,
+    GuardrailSpec,
+    MetricSpec,
+    NamespaceSpec,
+    QueryColumn,
+    TableInfo,
+    Variant,
+)
+from .sql_guard import GuardedQuery
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "neonblue"
+READONLY_ROLE = "neonblue_readonly"
+_MIGRATION_LOCK = 0x4E42_5047  # "NBPG": serialises migrations per database
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("jsonb", "json"):
+        await conn.set_type_codec(typename, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+def redact_dsn(dsn: str) -> str:
+    """host:port/db of a DSN, without credentials, for error messages."""
+    try:
+        parts = urlsplit(dsn)
+        return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+    except ValueError:
+        return "<unparseable DSN>"
+
+
+# ---------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """The packaged `migrations/NNNN_name.sql` files, in version order."""
+    found = []
+    for entry in resources.files("mcp_servers.postgres.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, rest = entry.name.partition("_")
+            found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply pending migrations in one transaction; returns the versions applied now. Idempotent."""
+    applied_now = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            f"""CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+            CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"]: r["checksum"] for r in await conn.fetch(f"SELECT version, checksum FROM {SCHEMA}.schema_migrations")}
+        for migration in load_migrations():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    log.warning("migration %04d_%s changed after it was applied", migration.version, migration.name)
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version, migration.name, migration.checksum,
+            )
+            applied_now.append(migration.version)
+    if applied_now:
+        log.info("applied migrations %s", applied_now)
+    return applied_now
+
+
+# ---------------------------------------------------------------- row mapping
+
+_EXPERIMENT_SELECT = f"""
+SELECT e.*, COALESCE(v.variants, '[]'::jsonb) AS variants
+FROM {SCHEMA}.experiments e
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object('id', id, 'key', key, 'name', name, 'is_control', is_control,
+                                        'weight', weight, 'config', config) ORDER BY position) AS variants
+    FROM {SCHEMA}.variants WHERE experiment_id = e.id
+) v ON true
+"""
+
+
+def experiment_from_row(row: asyncpg.Record | dict[str, Any]) -> Experiment:
+    namespace = None
+    if row["namespace"] is not None:
+        namespace = NamespaceSpec(name=row["namespace"], start=row["namespace_start"], end=row["namespace_end"])
+    return Experiment(
+        id=row["id"], key=row["key"], name=row["name"], type=row["type"], status=row["status"],
+        description=row["description"], hypothesis=row["hypothesis"],
+        primary_metric=MetricSpec(name=row["primary_metric"], direction=row["primary_metric_direction"]),
+        secondary_metrics=[MetricSpec(**m) for m in row["secondary_metrics"]],
+        guardrail_metrics=[GuardrailSpec(**m) for m in row["guardrail_metrics"]],
+        variants=[Variant(**v) for v in row["variants"]],
+        targeting=row["targeting"], coverage=row["coverage"], namespace=namespace,
+        hash_seed=row["hash_seed"], hash_version=row["hash_version"], min_sample_size=row["min_sample_size"],
+        winner=row["winner"], forced_variations=row["forced_variations"], owner=row["owner"], tags=list(row["tags"]),
+        created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
+        stopped_at=row["stopped_at"], concluded_at=row["concluded_at"], archived_at=row["archived_at"],
+    )
+
+
+def _ref_clause(ref: str | int, placeholder: str = "$1") -> tuple[str, Any]:
+    """WHERE fragment and value for an experiment reference: a numeric id or a key."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        value = int(ref)
+        if value > 2**63 - 1:
+            raise InvalidInput(f"experiment id {ref} is out of range")
+        return f"e.id = {placeholder}", value
+    return f"e.key = {placeholder}", ref
+
+
+def jsonable(value: Any) -> Any:
+    """Any value asyncpg returns, as something JSON can carry."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    if isinstance(value, datetime | date | dtime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | asyncpg.Record):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+# ---------------------------------------------------------------- the store
+
+
+class ExperimentStore(Protocol):
+    """What the service needs from a store (PostgresStore is the one implementation)."""
+
+    readonly_role: str | None
+
+    def transaction(self) -> Any: ...
+    async def fetch_experiment(self, ref: str | int, conn: Any = None) -> Experiment | None: ...
+    async def lock_experiment(self, conn: Any, ref: str | int) -> asyncpg.Record | None: ...
+    async def fetch_for_assignment(self, ref: str | int, user_id: str) -> asyncpg.Record | None: ...
+    async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
+                                bucket: float | None, attributes: dict[str, Any] | None) -> bool: ...
+    async def run_read_only(self, query: GuardedQuery, timeout_ms: int, max_rows: int,
+                            max_bytes: int) -> dict[str, Any]: ...
+
+
+class PostgresStore:
+    """asyncpg pool over the `neonblue` schema."""
+
+    def __init__(self, pool: asyncpg.Pool, readonly_role: str | None) -> None:
+        self.pool = pool
+        self.readonly_role = readonly_role
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, run_migrations: bool = True) -> PostgresStore:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                server_settings={"application_name": "neonblue-postgres"},
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BackendUnavailable(f"DATABASE_URL: cannot connect to PostgreSQL at {redact_dsn(dsn)} ({exc})") from exc
+        try:
+            async with pool.acquire() as conn:
+                if run_migrations:
+                    await migrate(conn)
+                usable = await conn.fetchval(
+                    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+                    " THEN pg_has_role(current_user, $1, 'MEMBER') ELSE false END",
+                    READONLY_ROLE,
+                )
+        except BaseException:
+            await pool.close()
+            raise
+        if not usable:
+            log.warning("role %s unavailable: postgres_query relies on the SQL guard and READ ONLY only", READONLY_ROLE)
+        return cls(pool, READONLY_ROLE if usable else None)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    # ------------------------------------------------------------ experiments
+
+    async def fetch_experiment(self, ref: str | int, conn: asyncpg.Connection | None = None) -> Experiment | None:
+        clause, value = _ref_clause(ref)
+        row = await (conn or self.pool).fetchrow(f"{_EXPERIMENT_SELECT} WHERE {clause}", value)
+        return experiment_from_row(row) if row is not None else None
+
+    async def lock_experiment(self, conn: asyncpg.Connection, ref: str | int) -> asyncpg.Record | None:
+        """Lock the experiment row for the rest of the transaction; returns id, key, status."""
+        clause, value = _ref_clause(ref)
+        return await conn.fetchrow(f"SELECT e.id, e.key, e.status FROM {SCHEMA}.experiments e WHERE {clause} FOR UPDATE", value)
+
+    async def insert_experiment(self, conn: asyncpg.Connection, fields: dict[str, Any]) -> int | None:
+        """Insert an experiment row; None when the key is taken. Column names come from code, never input."""
+        columns = list(fields)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        try:
+            return await conn.fetchval(
+                f"INSERT INTO {SCHEMA}.experiments ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id",
+                *fields.values(),
+            )
+        except asyncpg.UniqueViolationError:
+            return None
+
+    async def update_experiment(self, conn: asyncpg.Connection, experiment_id: int, fields: dict[str, Any]) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(fields, start=2))
+        await conn.execute(
+            f"UPDATE {SCHEMA}.experiments SET {sets}, updated_at = now() WHERE id = $1", experiment_id, *fields.values()
+        )
+
+    async def replace_variants(self, conn: asyncpg.Connection, experiment_id: int, variants: Sequence[dict[str, Any]]) -> None:
+        await conn.execute(f"DELETE FROM {SCHEMA}.variants WHERE experiment_id = $1", experiment_id)
+        await conn.executemany(
+            f"""INSERT INTO {SCHEMA}.variants (experiment_id, position, key, name, is_control, weight, config)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            [(experiment_id, i, v["key"], v["name"], v["is_control"], v["weight"], v["config"]) for i, v in enumerate(variants)],
+        )
+
+    async def set_weights(self, conn: asyncpg.Connection, experiment_id: int, weights: dict[str, float]) -> None:
+        await conn.execute(
+            f"""UPDATE {SCHEMA}.variants v SET weight = w.weight, updated_at = now()
+            FROM unnest($2::text[], $3::float8[]) AS w(key, weight)
+            WHERE v.experiment_id = $1 AND v.key = w.key""",
+            experiment_id, list(weights), list(weights.values()),
+        )
+        await conn.execute(f"UPDATE {SCHEMA}.experiments SET updated_at = now() WHERE id = $1", experiment_id)
+
+    async def log_change(self, conn: asyncpg.Connection, experiment_id: int, change_type: str, actor: str,
+                         changes: dict[str, Any], reason: str | None) -> None:
+        await conn.execute(
+            f"""INSERT INTO {SCHEMA}.experiment_changes (experiment_id, change_type, actor, changes, reason)
+            VALUES ($1, $2, $3, $4, $5)""",
+            experiment_id, change_type, actor, changes, reason,
+        )
+
+    async def change_log(self, experiment_id: int, limit: int) -> list[ChangeLogEntry]:
+        rows = await self.pool.fetch(
+            f"""SELECT id, change_type, actor, changes, reason, created_at FROM {SCHEMA}.experiment_changes
+            WHERE experiment_id = $1 ORDER BY id DESC LIMIT $2""",
+            experiment_id, limit,
+        )
+        return [ChangeLogEntry(**dict(r)) for r in rows]
+
+    async def assignment_counts(self, experiment_id: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""SELECT v.key, count(a.user_id) FILTER (WHERE a.source <> 'forced') AS hashed,
+                       count(a.user_id) FILTER (WHERE a.source = 'forced') AS forced
+            FROM {SCHEMA}.variants v
+            LEFT JOIN {SCHEMA}.assignments a ON a.experiment_id = v.experiment_id AND a.variant_id = v.id
+            WHERE v.experiment_id = $1 GROUP BY v.key, v.position ORDER BY v.position""",
+            experiment_id,
+        )
+
+    async def list_experiments(self, *, statuses: Sequence[str] | None, type_: str | None, owner: str | None,
+                               tag: str | None, search: str | None, limit: int, offset: int) -> tuple[list[ExperimentListItem], int]:
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def where(fragment: str, value: Any) -> None:
+            params.append(value)
+            clauses.append(fragment.replace("?", f"${len(params)}"))
+
+        if statuses:
+            where("e.status = ANY(?::text[])", list(statuses))
+        else:
+            clauses.append("e.status <> 'archived'")
+        if type_:
+            where("e.type = ?", type_)
+        if owner:
+            where("e.owner = ?", owner)
+        if tag:
+            where("? = ANY(e.tags)", tag)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where("(e.key ILIKE ? OR e.name ILIKE ? OR e.description ILIKE ? OR e.hypothesis ILIKE ?)", f"%{escaped}%")
+        params += [limit, offset]
+        sql = f"""
+            SELECT e.id, e.key, e.name, e.type, e.status, e.primary_metric, e.winner, e.owner, e.tags,
+                   e.created_at, e.started_at, e.stopped_at,
+                   COALESCE((SELECT array_agg(v.key ORDER BY v.position) FROM {SCHEMA}.variants v
+                             WHERE v.experiment_id = e.id), '{{}}') AS variant_keys,
+                   count(*) OVER () AS total
+            FROM {SCHEMA}.experiments e
+            {"WHERE " + " AND ".join(clauses) if clauses else ""}
+            ORDER BY e.created_at DESC, e.id DESC
+            LIMIT ${len(params) - 1} OFFSET ${len(params)}"""
+        rows = await self.pool.fetch(sql, *params)
+        total = rows[0]["total"] if rows else await self._count_experiments(clauses, params[:-2])
+        items = [
+            ExperimentListItem(**{k: v for k, v in dict(r).items() if k != "total"} | {"tags": list(r["tags"]),
+                               "variant_keys": list(r["variant_keys"])})
+            for r in rows
+        ]
+        return items, total
+
+    async def _count_experiments(self, clauses: list[str], params: list[Any]) -> int:
+        sql = f"SELECT count(*) FROM {SCHEMA}.experiments e {'WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+        return await self.pool.fetchval(sql, *params)
+
+    # ------------------------------------------------------------ assignment
+
+    async def fetch_for_assignment(self, ref: str | int, user_id: str) -> asyncpg.Record | None:
+        """The experiment with its variants and this user's recorded assignment, in one round trip."""
+        clause, value = _ref_clause(ref)
+        return await self.pool.fetchrow(
+            f"""SELECT x.*, a.variant_id AS assigned_variant_id, a.source AS assigned_source, a.bucket AS assigned_bucket
+            FROM ({_EXPERIMENT_SELECT} WHERE {clause}) x
+            LEFT JOIN {SCHEMA}.assignments a ON a.experiment_id = x.id AND a.user_id = $2""",
+            value, user_id,
+        )
+
+    async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
+                                bucket: float | None, attributes: dict[str, Any] | None) -> bool:
+        """Record the first assignment of a user; False when one exists already or the experiment stopped meanwhile."""
+        row = await self.pool.fetchval(
+            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
+            SELECT $1, $2, $3, $4, $5, $6
+            WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
+            ON CONFLICT (experiment_id, user_id) DO NOTHING
+            RETURNING 1""",
+            experiment_id, user_id, variant_id, source, bucket, attributes,
+        )
+        return row is not None
+
+    async def force_assignment(self, experiment_id: int, user_id: str, variant_id: int,
+                               attributes: dict[str, Any] | None) -> bool:
+        """Record (or overwrite) a QA-forced assignment; True when something changed."""
+        row = await self.pool.fetchval(
+            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
+            VALUES ($1, $2, $3, 'forced', NULL, $4)
+            ON CONFLICT (experiment_id, user_id) DO UPDATE
+                SET variant_id = EXCLUDED.variant_id, source = 'forced', bucket = NULL, assigned_at = now()
+                WHERE assignments.variant_id <> EXCLUDED.variant_id OR assignments.source <> 'forced'
+            RETURNING 1""",
+            experiment_id, user_id, variant_id, attributes,
+        )
+        return row is not None
+
+    async def recorded_assignments(self, experiment_id: int, user_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        rows = await self.pool.fetch(
+            f"SELECT user_id, variant_id, source FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = ANY($2::text[])",
+            experiment_id, list(user_ids),
+        )
+        return {r["user_id"]: (r["variant_id"], r["source"]) for r in rows}
+
+    async def insert_assignments(self, experiment_id: int, user_ids: Sequence[str], variant_ids: Sequence[int],
+                                 buckets: Sequence[float | None], source: str = "hash") -> set[str]:
+        """Bulk first-assignment insert (running experiments only); returns the user ids inserted."""
+        rows = await self.pool.fetch(
+            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket)
+            SELECT $1, u, v, $5, b FROM unnest($2::text[], $3::bigint[], $4::float8[]) AS t(u, v, b)
+            WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
+            ON CONFLICT (experiment_id, user_id) DO NOTHING
+            RETURNING user_id""",
+            experiment_id, list(user_ids), list(variant_ids), list(buckets), source,
+        )
+        return {r["user_id"] for r in rows}
+
+    async def variant_index(self, experiment_keys: Sequence[str]) -> dict[str, tuple[int, str, dict[str, int]]]:
+        """key -> (experiment id, status, {variant key: variant id}) for the given experiment keys."""
+        rows = await self.pool.fetch(
+            f"""SELECT e.key, e.id, e.status, COALESCE(jsonb_object_agg(v.key, v.id) FILTER (WHERE v.id IS NOT NULL), '{{}}') AS variants
+            FROM {SCHEMA}.experiments e LEFT JOIN {SCHEMA}.variants v ON v.experiment_id = e.id
+            WHERE e.key = ANY($1::text[]) GROUP BY e.key, e.id, e.status""",
+            list(experiment_keys),
+        )
+        return {r["key"]: (r["id"], r["status"], r["variants"]) for r in rows}
+
+    async def insert_exposures(self, rows: Sequence[tuple[int, str, int, datetime | None]]) -> int:
+        """Insert SDK-reported exposures, first one wins; returns how many were new."""
+        if not rows:
+            return 0
+        inserted = await self.pool.fetch(
+            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
+            SELECT e, u, v, 'exposure', COALESCE(t, now())
+            FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[]) AS x(e, u, v, t)
+            ON CONFLICT (experiment_id, user_id) DO NOTHING
+            RETURNING 1""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+        )
+        return len(inserted)
+
+    # ------------------------------------------------------------ results
+
+    async def insert_result(self, experiment_id: int, variant_id: int, user_id: str, metric: str, value: float,
+                            event_id: str | None, metadata: dict[str, Any], recorded_at: datetime | None) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            f"""INSERT INTO {SCHEMA}.results
+                (experiment_id, variant_id, user_id, metric_name, metric_value, event_id, metadata, recorded_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))
+            ON CONFLICT (experiment_id, event_id) DO NOTHING
+            RETURNING id, recorded_at""",
+            experiment_id, variant_id, user_id, metric, value, event_id, metadata, recorded_at,
+        )
+
+    async def result_by_event(self, experiment_id: int, event_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            f"""SELECT r.id, r.user_id, r.metric_name, r.metric_value, r.recorded_at, v.key AS variant_key
+            FROM {SCHEMA}.results r JOIN {SCHEMA}.variants v ON v.id = r.variant_id
+            WHERE r.experiment_id = $1 AND r.event_id = $2""",
+            experiment_id, event_id,
+        )
+
+    async def metric_aggregates(self, experiment_id: int, metrics: Sequence[str], aggregation: str) -> list[asyncpg.Record]:
+        """Per (variant, metric): users, records, Σv, Σv², users with v > 0 — v being each user's value."""
+        per_user = "sum(r.metric_value)" if aggregation == "sum" else "avg(r.metric_value)"
+        return await self.pool.fetch(
+            f"""WITH a AS (
+                SELECT user_id, variant_id FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND source <> 'forced'
+            ), per_user AS (
+                SELECT r.variant_id, r.metric_name, r.user_id, {per_user} AS v, count(*) AS records
+                FROM {SCHEMA}.results r JOIN a ON a.user_id = r.user_id AND a.variant_id = r.variant_id
+                WHERE r.experiment_id = $1 AND r.metric_name = ANY($2::text[])
+                GROUP BY r.variant_id, r.metric_name, r.user_id
+            )
+            SELECT variant_id, metric_name, count(*) AS users, sum(records)::bigint AS records,
+                   sum(v) AS s, sum(v * v) AS ss, count(*) FILTER (WHERE v > 0) AS positive
+            FROM per_user GROUP BY variant_id, metric_name""",
+            experiment_id, list(metrics),
+        )
+
+    async def assignment_totals(self, experiment_id: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""SELECT variant_id, count(*) FILTER (WHERE source <> 'forced') AS users,
+                       count(*) FILTER (WHERE source = 'forced') AS forced
+            FROM {SCHEMA}.assignments WHERE experiment_id = $1 GROUP BY variant_id""",
+            experiment_id,
+        )
+
+    # ------------------------------------------------------------ decisions
+
+    async def insert_decision(self, experiment_id: int | None, action: str, reasoning: str, inputs: dict[str, Any],
+                              confidence: float | None, actor: str, applied: bool) -> Decision:
+        row = await self.pool.fetchrow(
+            f"""WITH d AS (
+                INSERT INTO {SCHEMA}.decisions (experiment_id, action, reasoning, inputs, confidence, actor, applied)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *)
+            SELECT d.*, e.key AS experiment_key FROM d LEFT JOIN {SCHEMA}.experiments e ON e.id = d.experiment_id""",
+            experiment_id, action, reasoning, inputs, confidence, actor, applied,
+        )
+        return _decision(row)
+
+    async def list_decisions(self, *, experiment_id: int | None, action: str | None, actor: str | None,
+                             applied: bool | None, limit: int, offset: int) -> tuple[list[Decision], int]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for fragment, value in (("d.experiment_id = ?", experiment_id), ("d.action = ?", action),
+                                ("d.actor = ?", actor), ("d.applied = ?", applied)):
+            if value is not None:
+                params.append(value)
+                clauses.append(fragment.replace("?", f"${len(params)}"))
+        where = "WHERE " + " AND ".join(clauses) if clauses else ""
+        total = await self.pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.decisions d {where}", *params)
+        rows = await self.pool.fetch(
+            f"""SELECT d.*, e.key AS experiment_key FROM {SCHEMA}.decisions d
+            LEFT JOIN {SCHEMA}.experiments e ON e.id = d.experiment_id {where}
+            ORDER BY d.created_at DESC, d.id DESC LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}""",
+            *params, limit, offset,
+        )
+        return [_decision(r) for r in rows], total
+
+    # ------------------------------------------------------------ read-only SQL
+
+    async def run_read_only(self, query: GuardedQuery, timeout_ms: int, max_rows: int, max_bytes: int) -> dict[str, Any]:
+        """Run a guarded statement READ ONLY, as the read-only role when available, with limits."""
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                    await conn.execute(f"SET LOCAL search_path = {SCHEMA}, public")
+                    if self.readonly_role:
+                        await conn.execute(f"SET LOCAL ROLE {self.readonly_role}")
+                    statement = await conn.prepare(query.sql)
+                    columns = [QueryColumn(name=a.name, type=a.type.name) for a in statement.get_attributes()]
+                    cursor = await statement.cursor()
+                    fetched = await cursor.fetch(max_rows + 1)
+            except asyncpg.QueryCanceledError:
+                raise QueryRefused(f"query cancelled: it ran longer than the {timeout_ms} ms statement timeout") from None
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError) as exc:
+                raise QueryRefused(f"PostgreSQL refused the query: {exc} (postgres_query can only read)") from None
+            except asyncpg.PostgresError as exc:
+                raise InvalidInput(f"PostgreSQL rejected the query: {exc}") from None
+        truncated_reason = None
+        if len(fetched) > max_rows:
+            fetched = fetched[:max_rows]
+            truncated_reason = f"row limit: only the first {max_rows} rows are returned"
+        rows: list[list[Any]] = []
+        size = 0
+        for record in fetched:
+            row = [jsonable(v) for v in record.values()]
+            size += len(orjson.dumps(row, default=str))
+            if size > max_bytes:
+                truncated_reason = f"size limit: result exceeded {max_bytes} bytes after {len(rows)} rows"
+                break
+            rows.append(row)
+        return {
+            "statement": query.kind, "columns": columns, "rows": rows, "row_count": len(rows),
+            "truncated": truncated_reason is not None, "truncated_reason": truncated_reason,
+            "read_only_role": self.readonly_role, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    async def describe_tables(self) -> list[TableInfo]:
+        rows = await self.pool.fetch(
+            f"""SELECT c.relname AS table_name, obj_description(c.oid, 'pg_class') AS table_comment,
+                       GREATEST(c.reltuples, -1)::bigint AS estimate,
+                       a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS column_type,
+                       NOT a.attnotnull AS nullable, pg_get_expr(d.adbin, d.adrelid) AS column_default,
+                       col_description(c.oid, a.attnum) AS column_comment
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = '{SCHEMA}'
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+            WHERE c.relkind IN ('r', 'v', 'm', 'p')
+            ORDER BY c.relname, a.attnum"""
+        )
+        tables: dict[str, TableInfo] = {}
+        for r in rows:
+            table = tables.get(r["table_name"])
+            if table is None:
+                estimate = r["estimate"]
+                table = tables[r["table_name"]] = TableInfo(
+                    name=r["table_name"], description=r["table_comment"], columns=[],
+                    estimated_rows=estimate if estimate >= 0 else None,
+                )
+            table.columns.append(ColumnInfo(name=r["column_name"], type=r["column_type"], nullable=r["nullable"],
+                                            default=r["column_default"], description=r["column_comment"]))
+        return list(tables.values())
+
+
+def _decision(row: asyncpg.Record) -> Decision:
+    return Decision(
+        id=row["id"], experiment_key=row["experiment_key"], action=row["action"], reasoning=row["reasoning"],
+        inputs=row["inputs"], confidence=row["confidence"], actor=row["actor"], applied=row["applied"],
+        created_at=row["created_at"],
+    )

@@ -95,7 +95,7 @@ class _TreeCheck(Visitor):
     def visit(self, ancestors, node):  # noqa: ANN001 - pglast's visitor signature
         if isinstance(node, ast.SelectStmt):
             if node.intoClause is not None:
-                self.refuse("SELECT INTO creates a table; only plain SELECT is allowed")
+                self.refuse("SELECT INTO is not allowed: it creates a table")
             if node.lockingClause:
                 self.refuse("row-locking clauses (FOR UPDATE / FOR SHARE) are not allowed")
         elif isinstance(node, ast.FuncCall):
@@ -150,7 +150,7 @@ def check_read_only(sql: str) -> GuardedQuery:
         kind = "select"
     elif isinstance(stmt, ast.ExplainStmt):
         if not isinstance(stmt.query, ast.SelectStmt):
-            raise QueryRefused(f"EXPLAIN is only allowed for SELECT, not {_describe(stmt.query)}")
+            raise QueryRefused(f"EXPLAIN {_describe(stmt.query)} is not allowed: EXPLAIN runs only for SELECT")
         kind = "explain"
     elif isinstance(stmt, ast.VariableShowStmt):
         kind = "show"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import messages
 from ._numeric import is_finite, jsonable, norm_cdf, norm_ppf, positive_part_mean
-from .effect import effect_moments
+from .effect import EffectMoments, effect_moments
 from .statistics import Statistic
 
 
@@ -130,6 +130,14 @@ def bayesian_compare(
     if m.error:
         return _failed(config, m.error)
 
+    try:
+        return _posterior(m, control, config)
+    except (ArithmeticError, ValueError):
+        return _failed(config, messages.NUMERICAL_RANGE)
+
+
+def _posterior(m: EffectMoments, control: Statistic, config: BayesianConfig) -> BayesianResult:
+    prior = config.prior
     data_var = m.se * m.se
     mean, var = m.estimate, data_var
     if prior is not None:
@@ -144,6 +152,8 @@ def bayesian_compare(
         mean = (m.estimate / data_var + p_mean / p_var) / precision
         var = 1.0 / precision
     sd = math.sqrt(var)
+    if not (sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
+        return _failed(config, messages.NUMERICAL_RANGE)
 
     z = norm_ppf(1.0 - config.alpha / 2.0)
     loss_control, loss_treatment = expected_losses(mean, sd)

@@ -70,12 +70,20 @@ def effect_moments(control: Statistic, treatment: Statistic, relative: bool) -> 
     err = check_statistic(control) or check_statistic(treatment)
     if err:
         return _failed(err, relative)
-    if kind >= 2:
-        control, treatment = with_pooled_theta(control, treatment)  # type: ignore[arg-type]
+    try:
+        if kind >= 2:
+            control, treatment = with_pooled_theta(control, treatment)  # type: ignore[arg-type]
+        return _moments(kind, control, treatment, relative)
+    except (ArithmeticError, ValueError):  # overflow/underflow at the edge of double precision
+        return _failed(messages.NUMERICAL_RANGE, relative)
 
+
+def _moments(kind: int, control: Statistic, treatment: Statistic, relative: bool) -> EffectMoments:
     n_c, n_t = int(control.n), int(treatment.n)
     v_c, v_t = control.variance, treatment.variance
-    if not (v_c > 0 and v_t > 0 and math.isfinite(v_c) and math.isfinite(v_t)):
+    if not (math.isfinite(v_c) and math.isfinite(v_t)):
+        return _failed(messages.NUMERICAL_RANGE, relative)
+    if not (v_c > 0 and v_t > 0):
         return _failed(messages.ZERO_VARIANCE, relative)
     m_c, m_t = control.mean, treatment.mean
     s_c, s_t = v_c / n_c, v_t / n_t
@@ -107,7 +115,10 @@ def effect_moments(control: Statistic, treatment: Statistic, relative: bool) -> 
         estimate = m_t - m_c
         variance = s_c + s_t
 
-    if not (variance > 0 and math.isfinite(variance) and math.isfinite(estimate)):
+    if not (math.isfinite(variance) and math.isfinite(estimate)):
+        return _failed(messages.NUMERICAL_RANGE, relative)
+    if not variance > 0:
         return _failed(messages.ZERO_VARIANCE, relative)
-    df = (s_c + s_t) ** 2 / (s_c * s_c / (n_c - 1) + s_t * s_t / (n_t - 1))
+    share = s_c / (s_c + s_t)  # Welch–Satterthwaite, written scale-free so tiny variances cannot underflow
+    df = 1.0 / (share * share / (n_c - 1) + (1.0 - share) ** 2 / (n_t - 1))
     return EffectMoments(estimate, math.sqrt(variance), df, n_c + n_t, m_c, m_t, relative)

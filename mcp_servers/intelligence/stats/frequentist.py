@@ -192,11 +192,18 @@ def compare(
         return failed_result(config, METHOD_WELCH, m.error, m)
     alt = config.alternative
     q = 1.0 - config.alpha / 2.0 if alt == "two-sided" else 1.0 - config.alpha
-    half = t_ppf(q, m.df) * m.se
+    try:
+        half = t_ppf(q, m.df) * m.se
+        p_value = welch_p_value(m.estimate, m.se, m.df, config.test_value, alt)
+    except ArithmeticError:
+        return failed_result(config, METHOD_WELCH, messages.NUMERICAL_RANGE, m)
+    ci = bounds(m.estimate, half, alt)
+    if math.isnan(p_value) or math.isnan(ci[0]) or math.isnan(ci[1]):
+        return failed_result(config, METHOD_WELCH, messages.NUMERICAL_RANGE, m)
     return TestResult(
         effect=m.estimate,
-        ci=bounds(m.estimate, half, alt),
-        p_value=welch_p_value(m.estimate, m.se, m.df, config.test_value, alt),
+        ci=ci,
+        p_value=p_value,
         se=m.se,
         df=m.df,
         n=m.n,

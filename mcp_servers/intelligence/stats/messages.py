@@ -19,6 +19,7 @@ MIXED_STATISTIC_TYPES = (
     "MIXED_STATISTIC_TYPES: control and treatment must be the same kind of statistic "
     "(mean/proportion, ratio, CUPED mean or CUPED ratio)"
 )
+NUMERICAL_RANGE = "NUMERICAL_RANGE: the inputs are too extreme to compute in double precision"
 UNSUPPORTED_STATISTIC = "UNSUPPORTED_STATISTIC: not a statistic this engine knows"
 
 # Configuration

@@ -120,12 +120,19 @@ def sequential_compare(
     m = effect_moments(control, treatment, config.relative)
     if m.error:
         return failed_result(config, METHOD_SEQUENTIAL, m.error, m)
-    rho = sequential_rho(config.alpha, config.n_star, one_sided)
-    half = sequential_halfwidth(m.se, m.n, rho, config.alpha, one_sided)
+    try:
+        rho = sequential_rho(config.alpha, config.n_star, one_sided)
+        half = sequential_halfwidth(m.se, m.n, rho, config.alpha, one_sided)
+        p_value = sequential_p_value(m.estimate, m.se, m.n, rho, config.test_value, config.alternative)
+    except (ArithmeticError, ValueError):
+        return failed_result(config, METHOD_SEQUENTIAL, messages.NUMERICAL_RANGE, m)
+    ci = bounds(m.estimate, half, config.alternative)
+    if math.isnan(p_value) or math.isnan(ci[0]) or math.isnan(ci[1]):
+        return failed_result(config, METHOD_SEQUENTIAL, messages.NUMERICAL_RANGE, m)
     return TestResult(
         effect=m.estimate,
-        ci=bounds(m.estimate, half, config.alternative),
-        p_value=sequential_p_value(m.estimate, m.se, m.n, rho, config.test_value, config.alternative),
+        ci=ci,
+        p_value=p_value,
         se=m.se,
         df=None,
         n=m.n,

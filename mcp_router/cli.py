@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -21,12 +22,32 @@ from schemas.settings import Settings
 SERVER_NAMES = ("postgres", "clickhouse", "chromadb", "intelligence")
 
 
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Enqueue the record as is: the listener thread formats it (QueueHandler formats in the caller)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log to stderr (stdout is the MCP stdio channel) through a queue.
+
+    The router logs every tool call; a QueueHandler keeps formatting and the write
+    off the request path, a listener thread does them.
+    """
+    import atexit
+    import queue
+    from logging.handlers import QueueListener
+
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, stream, respect_handler_level=False)
+    listener.start()
+    atexit.register(listener.stop)
+    root = logging.getLogger()
+    root.handlers[:] = [_DeferredQueueHandler(records)]
+    root.setLevel(getattr(logging, level, logging.INFO))
 
 
 def load_settings() -> Settings:
@@ -141,6 +162,98 @@ def demo() -> None:
     from mcp_router.demo import run_demo
 
     run_demo(settings)
+
+
+# ---------------------------------------------------------------- agent chat (issue 10)
+
+
+def _chat_options(func):
+    """Options shared by `chat` and `ask`."""
+    options = [
+        click.option("--model", default=None, help="Claude model (default ANTHROPIC_MODEL)."),
+        click.option("--offline", is_flag=True, help="Answer with route_query rules, no LLM (the default without ANTHROPIC_API_KEY)."),
+        click.option("--read-only", is_flag=True, help="Let the model call only tools annotated read-only."),
+        click.option("--max-tool-rounds", default=8, show_default=True, type=click.IntRange(0, 50),
+                     help="Rounds of tool calls per question before Claude must answer."),
+        click.option("--max-total-tokens", default=200_000, show_default=True, type=click.IntRange(1000),
+                     help="Input + output tokens per question."),
+        click.option("--max-tokens", default=2048, show_default=True, type=click.IntRange(1, 64_000),
+                     help="max_tokens of each response."),
+        click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 10),
+                     help="Retries on 429 rate limit / 529 overload / 5xx (with backoff)."),
+        click.option("--experiment", default=None,
+                     help="A prompt/model experiment (key) that picks the system prompt and model per user "
+                          "and receives latency, tokens and resolution as results."),
+        click.option("--user", "user_id", default=None, help="User id for --experiment (default: your login)."),
+        click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
+                     help="User attribute for the experiment's targeting (repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _build_chat_options(model, offline, read_only, max_tool_rounds, max_total_tokens, max_tokens, retries,
+                        experiment, user_id, attrs):
+    from mcp_router.chat import ChatLimits, ChatOptions
+
+    attributes = {}
+    for item in attrs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
+        attributes[key] = value
+    return ChatOptions(model=model, offline=offline, read_only=read_only, max_retries=retries,
+                       limits=ChatLimits(max_tool_rounds=max_tool_rounds, max_total_tokens=max_total_tokens,
+                                         max_response_tokens=max_tokens),
+                       experiment=experiment, user_id=user_id, attributes=attributes or None)
+
+
+@cli.command()
+@_chat_options
+def chat(**kwargs) -> None:
+    """Interactive chat: Claude answers with NeonBlue's tools (offline rules without ANTHROPIC_API_KEY)."""
+    import anyio
+
+    from mcp_router.chat import run_chat
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    options = _build_chat_options(**kwargs)
+
+    async def read_line(prompt: str) -> str | None:
+        def read() -> str | None:
+            try:
+                return input(prompt)
+            except EOFError:
+                return None
+
+        return await anyio.to_thread.run_sync(read)
+
+    try:
+        anyio.run(run_chat, settings, options, read_line)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+
+
+@cli.command()
+@click.argument("question", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {mode, answer, tool_calls, usage, ...}.")
+@_chat_options
+def ask(question: tuple[str, ...], as_json: bool, **kwargs) -> None:
+    """Answer one QUESTION (exit status 1 when the answer failed)."""
+    import anyio
+
+    from mcp_router.chat import run_ask
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    options = _build_chat_options(**kwargs)
+    turn = anyio.run(lambda: run_ask(settings, " ".join(question), options, as_json=as_json))
+    if turn.error:
+        if not as_json:
+            pass  # the renderer already printed the one-line reason
+        sys.exit(1)
 
 
 def main() -> None:

@@ -12,3 +12,16 @@ TOOL_LATENCY = Histogram(
 BACKEND_HEALTHY = Gauge("neonblue_backend_healthy", "1 when the backend answers and its circuit is closed", ["backend"])
 STREAM_LAG = Gauge("neonblue_stream_lag", "Consumer lag per topic partition", ["topic", "partition"])
 STREAM_EVENTS = Counter("neonblue_stream_events_total", "Events handled by the stream processor", ["outcome"])
+
+
+_children: dict[tuple[str, str], tuple] = {}
+
+
+def record_call(tool: str, outcome: str, seconds: float) -> None:
+    """Count one tool call; label children are cached (labels() costs a lock and a lookup)."""
+    key = (tool, outcome)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = (TOOL_CALLS.labels(tool=tool, outcome=outcome), TOOL_LATENCY.labels(tool=tool))
+    child[0].inc()
+    child[1].observe(seconds)

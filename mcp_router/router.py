@@ -128,8 +128,7 @@ class Router:
         result = await route.backend.call_tool(route.original_name, arguments)
         elapsed = time.perf_counter() - started
         outcome = "error" if result.is_error else "ok"
-        metrics.TOOL_CALLS.labels(tool=name, outcome=outcome).inc()
-        metrics.TOOL_LATENCY.labels(tool=name).observe(elapsed)
+        metrics.record_call(name, outcome, elapsed)
         log.info("tool=%s backend=%s outcome=%s duration_ms=%.2f", name, route.backend.name, outcome, elapsed * 1000)
         return result
 

@@ -1,0 +1,244 @@
+"""A chat session: the MCP connection, the answering mode, the experiment, the commands.
+
+Both `neonblue chat` (interactive) and `neonblue ask` (one question) run a
+`ChatSession`. The tools are reached through a real `mcp.Client`: on the
+router's server in this process (every backend opened in-process), or, when a
+stack started by `neonblue up` owns the stores, through that stack over HTTP.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mcp import Client
+from rich.console import Console
+from rich.text import Text
+
+from mcp_router.chat.agent import ChatAgent, ChatLimits, ChatListener, TurnResult, make_client
+from mcp_router.chat.experiment_client import ChatExperiment
+from mcp_router.chat.offline import OFFLINE_LABEL, OfflineAnswerer
+from mcp_router.chat.render import ConsoleListener, result_tables
+from mcp_router.chat.tools import ToolBridge
+from schemas.settings import Settings
+
+HELP = """\
+/help        this list
+/tools       the tools the chat can call
+/usage       tokens used in this conversation
+/reset       forget the conversation
+/resolved    the last answer solved my question (recorded when an experiment drives the chat)
+/unresolved  it did not
+/quit        leave (also /exit, Ctrl-D)"""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    model: str | None = None  # default: settings.anthropic_model
+    offline: bool = False
+    read_only: bool = False  # expose only tools annotated read-only
+    limits: ChatLimits = ChatLimits()
+    max_retries: int = 3
+    experiment: str | None = None
+    user_id: str | None = None
+    attributes: dict | None = None
+
+
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli-user"
+
+
+@asynccontextmanager
+async def open_tools_client(settings: Settings) -> AsyncIterator[Client]:
+    """An MCP client on the router: attached to a running stack, else owning the stores in-process."""
+    from mcp_router.serving import open_attached_router, open_router, resolve_token
+    from mcp_router.stack import Stack
+
+    stack = Stack(settings)
+    if stack.owner.pid() is not None and stack.owner_healthy():
+        cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
+    else:
+        cm = open_router(settings)
+    async with cm as router, Client(router.server) as client:
+        yield client
+
+
+class ChatSession:
+    """One conversation, online (Claude + tools) or offline (route_query rules + tools)."""
+
+    def __init__(self, client: Client, settings: Settings, options: ChatOptions,
+                 listener: ChatListener | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.options = options
+        self.listener = listener or ChatListener()
+        self.tools: ToolBridge | None = None
+        self.agent: ChatAgent | None = None
+        self.offline: OfflineAnswerer | None = None
+        self.experiment: ChatExperiment | None = None
+        self.notices: list[str] = []
+
+    @property
+    def mode(self) -> str:
+        return "offline" if self.agent is None else "agent"
+
+    async def start(self) -> None:
+        self.tools = await ToolBridge.load(self.client, read_only=self.options.read_only)
+        key = self.settings.anthropic_api_key
+        if key is not None and key.get_secret_value() and not self.options.offline:
+            anthropic = make_client(key.get_secret_value(), self.settings.anthropic_base_url,
+                                    max_retries=self.options.max_retries)
+            self.agent = ChatAgent(anthropic, self.tools, model=self.options.model or self.settings.anthropic_model,
+                                   limits=self.options.limits, listener=self.listener)
+        else:
+            self.offline = OfflineAnswerer(self.tools, self.listener)
+        if self.options.experiment:
+            # The harness's own calls (assignment, results) must work even with --read-only.
+            harness = self.tools if not self.options.read_only else await ToolBridge.load(self.client)
+            self.experiment = ChatExperiment(harness, self.options.experiment,
+                                             self.options.user_id or default_user(), self.options.attributes)
+            await self.experiment.enroll()
+            if self.agent is not None:
+                self.experiment.apply(self.agent)
+            else:
+                self.experiment.notices.append("offline mode: the experiment's prompt/model do not apply and "
+                                               "nothing is recorded")
+        self._drain_notices()
+
+    async def ask(self, question: str) -> TurnResult:
+        if self.agent is not None:
+            turn = await self.agent.ask(question)
+        else:
+            assert self.offline is not None
+            turn = await self.offline.ask(question)
+        if self.experiment is not None and self.agent is not None:
+            await self.experiment.record_turn(turn)
+        elif self.experiment is not None and self.experiment.arm is not None:
+            turn.variant = self.experiment.arm.variant
+        self._drain_notices()
+        return turn
+
+    async def command(self, line: str) -> str | None:
+        """Run a /command; the text to show (None for /quit)."""
+        name = line.strip().split()[0].lower()
+        if name in ("/quit", "/exit"):
+            return None
+        if name == "/help":
+            return HELP
+        if name == "/tools":
+            assert self.tools is not None
+            return "\n".join(sorted(self.tools.names))
+        if name == "/reset":
+            if self.agent is not None:
+                self.agent.reset()
+            return "conversation cleared"
+        if name == "/usage":
+            if self.agent is None:
+                return "offline mode: no tokens used"
+            u = self.agent.conversation_usage
+            return f"{u.input_tokens} input + {u.output_tokens} output tokens over {u.requests} requests"
+        if name in ("/resolved", "/unresolved"):
+            if self.experiment is None or not self.experiment.recording or self.agent is None:
+                return "noted (no experiment is recording this chat)"
+            if await self.experiment.mark(name == "/resolved"):
+                return f"recorded resolved={int(name == '/resolved')} for the last answer"
+            return "there is no answer to judge yet"
+        return f"unknown command {name}; /help lists them"
+
+    async def close(self) -> None:
+        if self.experiment is not None and self.agent is not None:
+            await self.experiment.flush()
+        self._drain_notices()
+
+    def _drain_notices(self) -> None:
+        if self.experiment is not None:
+            for message in self.experiment.notices:
+                self.listener.on_notice(message)
+                self.notices.append(message)
+            self.experiment.notices.clear()
+
+    def banner(self) -> str:
+        assert self.tools is not None
+        if self.agent is None:
+            head = OFFLINE_LABEL
+        else:
+            head = f"agent chat with {self.agent.model} · limits: {self.agent.limits.max_tool_rounds} tool rounds, " \
+                   f"{self.agent.limits.max_total_tokens} tokens per question"
+        arm = self.experiment.arm if self.experiment else None
+        if arm is not None:
+            head += f" · experiment {arm.experiment}: user {arm.user_id} → variant {arm.variant or '(none)'}"
+        return f"{head} · {len(self.tools.names)} tools"
+
+
+# ---------------------------------------------------------------- front ends
+
+
+async def run_ask(settings: Settings, question: str, options: ChatOptions, *, as_json: bool,
+                  console: Console | None = None) -> TurnResult:
+    """`neonblue ask`: one question; a streamed answer with tables, or one JSON object."""
+    console = console or Console()
+    listener: ChatListener = ChatListener() if as_json else ConsoleListener(console)
+    async with open_tools_client(settings) as client:
+        session = ChatSession(client, settings, options, listener)
+        await session.start()
+        if not as_json:
+            console.print(Text(session.banner(), style="dim"))
+        turn = await session.ask(question)
+        await session.close()
+    if as_json:
+        out = turn.to_json()
+        if session.notices:
+            out["notices"] = session.notices
+        console.file.write(json.dumps(out, default=str) + "\n")
+    else:
+        _show_turn(console, listener, turn)
+    return turn
+
+
+def _show_turn(console: Console, listener: ChatListener, turn: TurnResult) -> None:
+    if turn.mode == "offline":
+        for call in turn.tool_calls:
+            if call.tool != "route_query" and not call.is_error and call.structured is not None:
+                for table in result_tables(call.tool, call.structured):
+                    console.print(table)
+        console.print(turn.answer)
+    if isinstance(listener, ConsoleListener):
+        listener.finish(turn)
+
+
+async def run_chat(settings: Settings, options: ChatOptions, read_line: Callable[[str], Awaitable[str | None]],
+                   console: Console | None = None) -> None:
+    """`neonblue chat`: read questions until /quit or end of input; the conversation is kept."""
+    console = console or Console()
+    listener = ConsoleListener(console)
+    async with open_tools_client(settings) as client:
+        session = ChatSession(client, settings, options, listener)
+        await session.start()
+        console.print(Text(session.banner(), style="dim"))
+        console.print(Text("Ask about your experiments; /help for commands.", style="dim"))
+        try:
+            while True:
+                line = await read_line("you> ")
+                if line is None:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                if line.startswith("/"):
+                    reply = await session.command(line)
+                    if reply is None:
+                        break
+                    console.print(Text(reply, style="dim"))
+                    continue
+                if session.agent is not None:
+                    console.file.write("neonblue> ")
+                turn = await session.ask(line)
+                _show_turn(console, listener, turn)
+        finally:
+            await session.close()

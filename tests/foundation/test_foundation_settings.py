@@ -42,13 +42,16 @@ def test_unset_store_urls_mean_embedded(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def test_event_defaults_and_validation() -> None:
-    e = Event.model_validate({"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00",
+    e = Event.model_validate({"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00Z",
                               "user_id": "u1", "experiment_id": "checkout"})
     assert e.metric_name == "conversion" and e.metric_value == 1.0
     assert e.timestamp.tzinfo is not None
     with pytest.raises(ValidationError, match="numeric value"):
         Event.model_validate({"event_id": "e2", "event_type": "metric", "timestamp": "2026-11-01T10:00:00Z",
                               "user_id": "u1", "experiment_id": "x", "metric": "latency_ms"})
+    with pytest.raises(ValidationError, match="timezone"):
+        Event.model_validate({"event_id": "e5", "event_type": "page_view", "timestamp": "2026-11-01T10:00:00",
+                              "user_id": "u1"})
     with pytest.raises(ValidationError, match="finite"):
         Event.model_validate({"event_id": "e3", "event_type": "revenue", "timestamp": "2026-11-01T10:00:00Z",
                               "user_id": "u1", "experiment_id": "x", "value": float("nan")})

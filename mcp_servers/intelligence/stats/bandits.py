@@ -91,10 +91,16 @@ def thompson_weights(
     mixture with the uniform split).
     """
     k = len(stats)
-    equal = tuple([1.0 / k] * k) if k else ()
+    current_ok = current_weights is None or (
+        len(current_weights) == k
+        and all(is_finite(w) and w >= 0 for w in current_weights)
+        and abs(math.fsum(current_weights) - 1.0) <= 1e-6
+    )
+    # when nothing can be computed, traffic stays where it was (or is split equally)
+    keep = tuple(float(w) for w in current_weights) if current_weights and current_ok else tuple([1.0 / k] * k) if k else ()
 
     def failed(error: str) -> BanditResult:
-        return BanditResult(tuple(current_weights) if current_weights else equal, None, (), (), False, None, seed, error)
+        return BanditResult(keep, None, (), (), False, None, seed if is_whole(seed) else 0, error)
 
     if k < 2:
         return failed(messages.TOO_FEW_VARIANTS)
@@ -106,11 +112,7 @@ def thompson_weights(
         return failed(messages.INVALID_MIN_N)
     if not is_whole(seed):
         return failed(messages.INVALID_SEED)
-    if current_weights is not None and not (
-        len(current_weights) == k
-        and all(is_finite(w) and w >= 0 for w in current_weights)
-        and abs(math.fsum(current_weights) - 1.0) <= 1e-6
-    ):
+    if not current_ok:
         return failed(messages.INVALID_CURRENT_WEIGHTS)
     if prior is not None and not (is_finite(prior.mean, prior.variance) and prior.variance > 0):
         return failed(messages.INVALID_PRIOR)
@@ -131,7 +133,6 @@ def thompson_weights(
         means.append(stat.mean)
         variances.append(max(stat.variance, 0.0) / n)
 
-    keep = tuple(current_weights) if current_weights else equal
     if min(counts) < min_n:
         return BanditResult(keep, None, (), (), False, messages.BANDIT_MIN_N_NOT_REACHED, int(seed))
 

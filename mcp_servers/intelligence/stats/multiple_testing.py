@@ -74,7 +74,7 @@ def _bh(p: list[float]) -> list[float]:
     running = 1.0
     for k, i in enumerate(order):
         rank = m - k  # 1-based rank in ascending order
-        running = min(running, min(1.0, p[i] * m / rank))
+        running = min(running, min(1.0, p[i] * (m / rank)))  # m/rank >= 1 exactly, so never below p
         adjusted[i] = running
     return adjusted
 

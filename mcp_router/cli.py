@@ -251,9 +251,7 @@ def ask(question: tuple[str, ...], as_json: bool, **kwargs) -> None:
     options = _build_chat_options(**kwargs)
     turn = anyio.run(lambda: run_ask(settings, " ".join(question), options, as_json=as_json))
     if turn.error:
-        if not as_json:
-            pass  # the renderer already printed the one-line reason
-        sys.exit(1)
+        sys.exit(1)  # the reason is already printed: one line on the terminal, or the JSON's "error"
 
 
 def main() -> None:

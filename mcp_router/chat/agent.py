@@ -135,8 +135,9 @@ class ChatAgent:
 
     def __init__(self, client: anthropic.AsyncAnthropic, tools: ToolBridge, *, model: str,
                  system: str = DEFAULT_SYSTEM_PROMPT, limits: ChatLimits | None = None,
-                 listener: ChatListener | None = None) -> None:
+                 listener: ChatListener | None = None, user_id: str | None = None) -> None:
         self.client = client
+        self.user_id = user_id  # sent as metadata.user_id (an opaque id the API uses for abuse detection)
         self.tools = tools
         self.model = model
         self.system = system
@@ -217,6 +218,8 @@ class ChatAgent:
             "system": self.system,
             "messages": self.messages,
         }
+        if self.user_id:
+            kwargs["metadata"] = {"user_id": self.user_id}
         definitions = self.tools.definitions()
         if definitions:
             kwargs["tools"] = definitions

@@ -109,6 +109,7 @@ class ChatExperiment:
 
     def apply(self, agent: ChatAgent) -> None:
         """Give the agent the variant's system prompt and model (defaults stay where the config is silent)."""
+        agent.user_id = self.user_id
         if self.arm is None or self.arm.variant is None:
             return
         if self.arm.system_prompt:

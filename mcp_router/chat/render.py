@@ -114,8 +114,9 @@ def result_tables(tool: str, data: Any) -> list[Table]:
 class ConsoleListener(ChatListener):
     """Streams Claude's text to the terminal and shows each tool call as it happens."""
 
-    def __init__(self, console: Console, *, show_results: bool = False) -> None:
+    def __init__(self, console: Console, *, show_results: bool = False, errors: Console | None = None) -> None:
         self.console = console
+        self.errors = errors or Console(stderr=True)
         self.show_results = show_results
         self._mid_line = False
 
@@ -151,7 +152,7 @@ class ConsoleListener(ChatListener):
     def finish(self, turn: TurnResult) -> None:
         self._newline()
         if turn.error:
-            self.console.print(Text(f"neonblue chat: {turn.error}", style="bold red"))
+            self.errors.print(Text(f"neonblue: {turn.error}", style="bold red"), soft_wrap=True)
         usage = turn.usage
         tools = ", ".join(c.tool for c in turn.tool_calls) or "none"
         detail = (f"tools: {tools} · {usage.input_tokens} in / {usage.output_tokens} out tokens · "

@@ -169,7 +169,7 @@ def check_request(body: dict[str, Any]) -> str | None:
 
 
 class FakeAnthropic:
-    """Scripted Messages API on 127.0.0.1. Queue replies with `then(...)`; read `requests`."""
+    """Scripted Messages API on 127.0.0.1. Queue replies with `then(...)` (or `always(...)`); read `requests`."""
 
     def __init__(self, api_key: str = "sk-ant-test-key") -> None:
         self.api_key = api_key
@@ -180,6 +180,7 @@ class FakeAnthropic:
         self._thread: threading.Thread | None = None
         self.port: int | None = None
         self.chunk_size = 7  # characters per streamed text delta / JSON fragment
+        self.fallback: Script | None = None  # answers every request once the queue is empty
 
     @property
     def url(self) -> str:
@@ -189,6 +190,11 @@ class FakeAnthropic:
     def then(self, *replies: Script) -> FakeAnthropic:
         with self._lock:
             self._script.extend(replies)
+        return self
+
+    def always(self, reply: Script) -> FakeAnthropic:
+        """Answer every request the queue does not cover (e.g. a function of the request)."""
+        self.fallback = reply
         return self
 
     @property
@@ -214,7 +220,7 @@ class FakeAnthropic:
         if (problem := check_request(body)) is not None:
             return _error(400, "invalid_request_error", problem)
         with self._lock:
-            step = self._script.popleft() if self._script else None
+            step = self._script.popleft() if self._script else self.fallback
         if step is None:
             return _error(400, "invalid_request_error", "fake anthropic: the test scripted no further response")
         if callable(step):

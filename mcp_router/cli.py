@@ -254,6 +254,61 @@ def ask(question: tuple[str, ...], as_json: bool, **kwargs) -> None:
         sys.exit(1)  # the reason is already printed: one line on the terminal, or the JSON's "error"
 
 
+@cli.command()
+def stream() -> None:
+    """Run one stream-processor member of the consumer group (scale out by running more)."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    import asyncio
+
+    from stream_processor.runner import run_standalone
+
+    asyncio.run(run_standalone(settings))
+
+
+@cli.command()
+@click.option("--experiment", "experiment_key", required=True, help="Registry key of a running experiment.")
+@click.option("--users", default=10_000, show_default=True, help="Users to simulate.")
+@click.option("--rate", default=None, type=float, help="Target events/s (default: as fast as possible).")
+@click.option("--truth", "truths", multiple=True, metavar="VARIANT=RATE[:REVENUE]", required=True,
+              help="True conversion rate (and revenue per conversion) of a variant; repeat per variant.")
+@click.option("--days", default=14, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def generate(experiment_key: str, users: int, rate: float | None, truths: tuple[str, ...], days: int, seed: int) -> None:
+    """Stream synthetic traffic with known true effects for an experiment into Kafka."""
+    settings = load_settings()
+    configure_logging("WARNING")
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from mcp_servers.postgres import open_service as open_postgres
+    from mcp_servers.postgres.service import assignment_spec
+    from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
+
+    parsed: dict[str, ArmTruth] = {}
+    for item in truths:
+        variant, _, spec = item.partition("=")
+        rate_s, _, revenue = spec.partition(":")
+        try:
+            parsed[variant] = ArmTruth(float(rate_s), float(revenue or 0))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected VARIANT=RATE[:REVENUE]", param_hint="--truth") from None
+
+    async def main() -> int:
+        async with open_postgres(settings) as registry:
+            experiment = await registry.get_experiment(experiment_key)
+        keys = [v.key for v in experiment.variants]
+        missing = set(keys) - set(parsed)
+        if missing:
+            raise click.BadParameter(f"no --truth for variant(s) {sorted(missing)}", param_hint="--truth")
+        start = datetime.now(UTC) - timedelta(days=days)
+        plan = TrafficPlan(experiment.key, keys, assignment_spec(experiment), parsed, users, start, days, seed)
+        return await produce(settings.effective_kafka_bootstrap, generate_events(plan), rate=rate)
+
+    sent = asyncio.run(main())
+    click.echo(f"produced {sent} events for {experiment_key}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=True)

@@ -88,6 +88,7 @@ class Router:
 
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = {b.name: b for b in backends}
+        self.services: dict[str, Any] = {}  # in-process services, shared with the stream processor
         self.catalogue = Catalogue()
         self.server: Server[Any] = Server(
             "neonblue",

@@ -64,6 +64,7 @@ async def open_router(
                 continue
             kwargs = {"backends": router.backends} if spec.needs_backends else {}
             service = await stack.enter_async_context(spec.open_service(settings, **kwargs))
+            router.services[name] = service
             router.backends[name] = Backend(name, spec.build_server(service), timeout=settings.backend_timeout)
         router.backends["router"] = Backend("router", build_router_tools(router, stream_stats))
         await stack.enter_async_context(connected(router))
@@ -148,11 +149,32 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
         log.warning("serving HTTP on %s without a bearer token (loopback only)", settings.http_host)
 
     async def main() -> None:
-        async with open_router(settings) as router:
+        from stream_processor.processor import StreamStats
+
+        stats = StreamStats() if with_stream else None
+        async with open_router(settings, stream_stats=stats.snapshot if stats else None) as router:
             app = build_http_app(router, settings, token)
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="on")
-            await uvicorn.Server(config).serve()
+            server = uvicorn.Server(config)
+            if not with_stream:
+                await server.serve()
+                return
+            # The store owner also runs the stream processor: it shares the in-process services
+            # (chDB and Chroma allow one owning process).
+            from stream_processor.runner import build_processor
+
+            processor = build_processor(settings, router.services, stats)
+            async with anyio.create_task_group() as tg:
+                async def consume() -> None:
+                    try:
+                        await processor.run()
+                    except Exception:  # noqa: BLE001 - keep serving MCP; router_status shows the stream stalled
+                        log.exception("stream processor stopped")
+
+                tg.start_soon(consume)
+                await server.serve()  # returns on SIGTERM/SIGINT (uvicorn handles the signal)
+                processor.stop()  # finish the batch in flight, commit, leave the group
 
     if server is not None:
         raise ConfigError("serve --http serves the router; run a single server over stdio instead")

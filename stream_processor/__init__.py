@@ -1,0 +1,1 @@
+"""Kafka → classify → route → idempotent sinks → commit. See processor.py."""

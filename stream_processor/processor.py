@@ -1,0 +1,289 @@
+"""The stream processor: one member of a Kafka consumer group.
+
+For every fetched batch:
+  1. parse (orjson) and validate each record against the event schema;
+  2. classify it with the router's classifier and hand it to the sinks of its
+     target servers (ClickHouse, PostgreSQL, Chroma);
+  3. send what cannot be used to the dead-letter topic with the original bytes,
+     its coordinates and the reason (bad JSON, wrong types, unknown experiment,
+     oversized) — one bad record never blocks its partition;
+  4. flush every sink, then — only then — commit the offsets (checkpoint).
+
+Delivery is at-least-once and every sink is idempotent, so the stores end up
+exactly-once. A sink that is down makes the processor retry the same batch
+with backoff, without committing. Scale-out is more members in the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+from pydantic import ValidationError
+
+from mcp_router.classifier import classify_event
+from schemas.events import MAX_EVENT_BYTES, Event
+from stream_processor.sinks import Record, Sink, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamStats:
+    """Figures for router_status and `neonblue stream --stats`."""
+
+    consumed: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+    batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+    lag: dict[str, int] = field(default_factory=dict)
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        window = [(t, n) for t, n in self.recent if now - t <= 10]
+        rate = sum(n for _, n in window) / max(1e-9, now - window[0][0]) if len(window) > 1 else 0.0
+        batch = sorted(self.batch_ms)
+        return {
+            "consumed": self.consumed,
+            "stored": self.stored,
+            "dead_lettered": self.dead_lettered,
+            "batches": self.batches,
+            "retries": self.retries,
+            "events_per_s_10s": round(rate, 1),
+            "batch_ms_p50": round(batch[len(batch) // 2], 2) if batch else None,
+            "batch_ms_p99": round(batch[int(len(batch) * 0.99)], 2) if batch else None,
+            "lag": dict(self.lag),
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+
+KnownExperiments = Callable[[], Awaitable[set[str]]]
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: Iterable[str],
+        group_id: str,
+        sinks: dict[str, Sink],
+        dlq_topic: str = "neonblue.dlq",
+        known_experiments: KnownExperiments | None = None,
+        max_batch: int = 20_000,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        stats: StreamStats | None = None,
+        on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.group_id = group_id
+        self.sinks = sinks
+        self.dlq_topic = dlq_topic
+        self.known_experiments = known_experiments
+        self.max_batch = max_batch
+        self.max_event_bytes = max_event_bytes
+        self.stats = stats or StreamStats()
+        self.on_batch = on_batch
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()  # a batch in flight and a rebalance never interleave
+        self._known: set[str] = set()
+        self._known_at = 0.0
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight, commit and leave the group."""
+        self._stop.set()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        try:
+            while not self._stop.is_set():
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                if not fetched:
+                    await self._update_lag()
+                    continue
+                async with self._lock:
+                    await self._process(fetched)
+        finally:
+            await self.consumer.stop()  # leaves the group; offsets were committed after the last batch
+            await self.producer.stop()
+
+    # ------------------------------------------------------------------- batch
+    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        records: list[Record] = []
+        dead: list[DeadLetter] = []
+        known = await self._known_experiment_keys()
+        for tp, messages in fetched.items():
+            for msg in messages:
+                record, reason = self._parse(msg, tp, known)
+                if record is None:
+                    dead.append(DeadLetter(msg.value or b"", tp.topic, tp.partition, msg.offset, reason))
+                    continue
+                records.append(record)
+                for target in classify_event(record.event).targets:
+                    sink = self.sinks.get(target)
+                    if sink is not None:
+                        sink.add(record)
+        await self._flush_until_done()
+        await self._dead_letter(dead + self._sink_rejections())
+        if self.on_batch is not None and records:
+            await self.on_batch(records)
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+        try:
+            await self.consumer.commit(offsets)  # checkpoint: only after every sink and the DLQ acknowledged
+        except CommitFailedError as exc:
+            # A rebalance took the partitions: the new owner replays from the last commit and the
+            # idempotent sinks make that replay harmless.
+            log.warning("commit refused during a rebalance (%s); the batch will be replayed idempotently", exc)
+        n = sum(len(m) for m in fetched.values())
+        self.stats.consumed += n
+        self.stats.stored += len(records)
+        self.stats.batches += 1
+        self.stats.recent.append((time.monotonic(), n))
+        self.stats.batch_ms.append((time.perf_counter() - started) * 1000)
+        await self._update_lag()
+
+    def _parse(self, msg: Any, tp: TopicPartition, known: set[str] | None) -> tuple[Record | None, str]:
+        raw = msg.value
+        if raw is None:
+            return None, "empty record (no value)"
+        if len(raw) > self.max_event_bytes:
+            return None, f"oversized: {len(raw)} bytes > {self.max_event_bytes}"
+        try:
+            event = Event.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err["type"] == "json_invalid":
+                return None, f"bad JSON: {err['msg']}"
+            where = ".".join(str(p) for p in err["loc"]) or "event"
+            return None, f"invalid event: {where}: {err['msg']}"
+        if known is not None and event.experiment_id is not None and event.experiment_id not in known:
+            return None, f"unknown experiment {event.experiment_id!r}"
+        return Record(event, raw, tp.topic, tp.partition, msg.offset), ""
+
+    async def _known_experiment_keys(self) -> set[str] | None:
+        if self.known_experiments is None:
+            return None
+        if time.monotonic() - self._known_at > 2.0:  # refresh often enough for new experiments to flow
+            self._known = await self.known_experiments()
+            self._known_at = time.monotonic()
+        return self._known
+
+    def _sink_rejections(self) -> list[DeadLetter]:
+        out = []
+        for sink in self.sinks.values():
+            rejected = getattr(sink, "rejected", None)
+            if rejected:
+                out.extend(DeadLetter(r.raw, r.topic, r.partition, r.offset, f"{sink.name}: {why}") for r, why in rejected)
+                rejected.clear()
+        return out
+
+    async def _flush_until_done(self) -> None:
+        delay = 0.2
+        for sink in self.sinks.values():
+            while True:
+                try:
+                    await sink.flush()
+                    break
+                except SinkUnavailable as exc:
+                    self.stats.retries += 1
+                    wait = min(30.0, max(delay, exc.retry_after))
+                    log.warning("%s; retrying in %.1fs (offsets not committed)", exc, wait)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), timeout=wait)
+                    except TimeoutError:
+                        pass
+                    if self._stop.is_set():
+                        raise asyncio.CancelledError("stopped while a sink was down; batch will be replayed") from exc
+                    delay = min(30.0, delay * 2)
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        futures = []
+        for d in dead:
+            headers = [("reason", d.reason.encode()), ("source_topic", d.topic.encode()),
+                       ("source_partition", str(d.partition).encode()), ("source_offset", str(d.offset).encode())]
+            futures.append(await self.producer.send(self.dlq_topic, value=d.raw, headers=headers,
+                                                    key=f"{d.topic}:{d.partition}:{d.offset}".encode()))
+        await asyncio.gather(*futures)  # acknowledged before the offsets are committed
+        self.stats.dead_lettered += len(dead)
+        log.info("dead-lettered %d records (first: %s)", len(dead), dead[0].reason)
+
+    async def _update_lag(self) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except Exception:  # noqa: BLE001 - partition revoked meanwhile
+                continue
+            self.stats.lag[f"{tp.topic}[{tp.partition}]"] = max(0, high - position)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Partitions move only between batches: a revoke waits for the batch in flight (which commits)."""
+
+    def __init__(self, processor: StreamProcessor) -> None:
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.processor._lock:
+            for tp in revoked:
+                self.processor.stats.lag.pop(f"{tp.topic}[{tp.partition}]", None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("assigned partitions: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+def dlq_reason(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Decode a dead letter's headers (for tests and tooling)."""
+    return {k: v.decode() for k, v in headers}
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)

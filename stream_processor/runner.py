@@ -1,0 +1,86 @@
+"""Wire the stream processor to the stores: in the stack's owner process (sharing its
+services) or standalone against production servers (`neonblue stream`)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+from mcp_router.embedded import ConfigError
+from mcp_servers.registry import SERVERS
+from schemas.settings import Settings
+from stream_processor.processor import StreamProcessor, StreamStats
+from stream_processor.sinks import ChromaSink, ClickHouseSink, PostgresSink
+
+log = logging.getLogger(__name__)
+
+
+def experiment_keys_loader(postgres: Any):
+    """Known experiment keys from the registry (events for other keys go to the DLQ)."""
+
+    async def load() -> set[str]:
+        keys: set[str] = set()
+        offset: int | None = 0
+        while offset is not None:
+            page = await postgres.list_experiments(limit=200, offset=offset)
+            keys.update(item.key for item in page.items)
+            offset = page.next_offset
+        return keys
+
+    return load
+
+
+def experiment_context_loader(postgres: Any):
+    """A concluded experiment's registry record, for the Chroma memory."""
+
+    async def load(key: str) -> dict[str, Any] | None:
+        experiment = await postgres.get_experiment(key)
+        return experiment.model_dump(mode="json")
+
+    return load
+
+
+def build_processor(settings: Settings, services: dict[str, Any], stats: StreamStats | None = None,
+                    **overrides: Any) -> StreamProcessor:
+    sinks: dict[str, Any] = {}
+    if "clickhouse" in services:
+        sinks["clickhouse"] = ClickHouseSink(services["clickhouse"])
+    if "postgres" in services:
+        sinks["postgres"] = PostgresSink(services["postgres"])
+    if "chromadb" in services:
+        describe = experiment_context_loader(services["postgres"]) if "postgres" in services else None
+        sinks["chromadb"] = ChromaSink(services["chromadb"], describe)
+    if "clickhouse" not in sinks:
+        raise ConfigError("CLICKHOUSE_URL: the stream processor needs the ClickHouse server for events")
+    known = experiment_keys_loader(services["postgres"]) if "postgres" in services else None
+    options: dict[str, Any] = {
+        "bootstrap": settings.effective_kafka_bootstrap,
+        "topics": settings.kafka_topics,
+        "group_id": settings.kafka_group_id,
+        "dlq_topic": settings.kafka_dlq_topic,
+        "sinks": sinks,
+        "known_experiments": known,
+        "stats": stats,
+    }
+    options.update(overrides)
+    return StreamProcessor(**options)
+
+
+async def run_standalone(settings: Settings) -> None:
+    """`neonblue stream`: open the stores this process may own, then consume until SIGTERM."""
+    from mcp_router.stack import Stack
+
+    embedded = not settings.clickhouse_url or not settings.chroma_url
+    if embedded and Stack(settings).owner.pid() is not None:
+        raise ConfigError(
+            "CLICKHOUSE_URL: the running stack's owner process already runs the stream processor "
+            "(chDB and Chroma allow one owning process); use `neonblue status`"
+        )
+    async with AsyncExitStack() as stack:
+        services = {}
+        for name in ("postgres", "clickhouse", "chromadb"):
+            services[name] = await stack.enter_async_context(SERVERS[name].open_service(settings))
+        processor = build_processor(settings, services)
+        log.info("stream processor: group %s on %s", settings.kafka_group_id, settings.kafka_topics)
+        await processor.run(install_signal_handlers=True)

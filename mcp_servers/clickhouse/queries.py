@@ -1,0 +1,220 @@
+"""The analytical SQL of the ClickHouse server, built from trusted pieces only.
+
+Every value (experiment key, metric names, segment values, time bounds) is a
+bound parameter `{name:Type}`; the builders only choose among fixed fragments
+and number the parameters. Tables are named `database.table` (the database
+name is validated against `^[A-Za-z_][A-Za-z0-9_]*$` by the store).
+
+Per-user semantics (the unit of analysis is the user):
+- a user belongs to the experiment when they have an exposure in the window;
+  their variant is the one of their first exposure, and users exposed to more
+  than one variant are counted apart and left out of the statistics;
+- a user's value of a metric is the sum of that metric over their events
+  tagged with the experiment in the window; exposed users without the metric
+  count as 0 (exposures define n);
+- the CUPED covariate is the same metric summed over the user's events (of any
+  experiment) in the pre-period [window start - lookback, window start).
+Events are read with FINAL, so each event_id counts once even before merges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SEGMENT_DIMENSIONS = ("device", "country", "source", "plan")
+
+_MS = "fromUnixTimestamp64Milli({%s:Int64}, 'UTC')"
+IN_WINDOW = f"timestamp >= {_MS % 'start_ms'} AND timestamp < {_MS % 'end_ms'}"
+IN_PRE = f"timestamp >= {_MS % 'pre_ms'} AND timestamp < {_MS % 'start_ms'}"
+IN_EXPERIMENT = f"experiment_id = {{exp:String}} AND {IN_WINDOW}"
+
+
+def per_user_sql(
+    db: str,
+    n_metrics: int,
+    *,
+    cuped: bool,
+    segment_columns: Sequence[str] = (),
+    segment_filters: Sequence[str] = (),
+    include_unexposed: bool = False,
+) -> str:
+    """One row per user: assigned (variant), mixed, exposures, x{i} (and y{i} with CUPED), seg_<dim>.
+
+    Metric i is bound as {m<i>:String}; segment filter <dim> as {seg_<dim>:String}.
+    """
+    columns = [
+        "user_id",
+        "argMinIf(variant, timestamp, is_exposure) AS assigned",
+        "minIf(variant, is_exposure) != maxIf(variant, is_exposure) AS mixed",
+        "countIf(is_exposure) AS exposures",
+    ]
+    for dim in dict.fromkeys([*segment_columns, *segment_filters]):
+        columns.append(f"argMinIf({dim}, timestamp, is_exposure) AS seg_{dim}")
+    for i in range(n_metrics):
+        columns.append(f"sumIf(ifNull(value, 0), in_experiment AND metric = {{m{i}:String}}) AS x{i}")
+        if cuped:
+            columns.append(f"sumIf(ifNull(value, 0), in_pre AND metric = {{m{i}:String}}) AS y{i}")
+    where = f"({IN_EXPERIMENT})"
+    if cuped and n_metrics:
+        metric_list = ", ".join(f"{{m{i}:String}}" for i in range(n_metrics))
+        where += f" OR ({IN_PRE} AND metric IN ({metric_list}))"
+    having = [] if include_unexposed else ["exposures > 0"]
+    having += [f"seg_{dim} = {{seg_{dim}:String}}" for dim in segment_filters]
+    with_clause = (
+        f"WITH ({IN_EXPERIMENT}) AS in_experiment, "
+        f"(in_experiment AND event_type = 'exposure') AS is_exposure"
+        + (f", ({IN_PRE}) AS in_pre" if cuped else "")
+    )
+    sql = f"""
+        {with_clause}
+        SELECT {', '.join(columns)}
+        FROM {db}.events FINAL
+        WHERE {where}
+        GROUP BY user_id"""
+    if having:
+        sql += "\n        HAVING " + " AND ".join(having)
+    return sql
+
+
+def variant_statistics_sql(
+    db: str,
+    n_metrics: int,
+    ratio_pairs: Sequence[tuple[int, int]],
+    *,
+    cuped: bool,
+    segment_filters: Sequence[str] = (),
+) -> str:
+    """Per (variant, mixed): n and, per metric i, s{i}=Σx q{i}=Σx² z{i}=#x≠0 [a{i}=Σy b{i}=Σy² c{i}=Σxy];
+    per ratio k over metrics (i, j): r{k}=Σx_i·x_j."""
+    aggregates = ["assigned AS variant", "mixed", "count() AS n"]
+    for i in range(n_metrics):
+        aggregates += [f"sum(x{i}) AS s{i}", f"sum(x{i} * x{i}) AS q{i}", f"countIf(x{i} != 0) AS z{i}"]
+        if cuped:
+            aggregates += [f"sum(y{i}) AS a{i}", f"sum(y{i} * y{i}) AS b{i}", f"sum(x{i} * y{i}) AS c{i}"]
+    for k, (i, j) in enumerate(ratio_pairs):
+        aggregates.append(f"sum(x{i} * x{j}) AS r{k}")
+    inner = per_user_sql(db, n_metrics, cuped=cuped, segment_filters=segment_filters)
+    return f"""
+    SELECT {', '.join(aggregates)}
+    FROM ({inner})
+    GROUP BY variant, mixed
+    ORDER BY variant, mixed"""
+
+
+def segment_breakdown_sql(db: str, n_metrics: int) -> str:
+    """Per (dimension, segment, variant, mixed): n, s{i}, q{i}; dimension 'all' = every user."""
+    inner = per_user_sql(db, n_metrics, cuped=False, segment_columns=SEGMENT_DIMENSIONS)
+    pairs = ", ".join(["('all', '')", *(f"('{d}', seg_{d})" for d in SEGMENT_DIMENSIONS)])
+    aggregates = ["dv.1 AS dimension", "dv.2 AS segment", "assigned AS variant", "mixed", "count() AS n"]
+    for i in range(n_metrics):
+        aggregates += [f"sum(x{i}) AS s{i}", f"sum(x{i} * x{i}) AS q{i}"]
+    return f"""
+    SELECT {', '.join(aggregates)}
+    FROM ({inner})
+    ARRAY JOIN [{pairs}] AS dv
+    GROUP BY dimension, segment, variant, mixed"""
+
+
+def exposure_bounds_sql(db: str) -> str:
+    """Exposures of the experiment, its first exposure and its last event of any type."""
+    return f"""
+    SELECT countIf(event_type = 'exposure') AS n, minIf(timestamp, event_type = 'exposure') AS first,
+           max(timestamp) AS last
+    FROM {db}.events
+    WHERE experiment_id = {{exp:String}}"""
+
+
+def _assignment(db: str, windowed: bool) -> str:
+    where = "experiment_id = {exp:String} AND event_type = 'exposure'"
+    if windowed:
+        where += f" AND {IN_WINDOW}"
+    return f"""
+        SELECT user_id, argMin(variant, timestamp) AS assigned, min(timestamp) AS first_exposure
+        FROM {db}.events FINAL
+        WHERE {where}
+        GROUP BY user_id
+        HAVING min(variant) = max(variant)"""
+
+
+def refresh_daily_metrics_sql(db: str) -> str:
+    """Recompute every day of one experiment from the deduplicated events."""
+    return f"""
+    INSERT INTO {db}.experiment_daily_metrics
+        (experiment_id, date, variant, metric, users, new_users, events, value_sum, value_sum_squares, computed_at)
+    SELECT {{exp:String}}, day, variant, m, uniqExact(user_id),
+           if(m = '', uniqExactIf(user_id, day = first_day), 0),
+           sum(n_events),
+           if(m = '', 0, sum(total)),
+           if(m = '', 0, sum(total * total)),
+           now64(3)
+    FROM (
+        SELECT toDate(e.timestamp) AS day, a.assigned AS variant, e.user_id AS user_id, e.metric AS metric,
+               toDate(a.first_exposure) AS first_day, count() AS n_events, sum(ifNull(e.value, 0)) AS total
+        FROM {db}.events AS e FINAL
+        INNER JOIN ({_assignment(db, windowed=False)}) AS a ON e.user_id = a.user_id
+        WHERE e.experiment_id = {{exp:String}}
+        GROUP BY day, variant, user_id, metric, first_day
+    )
+    ARRAY JOIN if(metric = '', [''], ['', metric]) AS m
+    GROUP BY day, variant, m"""
+
+
+def daily_metrics_sql(db: str) -> str:
+    return f"""
+    SELECT date, variant, metric, users, new_users, events, value_sum
+    FROM {db}.experiment_daily_metrics FINAL
+    WHERE experiment_id = {{exp:String}} AND (metric = '' OR metric = {{metric:String}})
+      AND date >= {{start_day:Date}} AND date <= {{end_day:Date}}
+    ORDER BY date, variant"""
+
+
+def refresh_covariates_sql(db: str) -> str:
+    """Per exposed user (single variant, exposed in the window): the metric summed over the pre-period."""
+    return f"""
+    INSERT INTO {db}.experiment_user_covariates
+        (experiment_id, metric, lookback_days, user_id, variant, pre_period_start, pre_period_end,
+         value, events, computed_at)
+    SELECT {{exp:String}}, {{metric:String}}, {{lookback:UInt16}}, a.user_id, a.assigned,
+           {_MS % 'pre_ms'}, {_MS % 'start_ms'}, p.value, p.events, now64(3)
+    FROM ({_assignment(db, windowed=True)}) AS a
+    LEFT JOIN (
+        SELECT user_id, sum(ifNull(value, 0)) AS value, toUInt32(count()) AS events
+        FROM {db}.events FINAL
+        WHERE metric = {{metric:String}} AND {IN_PRE}
+        GROUP BY user_id
+    ) AS p ON a.user_id = p.user_id"""
+
+
+def orphan_metric_users_sql(db: str) -> str:
+    """Users with metric events tagged with the experiment in the window but no exposure at all."""
+    return f"""
+    SELECT uniqExact(user_id) AS users, count() AS events
+    FROM {db}.events FINAL
+    WHERE {IN_EXPERIMENT} AND metric != ''
+      AND user_id NOT IN (
+          SELECT user_id FROM {db}.events
+          WHERE experiment_id = {{exp:String}} AND event_type = 'exposure')"""
+
+
+def stored_duplicates_sql(db: str) -> str:
+    return f"""
+    SELECT (SELECT count() FROM {db}.events WHERE experiment_id = {{exp:String}})
+         - (SELECT count() FROM {db}.events FINAL WHERE experiment_id = {{exp:String}}) AS pending"""
+
+
+def future_events_sql(db: str) -> str:
+    return f"""
+    SELECT count() AS events FROM {db}.events
+    WHERE experiment_id = {{exp:String}} AND timestamp > now64(3) + INTERVAL 1 HOUR"""
+
+
+def tables_sql() -> str:
+    return """
+    SELECT name, engine, total_rows, total_bytes, comment, sorting_key
+    FROM system.tables WHERE database = {db:String} ORDER BY name"""
+
+
+def columns_sql() -> str:
+    return """
+    SELECT table, name, type, comment FROM system.columns
+    WHERE database = {db:String} ORDER BY table, position"""

@@ -1,0 +1,344 @@
+"""The engine behind the ClickHouse server: one store interface, two engines.
+
+- `ChdbStore` runs the real ClickHouse engine in-process (PyPI `chdb`) on a data
+  directory. chDB can open ONE data path per process, so every store of a
+  process shares one writer `Session` per path (`_PATHS`, a registry keyed by
+  path) and isolates by database name: all internal SQL names its tables as
+  `database.table`. User SQL (the `clickhouse_query` tool) runs in a separate
+  sandbox session per (path, database) whose current database is the store's
+  and which is switched to `readonly=1` with execution-time and result-size
+  limits at creation, so no statement it runs can change a setting or write.
+- `ServerStore` talks to a ClickHouse server over HTTP (clickhouse-connect);
+  the same SQL, limits passed as per-query settings (HTTP parameters).
+
+Both take values as bound parameters (`{name:Type}` placeholders) and return
+query results as Arrow tables. Blocking calls run in a worker thread
+(`anyio.to_thread`), so the event loop stays responsive while chDB works.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mcp_servers.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+Params = Mapping[str, Any]
+_DATABASE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CODE_RE = re.compile(r"Code:\s*(\d+)")
+_SETTING_VALUE_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+class StoreError(Exception):
+    """A statement failed in the engine; `code` is ClickHouse's error code when known."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @classmethod
+    def from_engine(cls, exc: BaseException) -> StoreError:
+        text = str(exc)
+        match = _CODE_RE.search(text)
+        return cls(_short_message(text), int(match.group(1)) if match else None)
+
+
+def _short_message(text: str) -> str:
+    # ClickHouse appends stack-ish context after the first line; keep the reason.
+    text = text.replace("Streaming insert finish failed: ", "")
+    first = text.strip().splitlines()[0] if text.strip() else "engine error"
+    return first[:1000]
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Limits applied to user SQL (the sandbox), on both engines."""
+
+    max_execution_seconds: int = 10
+    max_result_rows: int = 10_000
+    max_result_bytes: int = 50_000_000
+
+    def as_settings(self) -> dict[str, Any]:
+        # readonly last: the other limits are applied before it forbids changes.
+        return {
+            "max_execution_time": self.max_execution_seconds,
+            "timeout_overflow_mode": "throw",
+            # "break" stops at a block boundary; the service trims to the limit and reports truncation.
+            "max_result_rows": self.max_result_rows + 1,
+            "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "break",
+            "readonly": 1,
+        }
+
+
+def dedup_setting(token_digest: str | None) -> dict[str, str]:
+    if token_digest is None:
+        return {}
+    if not re.fullmatch(r"[0-9a-f]{64}", token_digest):
+        raise ValueError("dedup token digest must be 64 hex characters")
+    return {"insert_deduplication_token": token_digest}
+
+
+def _settings_clause(settings: Mapping[str, Any]) -> str:
+    """A SETTINGS clause from values this module controls (ints, identifiers, hex digests)."""
+    parts = []
+    for key, value in settings.items():
+        if not _DATABASE_RE.match(key):
+            raise ValueError(f"bad setting name {key!r}")
+        if isinstance(value, bool):
+            parts.append(f"{key} = {int(value)}")
+        elif isinstance(value, int):
+            parts.append(f"{key} = {value}")
+        elif isinstance(value, str) and _SETTING_VALUE_RE.match(value):
+            parts.append(f"{key} = '{value}'")
+        else:
+            raise ValueError(f"bad value for setting {key}")
+    return " SETTINGS " + ", ".join(parts) if parts else ""
+
+
+def split_json_lines(data: bytes) -> pa.Table:
+    """JSONEachRow bytes -> a one-column Arrow table `raw` (one row per non-empty line)."""
+    lines = pc.split_pattern(pa.array([data], pa.binary()), b"\n").flatten()
+    lines = pc.utf8_trim_whitespace(lines.cast(pa.string()))
+    lines = pc.filter(lines, pc.greater(pc.binary_length(lines), 0))
+    return pa.table({"raw": lines})
+
+
+class ClickHouseStore(Protocol):
+    """What the service needs from an engine. Table names are always `database.table` in `sql`."""
+
+    engine: str  # "chdb" | "clickhouse"
+    database: str
+    location: str  # data path or server host, for messages (never credentials)
+
+    async def execute(self, sql: str, params: Params | None = None) -> None:
+        """Run one statement that returns no rows (DDL, INSERT ... SELECT)."""
+
+    async def query(self, sql: str, params: Params | None = None) -> pa.Table:
+        """Run one SELECT and return its rows as Arrow."""
+
+    async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
+        """Insert an Arrow table whose columns name the target's columns (dedup token optional)."""
+
+    async def insert_json_select(
+        self, table: str, columns: Sequence[str], select_from_raw: str, data: bytes, token_digest: str | None
+    ) -> None:
+        """Insert JSONEachRow bytes: `select_from_raw` is a SELECT over a source `{source}`
+        with one String column `raw` per line; its result goes into `columns` of `table`."""
+
+    async def sandbox_query(self, sql: str) -> pa.Table:
+        """Run user SQL with readonly=1 and the limits; unqualified tables are the store's database."""
+
+    async def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------ chDB
+
+
+@dataclass
+class _ChdbPath:
+    path: str
+    session: Any
+    sandboxes: dict[tuple[str, QueryLimits], Any] = field(default_factory=dict)
+    users: int = 0
+
+
+_PATHS: dict[str, _ChdbPath] = {}
+_PATHS_LOCK = threading.Lock()
+
+
+def _chdb_path(path: Path) -> _ChdbPath:
+    key = str(Path(path).expanduser().resolve())
+    with _PATHS_LOCK:
+        entry = _PATHS.get(key)
+        if entry is None:
+            if _PATHS:
+                other = next(iter(_PATHS))
+                raise BackendUnavailable(
+                    f"chDB already uses the data path {other} in this process and can open only one; "
+                    f"cannot open {key}. Use one NEONBLUE_HOME per process or set CLICKHOUSE_URL."
+                )
+            from chdb.session import Session
+
+            Path(key).mkdir(parents=True, exist_ok=True)
+            try:
+                entry = _ChdbPath(key, Session(key))
+            except Exception as exc:  # a second process holding the path fails here
+                raise BackendUnavailable(f"cannot open chDB at {key}: {_short_message(str(exc))}") from exc
+            _PATHS[key] = entry
+        entry.users += 1
+        return entry
+
+
+class ChdbStore:
+    """The embedded engine: chDB on a data path, tables in `database`."""
+
+    engine = "chdb"
+
+    def __init__(self, path: Path, database: str, limits: QueryLimits | None = None) -> None:
+        if not _DATABASE_RE.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        self._entry = _chdb_path(path)
+        self.database = database
+        self.location = self._entry.path
+        self.limits = limits or QueryLimits()
+        self._closed = False
+
+    # The writer session is shared by every store on the path; sessions are thread-safe.
+    def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
+        try:
+            return self._entry.session.query(sql, fmt, params=dict(params) if params else None)
+        except Exception as exc:
+            raise StoreError.from_engine(exc) from exc
+
+    async def execute(self, sql: str, params: Params | None = None) -> None:
+        await anyio.to_thread.run_sync(self._run, sql, params, "CSV")
+
+    async def query(self, sql: str, params: Params | None = None) -> pa.Table:
+        return await anyio.to_thread.run_sync(self._run, sql, params, "ArrowTable")
+
+    def _insert_from_python(self, sql: str, nb_batch: pa.Table) -> None:
+        # chDB's Python() table function finds `nb_batch` among this frame's locals.
+        try:
+            self._entry.session.query(sql.replace("{source}", "Python(nb_batch)"), "CSV")
+        except Exception as exc:
+            raise StoreError.from_engine(exc) from exc
+
+    async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
+        cols = ", ".join(f"`{c}`" for c in data.column_names)
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({cols}){_settings_clause(dedup_setting(token_digest))} "
+            f"SELECT {cols} FROM {{source}}"
+        )
+        await anyio.to_thread.run_sync(self._insert_from_python, sql, data)
+
+    async def insert_json_select(
+        self, table: str, columns: Sequence[str], select_from_raw: str, data: bytes, token_digest: str | None
+    ) -> None:
+        # chDB's send_insert cannot run INSERT ... SELECT (and swallows errors raised in
+        # materialized views), so the lines go in as an Arrow column through Python().
+        cols = ", ".join(f"`{c}`" for c in columns)
+        sql = f"INSERT INTO {self.database}.{table} ({cols}){_settings_clause(dedup_setting(token_digest))} {select_from_raw}"
+
+        def run() -> None:
+            self._insert_from_python(sql, split_json_lines(data))
+
+        await anyio.to_thread.run_sync(run)
+
+    def _sandbox(self) -> Any:
+        key = (self.database, self.limits)
+        with _PATHS_LOCK:
+            session = self._entry.sandboxes.get(key)
+            if session is not None:
+                return session
+            from chdb.session import Session
+
+            session = Session(self._entry.path)  # same engine, its own current database and settings
+            session.query(f"USE `{self.database}`")
+            for name, value in self.limits.as_settings().items():
+                session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            self._entry.sandboxes[key] = session
+            return session
+
+    def _sandbox_query(self, sql: str) -> pa.Table:
+        session = self._sandbox()
+        try:
+            return session.query(sql, "ArrowTable")
+        except Exception as exc:
+            raise StoreError.from_engine(exc) from exc
+
+    async def sandbox_query(self, sql: str) -> pa.Table:
+        return await anyio.to_thread.run_sync(self._sandbox_query, sql)
+
+    async def close(self) -> None:
+        # Sessions stay open for the life of the process: chDB cannot reopen another
+        # path anyway, and other stores in this process may share this one.
+        if not self._closed:
+            self._closed = True
+            with _PATHS_LOCK:
+                self._entry.users -= 1
+
+
+# ------------------------------------------------------------------ ClickHouse server
+
+
+class ServerStore:
+    """A ClickHouse server over HTTP (clickhouse-connect), tables in `database`."""
+
+    engine = "clickhouse"
+
+    def __init__(self, client: Any, database: str, location: str, limits: QueryLimits | None = None) -> None:
+        self._client = client
+        self.database = database
+        self.location = location
+        self.limits = limits or QueryLimits()
+
+    @classmethod
+    async def connect(cls, url: str, database: str, limits: QueryLimits | None = None) -> ServerStore:
+        if not _DATABASE_RE.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        import clickhouse_connect
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        location = f"{parts.hostname}:{parts.port or ''}"
+
+        def connect() -> Any:
+            # No HTTP session: a session id serialises queries and fails concurrent ones.
+            client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
+            client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            client.database = database
+            return client
+
+        try:
+            client = await anyio.to_thread.run_sync(connect)
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot reach ClickHouse at {location}: {_short_message(str(exc))}") from exc
+        return cls(client, database, location, limits)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise StoreError.from_engine(exc) from exc
+
+    async def execute(self, sql: str, params: Params | None = None) -> None:
+        await anyio.to_thread.run_sync(lambda: self._call(self._client.command, sql, parameters=params))
+
+    async def query(self, sql: str, params: Params | None = None) -> pa.Table:
+        return await anyio.to_thread.run_sync(lambda: self._call(self._client.query_arrow, sql, parameters=params))
+
+    async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
+        await anyio.to_thread.run_sync(
+            lambda: self._call(
+                self._client.insert_arrow, table, data, database=self.database, settings=dedup_setting(token_digest)
+            )
+        )
+
+    async def insert_json_select(
+        self, table: str, columns: Sequence[str], select_from_raw: str, data: bytes, token_digest: str | None
+    ) -> None:
+        cols = ", ".join(f"`{c}`" for c in columns)
+        select = select_from_raw.replace("{source}", "input('raw String')")
+        sql = f"INSERT INTO {self.database}.{table} ({cols}) {select} FORMAT JSONAsString"
+        await anyio.to_thread.run_sync(
+            lambda: self._call(self._client.command, sql, data=data, settings=dedup_setting(token_digest))
+        )
+
+    async def sandbox_query(self, sql: str) -> pa.Table:
+        settings = self.limits.as_settings()
+        return await anyio.to_thread.run_sync(lambda: self._call(self._client.query_arrow, sql, settings=settings))
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._client.close)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -182,6 +183,56 @@ def assignment_spec(experiment: Experiment | Mapping[str, Any]) -> AssignmentSpe
     return _spec(experiment["hash_seed"], weights, experiment["coverage"], experiment["hash_version"], namespace)
 
 
+_DEFINITION_CACHE_SIZE = 1024
+_RECORDED = "returning the user's recorded assignment (the first assignment wins)"
+
+
+@dataclass(frozen=True)
+class _Definition:
+    """What get_variant needs to know about an experiment, at one row version (`revision`)."""
+
+    id: int
+    key: str
+    status: str
+    revision: int
+    winner: str | None
+    targeting: dict[str, Any] | None
+    forced: dict[str, str]
+    variants: tuple[dict[str, Any], ...]
+    by_key: dict[str, dict[str, Any]]
+    by_id: dict[int, dict[str, Any]]
+    spec: AssignmentSpec | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> _Definition:
+        variants = tuple(row["variants"])
+        return cls(
+            id=row["id"], key=row["key"], status=row["status"], revision=row["revision"], winner=row["winner"],
+            targeting=row["targeting"], forced=row["forced_variations"], variants=variants,
+            by_key={v["key"]: v for v in variants}, by_id={v["id"]: v for v in variants},
+            spec=assignment_spec(row) if variants else None,
+        )
+
+
+def _answer(definition: _Definition, user_id: str, variant: dict[str, Any] | None, source: str, reason: str, *,
+            in_experiment: bool, bucket: float | None = None, new: bool = False) -> VariantAssignment:
+    return VariantAssignment(
+        experiment_key=definition.key, user_id=user_id, in_experiment=in_experiment,
+        variant_key=variant["key"] if variant else None, variant_name=variant["name"] if variant else None,
+        is_control=variant["is_control"] if variant else None, config=variant["config"] if variant else None,
+        source=source, bucket=bucket, newly_recorded=new, reason=reason,
+    )
+
+
+def _not_running(definition: _Definition, user_id: str) -> VariantAssignment:
+    if definition.status == "concluded" and definition.winner in definition.by_key:
+        return _answer(definition, user_id, definition.by_key[definition.winner], "winner",
+                       f"experiment concluded; serving the declared winner {definition.winner!r} to everyone "
+                       "(not recorded)", in_experiment=False)
+    return _answer(definition, user_id, None, "none", f"experiment is {definition.status}: nobody is assigned",
+                   in_experiment=False)
+
+
 class ExperimentService:
     """The PostgreSQL server's capabilities as plain async methods."""
 
@@ -191,6 +242,7 @@ class ExperimentService:
         self.query_timeout_ms = query_timeout_ms
         self.max_query_rows = max_query_rows
         self.max_result_bytes = max_result_bytes
+        self._definitions: dict[str, _Definition] = {}
 
     # ------------------------------------------------------------ lookup
 
@@ -342,10 +394,7 @@ class ExperimentService:
             if current.status != "draft":
                 raise Conflict(f"experiment {current.key!r} is {current.status}; only a draft can start")
             _check_start_ready(current)
-            await conn.execute(
-                f"UPDATE {SCHEMA}.experiments SET status = 'running', started_at = now(), updated_at = now() WHERE id = $1",
-                current.id,
-            )
+            await self.store.set_status(conn, current.id, "running")
             await self.store.log_change(conn, current.id, "started", actor, {"status": {"from": "draft", "to": "running"}}, reason)
             return await self._experiment(current.id, conn)
 
@@ -366,13 +415,7 @@ class ExperimentService:
                     f"(variants: {', '.join(v.key for v in current.variants)})"
                 )
             new_status = "concluded" if winner is not None else "stopped"
-            await conn.execute(
-                f"""UPDATE {SCHEMA}.experiments SET status = $2, winner = $3, updated_at = now(),
-                    stopped_at = COALESCE(stopped_at, now()),
-                    concluded_at = CASE WHEN $2 = 'concluded' THEN now() ELSE concluded_at END
-                WHERE id = $1""",
-                current.id, new_status, winner,
-            )
+            await self.store.set_status(conn, current.id, new_status, winner)
             diff: dict[str, Any] = {"status": {"from": current.status, "to": new_status}}
             if winner is not None:
                 diff["winner"] = {"from": None, "to": winner}
@@ -386,10 +429,7 @@ class ExperimentService:
                 return current
             if current.status == "running":
                 raise Conflict(f"experiment {current.key!r} is running; stop it before archiving")
-            await conn.execute(
-                f"UPDATE {SCHEMA}.experiments SET status = 'archived', archived_at = now(), updated_at = now() WHERE id = $1",
-                current.id,
-            )
+            await self.store.set_status(conn, current.id, "archived")
             await self.store.log_change(conn, current.id, "archived", actor,
                                         {"status": {"from": current.status, "to": "archived"}}, reason)
             return await self._experiment(current.id, conn)
@@ -437,60 +477,93 @@ class ExperimentService:
         return dict(attributes)
 
     async def get_variant(self, ref: str | int, user_id: str, attributes: Mapping[str, Any] | None = None) -> VariantAssignment:
-        """Assign `user_id` (or return their recorded variant) and record the assignment once."""
+        """Assign `user_id` (or return their recorded variant) and record the assignment once.
+
+        The experiment's definition is cached per reference; every call checks its
+        row version in the same round trip that reads or records the assignment, so
+        a change made by any process is seen by the next call.
+        """
         if not user_id or len(user_id) > 256:
             raise InvalidInput("user_id must be 1-256 characters")
         attributes = self._check_attributes(attributes)
+        cache_key = str(ref)
+        cached = self._definitions.get(cache_key)
+        if cached is not None and user_id not in cached.forced:
+            answer = await self._get_variant_cached(cached, user_id, attributes)
+            if answer is not None:
+                return answer
         row = await self.store.fetch_for_assignment(ref, user_id)
         if row is None:
+            self._definitions.pop(cache_key, None)
             raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
-        variants = row["variants"]
-        by_key = {v["key"]: v for v in variants}
-        by_id = {v["id"]: v for v in variants}
+        definition = _Definition.from_row(row)
+        if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
+            self._definitions.pop(next(iter(self._definitions)))
+        self._definitions[cache_key] = definition
+        return await self._get_variant_fresh(definition, row, user_id, attributes)
 
-        def answer(variant: dict[str, Any] | None, source: str, reason: str, *, in_experiment: bool,
-                   bucket: float | None = None, new: bool = False) -> VariantAssignment:
-            return VariantAssignment(
-                experiment_key=row["key"], user_id=user_id, in_experiment=in_experiment,
-                variant_key=variant["key"] if variant else None, variant_name=variant["name"] if variant else None,
-                is_control=variant["is_control"] if variant else None, config=variant["config"] if variant else None,
-                source=source, bucket=bucket, newly_recorded=new, reason=reason,
-            )
-
-        status = row["status"]
-        if status == "concluded" and row["winner"] in by_key:
-            return answer(by_key[row["winner"]], "winner", f"experiment concluded; serving the declared winner "
-                          f"{row['winner']!r} to everyone (not recorded)", in_experiment=False)
-        if status != "running":
-            return answer(None, "none", f"experiment is {status}: nobody is assigned", in_experiment=False)
-        forced_key = row["forced_variations"].get(user_id)
-        if forced_key in by_key:
-            variant = by_key[forced_key]
-            changed = await self.store.force_assignment(row["id"], user_id, variant["id"], attributes)
-            return answer(variant, "forced", f"user is forced to {forced_key!r} (QA override; excluded from analysis)",
-                          in_experiment=True, new=changed)
-        if row["assigned_variant_id"] is not None:
-            return answer(by_id[row["assigned_variant_id"]], "recorded",
-                          "returning the user's recorded assignment (the first assignment wins)",
-                          in_experiment=True, bucket=row["assigned_bucket"])
-        if not targeting.evaluate(row["targeting"], attributes):
-            failed = "; ".join(targeting.explain(row["targeting"], attributes))
-            return answer(None, "none", f"user does not match the targeting: {failed}", in_experiment=False)
-        verdict = assign(assignment_spec(row), user_id)
+    @staticmethod
+    def _decide(definition: _Definition, user_id: str, attributes: dict[str, Any] | None
+                ) -> tuple[dict[str, Any] | None, float | None, str]:
+        """Targeting, namespace, coverage and hash: (variant or None, bucket, reason)."""
+        if not targeting.evaluate(definition.targeting, attributes):
+            failed = "; ".join(targeting.explain(definition.targeting, attributes))
+            return None, None, f"user does not match the targeting: {failed}"
+        verdict = assign(definition.spec, user_id)
         if not verdict.in_experiment:
-            return answer(None, "none", verdict.reason, in_experiment=False, bucket=verdict.bucket)
-        variant = variants[verdict.variation]
-        reason = _hash_reason(verdict.bucket, variant["key"], assignment_spec(row).ranges[verdict.variation])
-        if await self.store.insert_assignment(row["id"], user_id, variant["id"], "hash", verdict.bucket, attributes):
-            return answer(variant, "hash", reason, in_experiment=True, bucket=verdict.bucket, new=True)
+            return None, verdict.bucket, verdict.reason
+        variant = definition.variants[verdict.variation]
+        return variant, verdict.bucket, _hash_reason(verdict.bucket, variant["key"], definition.spec.ranges[verdict.variation])
+
+    async def _get_variant_cached(self, definition: _Definition, user_id: str,
+                                  attributes: dict[str, Any] | None) -> VariantAssignment | None:
+        """One round trip; None when the cache is stale or a race needs the full path."""
+        variant, bucket, reason = (None, None, "")
+        if definition.status == "running":
+            variant, bucket, reason = self._decide(definition, user_id, attributes)
+        row = await self.store.assign_if_current(definition.id, user_id, definition.revision,
+                                                 variant["id"] if variant else None, bucket, attributes)
+        if row is None or row["revision"] != definition.revision:
+            return None
+        status = definition.status
+        if status != "running":
+            return _not_running(definition, user_id)
+        if row["prior_variant"] is not None:
+            prior = definition.by_id.get(row["prior_variant"])
+            return None if prior is None else _answer(
+                definition, user_id, prior, "recorded", _RECORDED, in_experiment=True, bucket=row["prior_bucket"])
+        if row["inserted"]:
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
+        if variant is None:
+            return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
+        return None  # a concurrent first call recorded this user meanwhile
+
+    async def _get_variant_fresh(self, definition: _Definition, row: Any, user_id: str,
+                                 attributes: dict[str, Any] | None) -> VariantAssignment:
+        if definition.status != "running":
+            return _not_running(definition, user_id)
+        forced_key = definition.forced.get(user_id)
+        if forced_key in definition.by_key:
+            variant = definition.by_key[forced_key]
+            changed = await self.store.force_assignment(definition.id, user_id, variant["id"], attributes)
+            return _answer(definition, user_id, variant, "forced",
+                           f"user is forced to {forced_key!r} (QA override; excluded from analysis)",
+                           in_experiment=True, new=changed)
+        if row["assigned_variant_id"] is not None:
+            return _answer(definition, user_id, definition.by_id[row["assigned_variant_id"]], "recorded", _RECORDED,
+                           in_experiment=True, bucket=row["assigned_bucket"])
+        variant, bucket, reason = self._decide(definition, user_id, attributes)
+        if variant is None:
+            return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
+        if await self.store.insert_assignment(definition.id, user_id, variant["id"], "hash", bucket, attributes):
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
         # Lost a race with a concurrent first call, or the experiment stopped meanwhile: re-read.
-        again = await self.store.fetch_for_assignment(row["id"], user_id)
+        again = await self.store.fetch_for_assignment(definition.id, user_id)
         if again is not None and again["status"] == "running" and again["assigned_variant_id"] is not None:
-            return answer(by_id[again["assigned_variant_id"]], "recorded",
-                          "returning the user's recorded assignment (the first assignment wins)",
-                          in_experiment=True, bucket=again["assigned_bucket"])
+            return _answer(definition, user_id, definition.by_id[again["assigned_variant_id"]], "recorded", _RECORDED,
+                           in_experiment=True, bucket=again["assigned_bucket"])
         status = again["status"] if again is not None else "gone"
-        return answer(None, "none", f"experiment is {status}: nobody is assigned", in_experiment=False)
+        return _answer(definition, user_id, None, "none", f"experiment is {status}: nobody is assigned", in_experiment=False)
 
     async def predict_user_assignment(self, ref: str | int, user_id: str,
                                       attributes: Mapping[str, Any] | None = None) -> AssignmentPrediction:

@@ -126,7 +126,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
 # ---------------------------------------------------------------- row mapping
 
 _EXPERIMENT_SELECT = f"""
-SELECT e.*, COALESCE(v.variants, '[]'::jsonb) AS variants
+SELECT e.*, e.xmin::text::bigint AS revision, COALESCE(v.variants, '[]'::jsonb) AS variants
 FROM {SCHEMA}.experiments e
 LEFT JOIN LATERAL (
     SELECT jsonb_agg(jsonb_build_object('id', id, 'key', key, 'name', name, 'is_control', is_control,
@@ -200,6 +200,35 @@ class ExperimentStore(Protocol):
     async def fetch_experiment(self, ref: str | int, conn: Any = None) -> Experiment | None: ...
     async def lock_experiment(self, conn: Any, ref: str | int) -> asyncpg.Record | None: ...
     async def fetch_for_assignment(self, ref: str | int, user_id: str) -> asyncpg.Record | None: ...
+    async def assign_if_current(self, experiment_id: int, user_id: str, revision: int, variant_id: int | None,
+                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None:
+        """One round trip for get_variant with a cached definition.
+
+        Reads the experiment's status and row version and the user's recorded
+        assignment, and (when `variant_id` is given, the experiment is running and
+        still at `revision`, and the user has no assignment) records the new one.
+        Returns status, revision, prior_variant, prior_bucket, inserted; None when the
+        experiment no longer exists.
+        """
+        return await self.pool.fetchrow(
+            f"""WITH e AS (
+                SELECT id, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
+            ), prior AS (
+                SELECT variant_id, bucket FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = $2
+            ), ins AS (
+                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
+                SELECT $1, $2, $4, 'hash', $5, $6 FROM e
+                WHERE $4::bigint IS NOT NULL AND e.status = 'running' AND e.revision = $3
+                  AND NOT EXISTS (SELECT 1 FROM prior)
+                ON CONFLICT (experiment_id, user_id) DO NOTHING
+                RETURNING 1
+            )
+            SELECT e.status, e.revision, (SELECT variant_id FROM prior) AS prior_variant,
+                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted
+            FROM e""",
+            experiment_id, user_id, revision, variant_id, bucket, attributes,
+        )
+
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
                                 bucket: float | None, attributes: dict[str, Any] | None) -> bool: ...
     async def run_read_only(self, query: GuardedQuery, timeout_ms: int, max_rows: int,
@@ -271,11 +300,24 @@ class PostgresStore:
             return None
 
     async def update_experiment(self, conn: asyncpg.Connection, experiment_id: int, fields: dict[str, Any]) -> None:
-        if not fields:
-            return
-        sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(fields, start=2))
+        """Set columns (names come from code, never from input) and bump updated_at."""
+        sets = "".join(f"{column} = ${i}, " for i, column in enumerate(fields, start=2))
         await conn.execute(
-            f"UPDATE {SCHEMA}.experiments SET {sets}, updated_at = now() WHERE id = $1", experiment_id, *fields.values()
+            f"UPDATE {SCHEMA}.experiments SET {sets}updated_at = now() WHERE id = $1", experiment_id, *fields.values()
+        )
+
+    async def set_status(self, conn: asyncpg.Connection, experiment_id: int, status: str,
+                         winner: str | None = None) -> None:
+        """Move to `status`, stamping the matching timestamp(s)."""
+        await conn.execute(
+            f"""UPDATE {SCHEMA}.experiments SET status = $2, updated_at = now(),
+                winner = CASE WHEN $2 = 'concluded' THEN $3 ELSE winner END,
+                started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END,
+                stopped_at = CASE WHEN $2 IN ('stopped', 'concluded') THEN COALESCE(stopped_at, now()) ELSE stopped_at END,
+                concluded_at = CASE WHEN $2 = 'concluded' THEN now() ELSE concluded_at END,
+                archived_at = CASE WHEN $2 = 'archived' THEN now() ELSE archived_at END
+            WHERE id = $1""",
+            experiment_id, status, winner,
         )
 
     async def replace_variants(self, conn: asyncpg.Connection, experiment_id: int, variants: Sequence[dict[str, Any]]) -> None:
@@ -377,6 +419,35 @@ class PostgresStore:
             FROM ({_EXPERIMENT_SELECT} WHERE {clause}) x
             LEFT JOIN {SCHEMA}.assignments a ON a.experiment_id = x.id AND a.user_id = $2""",
             value, user_id,
+        )
+
+    async def assign_if_current(self, experiment_id: int, user_id: str, revision: int, variant_id: int | None,
+                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None:
+        """One round trip for get_variant with a cached definition.
+
+        Reads the experiment's status and row version and the user's recorded
+        assignment, and (when `variant_id` is given, the experiment is running and
+        still at `revision`, and the user has no assignment) records the new one.
+        Returns status, revision, prior_variant, prior_bucket, inserted; None when the
+        experiment no longer exists.
+        """
+        return await self.pool.fetchrow(
+            f"""WITH e AS (
+                SELECT id, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
+            ), prior AS (
+                SELECT variant_id, bucket FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = $2
+            ), ins AS (
+                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
+                SELECT $1, $2, $4, 'hash', $5, $6 FROM e
+                WHERE $4::bigint IS NOT NULL AND e.status = 'running' AND e.revision = $3
+                  AND NOT EXISTS (SELECT 1 FROM prior)
+                ON CONFLICT (experiment_id, user_id) DO NOTHING
+                RETURNING 1
+            )
+            SELECT e.status, e.revision, (SELECT variant_id FROM prior) AS prior_variant,
+                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted
+            FROM e""",
+            experiment_id, user_id, revision, variant_id, bucket, attributes,
         )
 
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,

@@ -156,6 +156,30 @@ async def test_a_concluded_experiment_serves_its_winner_without_recording(servic
     assert await assignment_rows(pg_dsn, "prompt-test") == 0
 
 
+async def test_changes_made_by_another_process_are_seen_on_the_next_call(service, pg_dsn):
+    await running(service)
+    await service.get_variant("prompt-test", "warm-up")  # this service now caches the definition
+    async with open_service(dsn=pg_dsn) as other:
+        await other.set_variant_weights("prompt-test", {"control": 0.0, "examples": 1.0})
+        assert {(await service.get_variant("prompt-test", f"a{i}")).variant_key for i in range(20)} == {"examples"}
+        await other.update_experiment("prompt-test", {"forced_variations": {"qa": "control"}})
+        assert (await service.get_variant("prompt-test", "qa")).source == "forced"
+        await other.stop_experiment("prompt-test")
+    out = await service.get_variant("prompt-test", "a0")
+    assert not out.in_experiment and "stopped" in out.reason
+
+
+async def test_a_direct_sql_change_to_variants_is_seen_too(service, pg_dsn):
+    await running(service)
+    await service.get_variant("prompt-test", "warm-up")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE neonblue.variants SET weight = CASE WHEN key = 'control' THEN 1 ELSE 0 END")
+    finally:
+        await conn.close()
+    assert {(await service.get_variant("prompt-test", f"b{i}")).variant_key for i in range(20)} == {"control"}
+
+
 async def test_concurrent_first_calls_record_one_assignment(service, pg_dsn):
     await running(service)
     answers = await asyncio.gather(*(service.get_variant("prompt-test", "racer") for _ in range(20)))

@@ -1,0 +1,155 @@
+"""Assignment benchmark: get_variant latency over MCP stdio, and batch assignment throughput
+beside the growthbook PyPI SDK's own hashing, in the same run.
+
+    .venv/bin/python bench/bench_assignment.py [--calls 2000] [--batch 1000000]
+
+Uses DATABASE_URL when set (a fresh database is created in it), otherwise starts a
+throw-away embedded PostgreSQL. Prints figures; asserts nothing but that the batch
+path and the SDK agree on every user they both assigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+from growthbook.core import chooseVariation, gbhash, getBucketRanges
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from mcp_servers.postgres import open_service  # noqa: E402
+from mcp_servers.postgres.assignment import AssignmentSpec, assign_batch  # noqa: E402
+
+SEED = "bench-checkout"
+WEIGHTS = (0.5, 0.3, 0.2)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def user_ids(n: int, prefix: str = "") -> list[str]:
+    return [f"{prefix}{uuid.UUID(int=i * 2654435761 + 12345)}" for i in range(n)]
+
+
+async def fresh_database(admin_dsn: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def stdio_latency(dsn: str, calls: int) -> dict[str, list[float]]:
+    async with open_service(dsn=dsn) as service:
+        await service.create_experiment({
+            "key": SEED, "name": "bench", "type": "feature", "primary_metric": "conversion",
+            "variants": [{"key": f"v{i}", "is_control": i == 0, "weight": w} for i, w in enumerate(WEIGHTS)],
+        })
+        await service.start_experiment(SEED)
+        in_process = []
+        for user in user_ids(calls, "local-"):
+            started = time.perf_counter()
+            await service.get_variant(SEED, user)
+            in_process.append((time.perf_counter() - started) * 1000)
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_servers.postgres"], cwd=str(REPO),
+                                   env={**os.environ, "DATABASE_URL": dsn, "LOG_LEVEL": "WARNING"})
+    new_users, returning = [], []
+    async with Client(params) as client:
+        for user in user_ids(200, "warm-"):
+            await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
+        users = user_ids(calls)
+        for user in users:  # first call: hash + INSERT of the assignment
+            started = time.perf_counter()
+            result = await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
+            new_users.append((time.perf_counter() - started) * 1000)
+            assert not result.is_error
+        for user in users:  # later calls: the recorded assignment
+            started = time.perf_counter()
+            await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
+            returning.append((time.perf_counter() - started) * 1000)
+    return {"in-process service (new users)": in_process, "stdio, new users (hash + insert)": new_users,
+            "stdio, returning users (recorded)": returning}
+
+
+def batch_throughput(n: int, sdk_n: int) -> tuple[float, float, int]:
+    ids = user_ids(n)
+    spec = AssignmentSpec(seed=SEED, weights=WEIGHTS)
+    assign_batch(spec, ids[:1000])  # warm up
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        variations, _ = assign_batch(spec, ids)
+        best = min(best, time.perf_counter() - started)
+    ours = n / best
+
+    sample = ids[:sdk_n]
+    ranges = getBucketRanges(len(WEIGHTS), 1.0, list(WEIGHTS))
+    started = time.perf_counter()
+    theirs_variations = [chooseVariation(gbhash(SEED, u, 2), ranges) for u in sample]
+    theirs = sdk_n / (time.perf_counter() - started)
+    mismatches = int(np.count_nonzero(variations[:sdk_n] != np.array(theirs_variations)))
+    return ours, theirs, mismatches
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="get_variant calls per latency series")
+    parser.add_argument("--batch", type=int, default=1_000_000, help="users in the vectorised batch")
+    parser.add_argument("--sdk", type=int, default=200_000, help="users hashed by the growthbook SDK")
+    args = parser.parse_args()
+
+    print("== batch assignment (Python, in process) ==")
+    ours, theirs, mismatches = batch_throughput(args.batch, args.sdk)
+    print(f"neonblue assign_batch (numpy):   {ours:>12,.0f} assignments/s  ({args.batch:,} users, best of 3)")
+    print(f"growthbook SDK gbhash+choose:    {theirs:>12,.0f} assignments/s  ({args.sdk:,} users)")
+    print(f"speed-up: {ours / theirs:.1f}x   disagreements with the SDK: {mismatches} of {args.sdk:,}")
+
+    server = None
+    admin = os.environ.get("DATABASE_URL")
+    tmp = None
+    if not admin:
+        tmp = tempfile.TemporaryDirectory(prefix="nb-bench-")
+        server = EmbeddedPostgres(Path(tmp.name) / "pgdata", port=free_port())
+        admin = server.start()
+    dsn = await fresh_database(admin)
+    try:
+        print(f"\n== get_variant latency ({args.calls} calls per series, ms) ==")
+        series = await stdio_latency(dsn, args.calls)
+        for name, samples in series.items():
+            print(f"{name:<36} p50 {statistics.median(samples):6.3f}   p99 {percentile(samples, 99):6.3f}   "
+                  f"mean {statistics.fmean(samples):6.3f}")
+    finally:
+        await drop_database(admin, dsn)
+        if server is not None:
+            server.stop()
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

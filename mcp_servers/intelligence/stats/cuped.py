@@ -16,7 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import messages
-from .statistics import RegressionAdjustedRatioStatistic, RegressionAdjustedStatistic, check_statistic
+from .statistics import (
+    ProportionStatistic,
+    RegressionAdjustedRatioStatistic,
+    RegressionAdjustedStatistic,
+    check_statistic,
+)
 
 CupedStatistic = RegressionAdjustedStatistic | RegressionAdjustedRatioStatistic
 
@@ -40,18 +45,23 @@ class CupedResult:
 
 
 def pooled_theta(control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic) -> float:
-    """θ = Cov(Y, X) / Var(X) over both arms pooled; 0 when either variance is 0."""
-    post, pre = control.post_statistic + treatment.post_statistic, control.pre_statistic + treatment.pre_statistic
-    joint = RegressionAdjustedStatistic(
-        post_statistic=post,
-        pre_statistic=pre,
-        post_pre_sum_of_products=control.post_pre_sum_of_products + treatment.post_pre_sum_of_products,
-        theta=0.0,
-    )
+    """θ = Cov(Y, X) / Var(X) over both arms pooled; 0 when either variance is 0.
+
+    Same conventions as gbstats' ``compute_theta``: the arms are merged as one
+    sample (sample moments; population moments when both parts are proportions).
+    """
+    post = control.post_statistic + treatment.post_statistic
+    pre = control.pre_statistic + treatment.pre_statistic
     var_pre, var_post = pre.variance, post.variance
     if var_pre <= 0 or var_post <= 0:
         return 0.0
-    return joint.covariance / var_pre
+    n = post.n
+    products = control.post_pre_sum_of_products + treatment.post_pre_sum_of_products
+    if isinstance(post, ProportionStatistic) and isinstance(pre, ProportionStatistic):
+        covariance = products / n - post.sum * pre.sum / (n * n)
+    else:
+        covariance = (products - post.sum * pre.sum / n) / (n - 1)
+    return covariance / var_pre
 
 
 def pooled_theta_ratio(

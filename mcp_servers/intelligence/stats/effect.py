@@ -15,7 +15,8 @@ Degrees of freedom: Welch–Satterthwaite on the per-arm variances.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from . import messages
 from .cuped import with_pooled_theta
@@ -29,10 +30,14 @@ from .statistics import (
     check_statistic,
 )
 
+MEMO_SIZE = 128
 
-@dataclass(frozen=True, slots=True)
-class EffectMoments:
-    """Estimate, standard error and Welch df of the treatment − control effect."""
+
+class EffectMoments(NamedTuple):
+    """Estimate, standard error and Welch df of the treatment − control effect.
+
+    Internal and immutable; a NamedTuple because it is built on every comparison.
+    """
 
     estimate: float
     se: float
@@ -61,7 +66,25 @@ def _failed(error: str, relative: bool) -> EffectMoments:
 
 
 def effect_moments(control: Statistic, treatment: Statistic, relative: bool) -> EffectMoments:
-    """Compute the effect of ``treatment`` over ``control`` (or the reason it cannot be)."""
+    """Compute the effect of ``treatment`` over ``control`` (or the reason it cannot be).
+
+    Memoised on the (immutable, hashable) statistics: an analysis usually asks
+    for the frequentist, sequential and Bayesian view of the same pair, and all
+    three start from these moments. The cache is small (it only has to span
+    one analysis) and invisible: the result depends on the inputs alone.
+    """
+    try:
+        return _memoised(control, treatment, relative)
+    except TypeError:  # unhashable input (e.g. a list): compute without the cache
+        return _effect_moments(control, treatment, relative)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _memoised(control: Statistic, treatment: Statistic, relative: bool) -> EffectMoments:
+    return _effect_moments(control, treatment, relative)
+
+
+def _effect_moments(control: Statistic, treatment: Statistic, relative: bool) -> EffectMoments:
     kind = _kind(control)
     if kind < 0 or _kind(treatment) < 0:
         return _failed(messages.UNSUPPORTED_STATISTIC, relative)

@@ -127,12 +127,14 @@ def bounds(estimate: float, halfwidth: float, alternative: str) -> tuple[float, 
 
 
 def check_test_config(alpha: float, alternative: str, test_value: float) -> str | None:
-    if not (is_finite(alpha) and 0.0 < alpha < 1.0):
-        return messages.INVALID_ALPHA
+    if type(alpha) is not float or not 0.0 < alpha < 1.0:
+        if not (is_finite(alpha) and 0.0 < alpha < 1.0):
+            return messages.INVALID_ALPHA
     if alternative not in ALTERNATIVES:
         return messages.INVALID_ALTERNATIVE
-    if not is_finite(test_value):
-        return messages.INVALID_TEST_VALUE
+    if type(test_value) is not float or not math.isfinite(test_value):
+        if not is_finite(test_value):
+            return messages.INVALID_TEST_VALUE
     return None
 
 
@@ -200,19 +202,21 @@ def compare(
     ci = bounds(m.estimate, half, alt)
     if math.isnan(p_value) or math.isnan(ci[0]) or math.isnan(ci[1]):
         return failed_result(config, METHOD_WELCH, messages.NUMERICAL_RANGE, m)
+    # positional: keyword construction of a frozen dataclass costs ~2x (hot path)
     return TestResult(
-        effect=m.estimate,
-        ci=ci,
-        p_value=p_value,
-        se=m.se,
-        df=m.df,
-        n=m.n,
-        control_mean=m.control_mean,
-        treatment_mean=m.treatment_mean,
-        relative=config.relative,
-        alternative=alt,
-        alpha=config.alpha,
-        test_value=config.test_value,
-        lower_is_better=config.lower_is_better,
-        method=METHOD_WELCH,
+        m.estimate,  # effect
+        ci,
+        p_value,
+        m.se,  # se
+        m.df,  # df
+        m.n,  # n
+        m.control_mean,  # control_mean
+        m.treatment_mean,  # treatment_mean
+        config.relative,  # relative
+        alt,  # alternative
+        config.alpha,  # alpha
+        config.test_value,  # test_value
+        config.lower_is_better,  # lower_is_better
+        METHOD_WELCH,  # method
     )
+

@@ -129,20 +129,22 @@ def sequential_compare(
     ci = bounds(m.estimate, half, config.alternative)
     if math.isnan(p_value) or math.isnan(ci[0]) or math.isnan(ci[1]):
         return failed_result(config, METHOD_SEQUENTIAL, messages.NUMERICAL_RANGE, m)
+    # positional: keyword construction of a frozen dataclass costs ~2x (hot path)
     return TestResult(
-        effect=m.estimate,
-        ci=ci,
-        p_value=p_value,
-        se=m.se,
-        df=None,
-        n=m.n,
-        control_mean=m.control_mean,
-        treatment_mean=m.treatment_mean,
-        relative=config.relative,
-        alternative=config.alternative,
-        alpha=config.alpha,
-        test_value=config.test_value,
-        lower_is_better=config.lower_is_better,
-        method=METHOD_SEQUENTIAL,
-        rho=rho,
+        m.estimate,  # effect
+        ci,
+        p_value,
+        m.se,  # se
+        None,  # df
+        m.n,  # n
+        m.control_mean,  # control_mean
+        m.treatment_mean,  # treatment_mean
+        config.relative,  # relative
+        config.alternative,  # alternative
+        config.alpha,  # alpha
+        config.test_value,  # test_value
+        config.lower_is_better,  # lower_is_better
+        METHOD_SEQUENTIAL,  # method
+        rho,
     )
+

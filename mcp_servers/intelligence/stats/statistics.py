@@ -20,6 +20,7 @@ covariances between two proportions use the population form so they match.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from . import messages
@@ -217,8 +218,10 @@ class RegressionAdjustedStatistic:
             return 0.0
         return self.post_statistic.variance - self._theta * self.covariance
 
-    def with_theta(self, theta: float) -> RegressionAdjustedStatistic:
-        return replace(self, theta=theta)
+    def with_theta(self, theta: float | None) -> RegressionAdjustedStatistic:
+        return RegressionAdjustedStatistic(
+            self.post_statistic, self.pre_statistic, self.post_pre_sum_of_products, theta
+        )
 
     def __add__(self, other: RegressionAdjustedStatistic) -> RegressionAdjustedStatistic:
         if not isinstance(other, RegressionAdjustedStatistic):
@@ -363,25 +366,31 @@ Statistic = (
 
 
 def _check_mean(stat: object) -> str | None:
-    if isinstance(stat, SampleMeanStatistic):
-        if not is_whole(stat.n):
-            return messages.NON_INTEGER_N
-        if not is_finite(stat.sum, stat.sum_squares):
+    # hot path of every comparison: plain attribute reads and math.isfinite, no generic helpers
+    kind = type(stat)
+    if kind is not SampleMeanStatistic and kind is not ProportionStatistic:
+        if not isinstance(stat, (SampleMeanStatistic, ProportionStatistic)):
+            return messages.UNSUPPORTED_STATISTIC
+    n = stat.n  # type: ignore[attr-defined]
+    if type(n) is not int and not is_whole(n):
+        return messages.NON_INTEGER_N
+    try:
+        if kind is ProportionStatistic or isinstance(stat, ProportionStatistic):
+            total = stat.sum  # type: ignore[attr-defined]
+            if not math.isfinite(total):
+                return messages.NON_FINITE_INPUT
+            if n < 2:
+                return messages.N_TOO_SMALL
+            if total < 0 or total > n:
+                return messages.INVALID_PROPORTION
+            return None
+        if not (math.isfinite(stat.sum) and math.isfinite(stat.sum_squares)):  # type: ignore[attr-defined]
             return messages.NON_FINITE_INPUT
-        if stat.n < 2:
-            return messages.N_TOO_SMALL
-        return None
-    if isinstance(stat, ProportionStatistic):
-        if not is_whole(stat.n):
-            return messages.NON_INTEGER_N
-        if not is_finite(stat.sum):
-            return messages.NON_FINITE_INPUT
-        if stat.n < 2:
-            return messages.N_TOO_SMALL
-        if stat.sum < 0 or stat.sum > stat.n:
-            return messages.INVALID_PROPORTION
-        return None
-    return messages.UNSUPPORTED_STATISTIC
+    except TypeError:
+        return messages.NON_FINITE_INPUT
+    if n < 2:
+        return messages.N_TOO_SMALL
+    return None
 
 
 def check_statistic(stat: object) -> str | None:

@@ -1,0 +1,446 @@
+"""Typed inputs and outputs of the Experiment Intelligence server (tool schemas and structuredContent).
+
+Conventions: lifts are fractions (0.05 = +5%); a relative lift is
+(treatment − control) / |control| on the metric's own scale, so for a
+lower-is-better metric a negative lift is an improvement. Intervals are
+[low, high] pairs; a one-sided bound that is unbounded is null.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["ship", "roll_back", "keep_running", "needs_review"]
+Direction = Literal["higher", "lower"]
+MetricRole = Literal["primary", "secondary", "guardrail"]
+GuardrailStatus = Literal["pass", "fail", "inconclusive", "error"]
+Environment = Literal["production", "staging", "development"]
+AutopilotAction = Literal["none", "pause", "roll_back", "ship", "reallocate", "needs_human_review"]
+
+ExperimentId = Annotated[
+    str, Field(min_length=1, max_length=100, description="Experiment key (e.g. 'checkout-1step') or its numeric id.")
+]
+Interval = tuple[float | None, float | None]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- analysis
+
+
+class AnalysisOptions(_Input):
+    """How to analyse; every field has a default, so {} is a full analysis."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level (two-sided).")
+    cuped: bool = Field(default=True, description="Adjust with the pre-period covariate (CUPED) when one exists.")
+    cuped_lookback_days: int = Field(default=14, ge=1, le=365, description="Length of the CUPED pre-period.")
+    sequential: bool = Field(
+        default=True,
+        description="Decide on always-valid (sequential) p-values, safe however often results are read. "
+        "false: decide on fixed-horizon p-values (valid only if read once, at the planned sample size).",
+    )
+    multiple_testing: Literal["holm", "benjamini-hochberg", "none"] = Field(
+        default="holm", description="Correction across treatment arms (primary) and arms x secondary metrics."
+    )
+    mde: float = Field(
+        default=0.05, gt=0, le=10,
+        description="Relative minimum detectable effect the experiment should be able to see (0.05 = 5%): "
+        "drives power, days left and futility.",
+    )
+    target_power: float = Field(default=0.8, gt=0.5, lt=1)
+    chance_to_win_threshold: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Posterior chance to win a ship verdict needs (with significance)."
+    )
+    default_guardrail_margin: float = Field(
+        default=0.05, gt=0, le=1,
+        description="Tolerated relative degradation of a guardrail that declares no non_inferiority_margin.",
+    )
+    max_duration_days: float = Field(
+        default=56, gt=0, le=365, description="Longest the experiment may run; an MDE not reachable by then is futile."
+    )
+    start_date: str | None = Field(default=None, description="First day (YYYY-MM-DD, UTC) of the window; default: first exposure.")
+    end_date: str | None = Field(default=None, description="Last day (inclusive); default: the last exposure.")
+    similar_experiments: int = Field(default=5, ge=0, le=20, description="Past experiments to return from memory.")
+    record_decision: bool = Field(
+        default=True, description="Write the verdict to the decisions audit trail (skipped when identical to the last one)."
+    )
+
+
+class CupedInfo(BaseModel):
+    applied: bool = Field(description="True when the decision numbers use the CUPED-adjusted statistics.")
+    theta: float | None = None
+    variance_reduction: float | None = Field(default=None, description="1 - Var(adjusted)/Var(unadjusted) of the effect.")
+    relative_lift_unadjusted: float | None = None
+    p_value_unadjusted: float | None = Field(default=None, description="Fixed-horizon p without CUPED.")
+
+
+class GuardrailResult(BaseModel):
+    margin: float = Field(description="Tolerated relative degradation.")
+    status: GuardrailStatus = Field(
+        description="pass: non-inferior (the harmful-side bound is inside the margin); fail: non-inferiority "
+        "fails AND the degradation is significant; inconclusive: neither yet."
+    )
+    bound: float | None = Field(description="One-sided bound of the relative lift on the harmful side.")
+    p_non_inferiority: float
+    p_harm: float = Field(description="One-sided p-value that the metric got worse at all.")
+    harm_significant: bool
+    sequential: bool
+
+
+class MetricResult(BaseModel):
+    """One metric in one treatment arm, compared with the control."""
+
+    metric: str
+    role: MetricRole
+    direction: Direction
+    variant: str
+    control: str
+    statistic: Literal["proportion", "mean", "ratio"]
+    n: int
+    control_n: int
+    mean: float
+    control_mean: float
+    absolute_lift: float
+    absolute_ci: Interval
+    relative_lift: float
+    relative_ci: Interval = Field(description="Fixed-horizon interval at 1 - alpha.")
+    relative_ci_sequential: Interval = Field(description="Always-valid confidence sequence at 1 - alpha.")
+    p_value: float = Field(description="Fixed-horizon two-sided p (Welch).")
+    p_value_sequential: float = Field(description="Always-valid two-sided p.")
+    p_value_adjusted: float | None = Field(description="The decision p after the multiple-testing correction.")
+    significant: bool = Field(description="Decision p (sequential or fixed, adjusted) < alpha.")
+    better: bool | None = Field(description="Significant and in the good direction (None: not significant).")
+    chance_to_win: float = Field(description="Posterior P(treatment better), flat prior.")
+    risk_control: float = Field(description="Expected relative loss of keeping control.")
+    risk_treatment: float = Field(description="Expected relative loss of shipping the treatment.")
+    cuped: CupedInfo
+    power: float | None = Field(default=None, description="Power now to detect the MDE (primary metric).")
+    days_left: float | None = Field(default=None, description="Days until the target power at current traffic.")
+    guardrail: GuardrailResult | None = None
+    error: str | None = None
+
+
+class VariantSummary(BaseModel):
+    key: str
+    is_control: bool
+    weight: float = Field(description="Configured traffic weight now.")
+    users: int = Field(description="Exposed users counted (single-variant users).")
+    observed_share: float
+    expected_share: float = Field(description="Share expected from the weights in effect over the window.")
+
+
+class SrmSummary(BaseModel):
+    p_value: float
+    chi2: float
+    flagged: bool
+    threshold: float
+    observed: list[int]
+    expected: list[float]
+    weights_changed: bool = Field(description="Weights changed during the window; expected counts follow each period.")
+    error: str | None = None
+
+
+class RuleOutcome(BaseModel):
+    verdict: Verdict
+    rule_id: str
+    rule: str = Field(description="The rule that decided, as a sentence filled with the numbers.")
+    confidence: float = Field(ge=0, le=1)
+    confidence_basis: str = Field(description="Which computed quantity the confidence is.")
+    variant: str | None = Field(default=None, description="The treatment the verdict is about.")
+    days_left: float | None = None
+
+
+class SimilarExperiment(BaseModel):
+    experiment_key: str
+    similarity: float
+    name: str | None = None
+    outcome: str | None = None
+    lift: float | None = None
+    p_value: float | None = None
+    winner: str | None = None
+
+
+class ExperimentAnalysis(BaseModel):
+    experiment_id: str
+    name: str
+    status: str
+    primary_metric: str
+    window_start: datetime
+    window_end: datetime
+    days_observed: float
+    units_per_day: float = Field(description="Exposed users per day over all arms.")
+    variants: list[VariantSummary]
+    srm: SrmSummary
+    metrics: list[MetricResult]
+    multiple_testing: str = Field(description="The correction applied and to which families.")
+    verdict: RuleOutcome
+    variant_verdicts: list[RuleOutcome]
+    similar_experiments: list[SimilarExperiment]
+    narrative: list[str] = Field(description="Sentences generated from the numbers above by templates.")
+    notes: list[str]
+    options: AnalysisOptions
+    decision_id: int | None = Field(description="The audit-trail row of this verdict (null when not recorded).")
+    elapsed_ms: float
+
+
+# ---------------------------------------------------------------- recommendations
+
+
+class RecommendedAction(BaseModel):
+    rank: int
+    action: Literal[
+        "investigate_srm", "roll_back", "ship", "stop_for_futility", "extend_duration",
+        "rebalance_traffic", "remove_arm", "review_results", "keep_running",
+    ]
+    variant: str | None = None
+    title: str
+    reasoning: str = Field(description="Template sentence filled with the evidence.")
+    evidence: dict[str, Any] = Field(description="The numbers that triggered the action.")
+    confidence: float = Field(ge=0, le=1)
+    supporting_patterns: list[dict[str, Any]] = Field(default_factory=list,
+                                                      description="Similar optimization patterns from memory.")
+    decision_id: int | None = None
+
+
+class OptimizationRecommendations(BaseModel):
+    experiment_id: str
+    verdict: RuleOutcome
+    actions: list[RecommendedAction] = Field(description="Most urgent first.")
+    patterns_considered: int
+    narrative: list[str]
+
+
+# ---------------------------------------------------------------- prediction and planning
+
+
+class MetricInput(_Input):
+    name: str = Field(min_length=1, max_length=100)
+    direction: Direction = "higher"
+
+
+class Baseline(_Input):
+    """The primary metric per user in control: a rate (0..1) or a mean with its standard deviation."""
+
+    mean: float = Field(description="Conversion rate (0..1) or mean per user.")
+    sd: float | None = Field(default=None, gt=0, description="Per-user standard deviation; omit for a rate.")
+
+
+class ExperimentConfig(_Input):
+    """An experiment you are considering, described in words plus the numbers you know."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    hypothesis: str = Field(default="", max_length=4000)
+    type: str | None = Field(default=None, max_length=50, description="prompt, model, agent_config, feature, ui, workflow.")
+    primary_metric: MetricInput | str
+    baseline: Baseline | None = Field(default=None, description="Needed for sample size and probability of a win.")
+    mde: float | None = Field(default=None, gt=0, le=10, description="Relative MDE to plan for; default: the prior's expected |lift|.")
+    traffic_per_day: float | None = Field(default=None, gt=0, description="Users per day entering the experiment.")
+    variants: int = Field(default=2, ge=2, le=20)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    target_power: float = Field(default=0.8, gt=0.5, lt=1)
+    segment: str | None = Field(default=None, max_length=200)
+    platform: str | None = Field(default=None, max_length=100)
+
+
+class Neighbour(BaseModel):
+    experiment_key: str
+    similarity: float
+    lift: float | None
+    improvement: float | None = Field(description="Lift signed so that positive is good for its metric.")
+    standard_error: float | None = Field(description="From lift and p-value, when both are known.")
+    weight: float
+    used: bool
+    why_not: str | None = None
+
+
+class LiftPrior(BaseModel):
+    mean: float = Field(description="Expected relative lift (the new metric's sign).")
+    sd: float = Field(description="Predictive sd of the true lift: between-experiment spread + uncertainty of the mean.")
+    between_experiment_sd: float
+    observed_sd: float = Field(description="Weighted sd of the neighbours' observed lifts (before removing noise).")
+    mean_sampling_sd: float | None = Field(description="Typical standard error of the neighbours (noise removed).")
+    effective_neighbours: float
+    quantiles: dict[str, float] = Field(description="p05, p25, p50, p75, p95 of the predicted lift.")
+    probability_positive_effect: float = Field(description="P(true effect in the good direction).")
+
+
+class OutcomePrediction(BaseModel):
+    status: Literal["ok", "insufficient_history"]
+    message: str
+    neighbours_found: int = Field(description="Past experiments with results above the similarity floor.")
+    neighbours_required: int
+    similarity_floor: float
+    neighbours: list[Neighbour]
+    prior: LiftPrior | None
+    probability_significant_win: float | None = Field(
+        description="P(the planned test ends significant in the good direction), averaging power over the prior.")
+    planned_mde: float | None
+    mde_source: str | None
+    recommended_sample_size_per_variant: int | None
+    recommended_total_sample_size: int | None
+    traffic_per_day: float | None
+    traffic_source: str | None
+    estimated_duration_days: float | None
+    narrative: list[str]
+
+
+class PlanMetric(BaseModel):
+    name: str
+    direction: Direction
+    role: MetricRole
+    non_inferiority_margin: float | None = None
+    why: str
+
+
+class PlanVariant(BaseModel):
+    key: str
+    is_control: bool
+    weight: float
+    description: str
+
+
+class DurationOption(BaseModel):
+    days: int
+    n_per_variant: int
+    mde: float | None = Field(description="Relative MDE detectable with target power after this many days.")
+
+
+class ExperimentPlan(BaseModel):
+    goal: str
+    experiment_type: str
+    primary_metric: PlanMetric
+    secondary_metrics: list[PlanMetric]
+    guardrail_metrics: list[PlanMetric]
+    variants: list[PlanVariant]
+    baseline: Baseline
+    mde: float
+    alpha: float
+    target_power: float
+    n_comparisons: int
+    sample_size_per_variant: int
+    total_sample_size: int
+    sample_size_per_variant_sequential: int = Field(description="Units per arm if you will peek (always-valid test).")
+    traffic_per_day: float
+    duration_days: int
+    duration_days_sequential: int
+    duration_options: list[DurationOption]
+    similar_experiments: list[SimilarExperiment]
+    create_experiment_draft: dict[str, Any] = Field(description="A ready argument for postgres create_experiment.")
+    notes: list[str]
+    narrative: list[str]
+
+
+# ---------------------------------------------------------------- bandits, guardrails, autopilot
+
+
+class PolicyView(BaseModel):
+    environment: Environment
+    confidence_threshold: float
+    max_degradation: float
+    exploration_rate: float
+    min_days: float
+    min_units_per_variant: int
+    allowed_actions: list[str]
+
+
+class TrafficAllocation(BaseModel):
+    experiment_id: str
+    metric: str
+    current_weights: dict[str, float]
+    proposed_weights: dict[str, float]
+    best_arm_probabilities: dict[str, float] | None
+    updated: bool = Field(description="False when the posterior could not be used yet (burn-in, error).")
+    reason: str | None
+    seed: int
+    min_weight: float = Field(description="Floor per arm = exploration_rate / arms.")
+    applied: bool
+    why: str
+    policy: PolicyView
+    decision_id: int | None
+
+
+class GuardrailCheck(BaseModel):
+    metric: str
+    role: MetricRole
+    variant: str
+    direction: Direction
+    relative_lift: float
+    degradation: float = Field(description="Relative change in the harmful direction (positive = worse).")
+    margin: float | None
+    status: GuardrailStatus
+    p_harm: float
+    breaches_policy: bool = Field(description="Degradation > policy max_degradation and harm significant at the policy level.")
+
+
+class AutopilotDecision(BaseModel):
+    experiment_id: str
+    environment: Environment
+    policy: PolicyView
+    verdict: RuleOutcome
+    guardrails: list[GuardrailCheck]
+    action: AutopilotAction
+    variant: str | None = Field(description="The arm acted on (shipped, or removed).")
+    weights: dict[str, float] | None = Field(default=None, description="New weights for reallocate.")
+    allowed: bool = Field(description="The environment policy permits this action automatically.")
+    applied: bool = Field(description="The action was carried out through the registry.")
+    rule: str = Field(description="The autopilot rule that decided, filled with numbers.")
+    confidence: float
+    decision_id: int | None
+    narrative: list[str]
+
+
+# ---------------------------------------------------------------- user behaviour
+
+
+class OutcomeVote(BaseModel):
+    label: str
+    probability: float
+    neighbours: int
+
+
+class BehaviorPrediction(BaseModel):
+    user_id: str | None
+    current_steps: list[str]
+    journey_source: str = Field(description="'given' or the stored journey id used as the user's current path.")
+    journey_complete: bool
+    next_action: str | None = Field(description="Most likely next step ('(end)' = the session ends).")
+    next_action_probability: float | None
+    next_actions: list[OutcomeVote]
+    predicted_outcome: str | None
+    outcome_probability: float | None
+    outcomes: list[OutcomeVote]
+    neighbours_used: int
+    mean_similarity: float | None
+    method: str
+    measured_accuracy: dict[str, Any] | None = Field(description="Held-out accuracy of this method, when measured.")
+
+
+class BehaviorEvaluation(BaseModel):
+    journeys: int
+    next_action_accuracy: float
+    outcome_accuracy: float
+    next_action_baseline: float = Field(description="Accuracy of always predicting the most common next step.")
+    outcome_baseline: float = Field(description="Accuracy of always predicting the most common outcome.")
+    n_neighbors: int
+
+
+# ---------------------------------------------------------------- charts
+
+
+class PlotSummary(BaseModel):
+    experiment_id: str
+    metric: str
+    variant: str
+    days: list[str]
+    cumulative_lift: list[float | None]
+    band_low: list[float | None]
+    band_high: list[float | None]
+    band: str
+    daily_source: str | None
+    png_bytes: int

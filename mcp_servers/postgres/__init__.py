@@ -26,8 +26,9 @@ from .store import PostgresStore
 async def open_service(settings: Settings | None = None, **overrides: Any) -> AsyncIterator[ExperimentService]:
     """Open the pool (DATABASE_URL, or the embedded PostgreSQL), migrate, yield the service, close.
 
-    Overrides: dsn, min_pool_size, max_pool_size, run_migrations, and the service's
-    query_timeout_ms, max_query_rows, max_result_bytes.
+    Overrides: dsn, min_pool_size, max_pool_size, run_migrations, durable_assignments
+    (commit assignment rows with synchronous_commit=on; see PostgresStore), and the
+    service's query_timeout_ms, max_query_rows, max_result_bytes.
     """
     settings = settings or get_settings()
     dsn = overrides.pop("dsn", None) or settings.effective_database_url
@@ -36,6 +37,7 @@ async def open_service(settings: Settings | None = None, **overrides: Any) -> As
         min_size=overrides.pop("min_pool_size", 1),
         max_size=overrides.pop("max_pool_size", 10),
         run_migrations=overrides.pop("run_migrations", True),
+        durable_assignments=overrides.pop("durable_assignments", False),
     )
     try:
         yield ExperimentService(store, **overrides)

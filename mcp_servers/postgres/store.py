@@ -201,34 +201,7 @@ class ExperimentStore(Protocol):
     async def lock_experiment(self, conn: Any, ref: str | int) -> asyncpg.Record | None: ...
     async def fetch_for_assignment(self, ref: str | int, user_id: str) -> asyncpg.Record | None: ...
     async def assign_if_current(self, experiment_id: int, user_id: str, revision: int, variant_id: int | None,
-                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None:
-        """One round trip for get_variant with a cached definition.
-
-        Reads the experiment's status and row version and the user's recorded
-        assignment, and (when `variant_id` is given, the experiment is running and
-        still at `revision`, and the user has no assignment) records the new one.
-        Returns status, revision, prior_variant, prior_bucket, inserted; None when the
-        experiment no longer exists.
-        """
-        return await self.pool.fetchrow(
-            f"""WITH e AS (
-                SELECT id, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
-            ), prior AS (
-                SELECT variant_id, bucket FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = $2
-            ), ins AS (
-                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
-                SELECT $1, $2, $4, 'hash', $5, $6 FROM e
-                WHERE $4::bigint IS NOT NULL AND e.status = 'running' AND e.revision = $3
-                  AND NOT EXISTS (SELECT 1 FROM prior)
-                ON CONFLICT (experiment_id, user_id) DO NOTHING
-                RETURNING 1
-            )
-            SELECT e.status, e.revision, (SELECT variant_id FROM prior) AS prior_variant,
-                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted
-            FROM e""",
-            experiment_id, user_id, revision, variant_id, bucket, attributes,
-        )
-
+                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None: ...
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
                                 bucket: float | None, attributes: dict[str, Any] | None) -> bool: ...
     async def run_read_only(self, query: GuardedQuery, timeout_ms: int, max_rows: int,
@@ -236,21 +209,38 @@ class ExperimentStore(Protocol):
 
 
 class PostgresStore:
-    """asyncpg pool over the `neonblue` schema."""
+    """asyncpg pools over the `neonblue` schema.
 
-    def __init__(self, pool: asyncpg.Pool, readonly_role: str | None) -> None:
+    Assignment writes go through `assignment_pool`, whose sessions commit with
+    synchronous_commit=off (unless durable_assignments): an assignment is a pure
+    function of (seed, user, weights), so a crash of the database server can at
+    worst forget assignments made in its last fraction of a second, and those users
+    are re-hashed to the same variant unless the weights changed meanwhile. This
+    removes the WAL flush from get_variant's latency. Everything else (definitions,
+    results, decisions, the change log) commits durably.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, readonly_role: str | None,
+                 assignment_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        self.assignment_pool = assignment_pool or pool
         self.readonly_role = readonly_role
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, run_migrations: bool = True) -> PostgresStore:
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, run_migrations: bool = True,
+                   durable_assignments: bool = False) -> PostgresStore:
+        pools: list[asyncpg.Pool] = []
         try:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                server_settings={"application_name": "neonblue-postgres"},
-            )
+            for synchronous_commit in ("on",) if durable_assignments else ("on", "off"):
+                pools.append(await asyncpg.create_pool(
+                    dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                    server_settings={"application_name": "neonblue-postgres", "synchronous_commit": synchronous_commit},
+                ))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            for pool in pools:
+                await pool.close()
             raise BackendUnavailable(f"DATABASE_URL: cannot connect to PostgreSQL at {redact_dsn(dsn)} ({exc})") from exc
+        pool = pools[0]
         try:
             async with pool.acquire() as conn:
                 if run_migrations:
@@ -261,13 +251,16 @@ class PostgresStore:
                     READONLY_ROLE,
                 )
         except BaseException:
-            await pool.close()
+            for p in pools:
+                await p.close()
             raise
         if not usable:
             log.warning("role %s unavailable: postgres_query relies on the SQL guard and READ ONLY only", READONLY_ROLE)
-        return cls(pool, READONLY_ROLE if usable else None)
+        return cls(pool, READONLY_ROLE if usable else None, pools[-1])
 
     async def close(self) -> None:
+        if self.assignment_pool is not self.pool:
+            await self.assignment_pool.close()
         await self.pool.close()
 
     @asynccontextmanager
@@ -431,7 +424,7 @@ class PostgresStore:
         Returns status, revision, prior_variant, prior_bucket, inserted; None when the
         experiment no longer exists.
         """
-        return await self.pool.fetchrow(
+        return await self.assignment_pool.fetchrow(
             f"""WITH e AS (
                 SELECT id, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
             ), prior AS (
@@ -453,7 +446,7 @@ class PostgresStore:
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
                                 bucket: float | None, attributes: dict[str, Any] | None) -> bool:
         """Record the first assignment of a user; False when one exists already or the experiment stopped meanwhile."""
-        row = await self.pool.fetchval(
+        row = await self.assignment_pool.fetchval(
             f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
             SELECT $1, $2, $3, $4, $5, $6
             WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
@@ -466,7 +459,7 @@ class PostgresStore:
     async def force_assignment(self, experiment_id: int, user_id: str, variant_id: int,
                                attributes: dict[str, Any] | None) -> bool:
         """Record (or overwrite) a QA-forced assignment; True when something changed."""
-        row = await self.pool.fetchval(
+        row = await self.assignment_pool.fetchval(
             f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
             VALUES ($1, $2, $3, 'forced', NULL, $4)
             ON CONFLICT (experiment_id, user_id) DO UPDATE
@@ -487,7 +480,7 @@ class PostgresStore:
     async def insert_assignments(self, experiment_id: int, user_ids: Sequence[str], variant_ids: Sequence[int],
                                  buckets: Sequence[float | None], source: str = "hash") -> set[str]:
         """Bulk first-assignment insert (running experiments only); returns the user ids inserted."""
-        rows = await self.pool.fetch(
+        rows = await self.assignment_pool.fetch(
             f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket)
             SELECT $1, u, v, $5, b FROM unnest($2::text[], $3::bigint[], $4::float8[]) AS t(u, v, b)
             WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
@@ -511,7 +504,7 @@ class PostgresStore:
         """Insert SDK-reported exposures, first one wins; returns how many were new."""
         if not rows:
             return 0
-        inserted = await self.pool.fetch(
+        inserted = await self.assignment_pool.fetch(
             f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
             SELECT e, u, v, 'exposure', COALESCE(t, now())
             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[]) AS x(e, u, v, t)

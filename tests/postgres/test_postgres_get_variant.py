@@ -260,3 +260,12 @@ async def test_results_need_an_assignment_and_a_started_experiment(service):
     await service.start_experiment("later")
     with pytest.raises(Conflict, match="has no assignment"):
         await service.record_result("later", "u1", "accuracy", 1.0)
+
+
+async def test_assignment_rows_skip_the_wal_flush_unless_asked_to_be_durable(service, pg_dsn):
+    # Assignments are re-derivable from the hash, so they commit asynchronously;
+    # definitions, results and decisions always commit durably.
+    assert await service.store.assignment_pool.fetchval("SHOW synchronous_commit") == "off"
+    assert await service.store.pool.fetchval("SHOW synchronous_commit") == "on"
+    async with open_service(dsn=pg_dsn, durable_assignments=True) as durable:
+        assert durable.store.assignment_pool is durable.store.pool

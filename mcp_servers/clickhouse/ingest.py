@@ -7,8 +7,8 @@ Two input shapes, one row format:
   line to the same columns inside ClickHouse, keeping the line in `raw`.
 
 Both apply the defaults of `schemas.events.Event`: a conversion measures metric
-"conversion" with value 1, a revenue event metric "revenue"; naive timestamps
-are UTC. `segment.device/country/source/plan` become columns.
+"conversion" with value 1, a revenue event metric "revenue"; timestamps are
+stored in UTC (naive Arrow timestamps are taken as UTC). `segment.device/country/source/plan` become columns.
 """
 
 from __future__ import annotations
@@ -141,12 +141,17 @@ JSON_COLUMNS = EVENT_SCHEMA.names
 JSON_SELECT = f"""
 WITH JSONExtract(raw, '{_JSON_TUPLE}') AS j,
      JSONExtractRaw(raw, 'timestamp') AS ts_raw,
+     toFloat64OrNull(ts_raw) AS ts_number,
+     if(startsWith(ts_raw, '"'),
+        parseDateTime64BestEffortOrNull(JSONExtractString(raw, 'timestamp'), 3, 'UTC'),
+        -- numbers are Unix time as pydantic reads them: seconds, or milliseconds beyond 2e10
+        fromUnixTimestamp64Milli(toInt64(if(abs(ts_number) > 2e10, ts_number, ts_number * 1000)), 'UTC')) AS ts,
      throwIf(j.event_id = '' OR j.user_id = '' OR j.event_type = '',
-             'an event lacks event_id, user_id or event_type') AS missing_field,
-     throwIf(j.event_type NOT IN ({_EVENT_TYPE_LIST}), 'an event has an unknown event_type') AS bad_type,
-     throwIf(ts_raw = '' OR ts_raw = 'null', 'an event lacks timestamp') AS missing_ts
+             'an event lacks event_id, user_id or event_type')
+     + throwIf(j.event_type NOT IN ({_EVENT_TYPE_LIST}), 'an event has an unknown event_type')
+     + throwIf(ts IS NULL, 'an event lacks a readable timestamp') AS failed
 SELECT
-    if(missing_field + bad_type + missing_ts = 0, j.event_id, '') AS event_id,
+    if(failed = 0, j.event_id, '') AS event_id,
     j.event_type AS event_type,
     j.experiment_id AS experiment_id,
     j.variant AS variant,
@@ -154,11 +159,7 @@ SELECT
     if(j.metric != '', j.metric, multiIf(j.event_type = 'conversion', 'conversion',
                                          j.event_type = 'revenue', 'revenue', '')) AS metric,
     if(j.value IS NULL AND j.event_type = 'conversion', 1.0, j.value) AS value,
-    if(startsWith(ts_raw, '"'),
-       parseDateTime64BestEffort(JSONExtractString(raw, 'timestamp'), 3, 'UTC'),
-       -- numbers are Unix time like pydantic reads them: seconds, or milliseconds beyond 2e10
-       fromUnixTimestamp64Milli(toInt64(if(abs(toFloat64(ts_raw)) > 2e10, toFloat64(ts_raw),
-                                           toFloat64(ts_raw) * 1000)), 'UTC')) AS timestamp,
+    assumeNotNull(ts) AS timestamp,
     j.session_id AS session_id,
     ifNull(j.segment.device, '') AS device,
     ifNull(j.segment.country, '') AS country,

@@ -1,0 +1,143 @@
+"""ClickHouse server figures on the embedded engine (chDB) in a fresh temp data dir.
+
+1. Columnar ingest: `ingest_arrow` in batches of 50k rows, each with its own
+   idempotency token (normalisation + insert with dedup token), sequentially and
+   with 2 concurrent writers. Goal (issue 4): >= 1M rows/s.
+2. Raw JSON ingest: `ingest_json` of JSONEachRow bytes in batches of 50k rows.
+3. `get_variant_statistics` over 10M events (1M users, 3 variants, conversion +
+   revenue, CUPED on both) read with FINAL, right after ingest (unmerged parts)
+   and after the background merges settle; plus the same SQL without FINAL, to
+   show what exactly-once reading costs. Goal: <= 0.5 s.
+
+    .venv/bin/python bench/bench_clickhouse.py [--events 10000000] [--batch 50000]
+
+Prints figures; asserts nothing. The machine's load changes them: run on an idle box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from mcp_servers.clickhouse import open_service, queries
+from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
+from schemas.settings import Settings
+
+
+def experiment(events: int, seed: int = 1) -> pa.Table:
+    # ~10 events per user: 1 exposure, ~0.11 conversions, ~4.5 purchases, ~4.5 pre-period purchases.
+    users = max(1000, events // 10)
+    spec = SyntheticExperiment(
+        experiment_id="bench", users=users, variants=("control", "v1", "v2"),
+        conversion_rate={"control": 0.10, "v1": 0.11, "v2": 0.12},
+        revenue_mean={"control": 20.0, "v1": 21.0, "v2": 22.0},
+        purchases_per_user=4.4, pre_purchases_per_user=4.4, days=28, seed=seed,
+    )
+    table = generate(spec)
+    return table.slice(0, min(events, table.num_rows))
+
+
+def json_lines(table: pa.Table) -> bytes:
+    rows = table.drop_columns(["raw"]).to_pylist()
+    out = []
+    for row in rows:
+        segment = {"device": row.pop("device")}
+        for key in ("country", "source", "plan"):
+            row.pop(key)
+        row["timestamp"] = row["timestamp"].isoformat()
+        row = {k: v for k, v in row.items() if v not in ("", None)}
+        row["segment"] = segment
+        out.append(orjson.dumps(row))
+    return b"\n".join(out)
+
+
+async def timed(fn, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def main(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="nb-bench-ch-"))
+    settings = Settings(neonblue_home=home, clickhouse_url=None)
+    print(f"chDB data dir {home}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+    started = time.perf_counter()
+    table = experiment(args.events)
+    print(f"generated {table.num_rows:,} events in {time.perf_counter() - started:.1f} s")
+    batches = [table.slice(i, args.batch) for i in range(0, table.num_rows, args.batch)]
+
+    async with open_service(settings, database="bench") as ch:
+        # 1. columnar ingest, sequential then 2 writers (half the data each way)
+        half = len(batches) // 2
+        started = time.perf_counter()
+        for k, batch in enumerate(batches[:half]):
+            await ch.ingest_arrow(batch, f"bench-{k}")
+        seq = sum(b.num_rows for b in batches[:half]) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        queue = list(enumerate(batches[half:], start=half))
+
+        async def writer() -> None:
+            while queue:
+                k, batch = queue.pop()
+                await ch.ingest_arrow(batch, f"bench-{k}")
+
+        await asyncio.gather(writer(), writer())
+        par = sum(b.num_rows for b in batches[half:]) / (time.perf_counter() - started)
+        print(f"ingest_arrow, batches of {args.batch:,}: {seq:,.0f} rows/s sequential, {par:,.0f} rows/s with 2 writers")
+        replay = batches[0]
+        started = time.perf_counter()
+        await ch.ingest_arrow(replay, "bench-0")
+        print(f"replaying a stored batch (same token): {(time.perf_counter() - started) * 1000:.0f} ms, stores nothing")
+
+        # 2. raw JSON
+        async with open_service(settings, database="bench_json") as chj:
+            sample = table.slice(0, min(args.json_events, table.num_rows))
+            payloads = [json_lines(sample.slice(i, args.batch)) for i in range(0, sample.num_rows, args.batch)]
+            started = time.perf_counter()
+            for k, payload in enumerate(payloads):
+                await chj.ingest_json(payload, f"json-{k}")
+            rate = sample.num_rows / (time.perf_counter() - started)
+            mb = sum(map(len, payloads)) / 1e6
+            print(f"ingest_json, batches of {args.batch:,} ({mb:.0f} MB JSONEachRow): {rate:,.0f} rows/s")
+
+        # 3. statistics over everything
+        async def stats() -> None:
+            await ch.get_variant_statistics("bench", ["conversion", "revenue"], cuped=True,
+                                            start_date=datetime(2025, 1, 6, tzinfo=UTC).date())
+
+        parts = (await ch.store.query(
+            "SELECT count() AS parts FROM system.parts WHERE database = 'bench' AND table = 'events' AND active"))
+        cold = await timed(stats, args.repeat)
+        print(f"get_variant_statistics, {table.num_rows:,} events, 3 variants x 2 metrics + CUPED, FINAL, "
+              f"{parts.column(0)[0].as_py()} parts: median {statistics.median(cold):.3f} s (min {min(cold):.3f})")
+        started = time.perf_counter()
+        await ch.store.execute("OPTIMIZE TABLE bench.events FINAL")
+        print(f"OPTIMIZE FINAL (what background merges converge to): {time.perf_counter() - started:.1f} s")
+        merged = await timed(stats, args.repeat)
+        print(f"get_variant_statistics after merges: median {statistics.median(merged):.3f} s (min {min(merged):.3f})")
+        params = {"exp": "bench", "start_ms": 1736121600000, "end_ms": 1738540800000, "pre_ms": 1734912000000,
+                  "m0": "conversion", "m1": "revenue"}
+        sql = queries.variant_statistics_sql("bench", 2, [], cuped=True)
+        no_final = await timed(lambda: ch.store.query(sql.replace(" FINAL", ""), params), args.repeat)
+        print(f"same SQL without FINAL (would double-count replays): median {statistics.median(no_final):.3f} s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--json-events", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    asyncio.run(main(parser.parse_args()))

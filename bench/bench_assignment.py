@@ -36,6 +36,26 @@ from mcp_servers.postgres.assignment import AssignmentSpec, assign_batch  # noqa
 SEED = "bench-checkout"
 WEIGHTS = (0.5, 0.3, 0.2)
 
+# The floor: the same MCP SDK over stdio with a tool that does nothing, to separate
+# the transport's cost from the server's.
+NOOP_SERVER = """
+from pydantic import BaseModel
+from mcp.server.mcpserver import MCPServer
+
+class Out(BaseModel):
+    experiment_key: str
+    user_id: str
+    variant_key: str | None
+
+mcp = MCPServer("noop")
+
+@mcp.tool()
+async def get_variant(experiment: str, user_id: str) -> Out:
+    return Out(experiment_key=experiment, user_id=user_id, variant_key="v0")
+
+mcp.run()
+"""
+
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
@@ -93,8 +113,16 @@ async def stdio_latency(dsn: str, calls: int) -> dict[str, list[float]]:
             started = time.perf_counter()
             await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
             returning.append((time.perf_counter() - started) * 1000)
-    return {"in-process service (new users)": in_process, "stdio, new users (hash + insert)": new_users,
-            "stdio, returning users (recorded)": returning}
+    floor = []
+    async with Client(StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER])) as client:
+        for user in user_ids(200, "warm-"):
+            await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
+        for user in user_ids(calls):
+            started = time.perf_counter()
+            await client.call_tool("get_variant", {"experiment": SEED, "user_id": user})
+            floor.append((time.perf_counter() - started) * 1000)
+    return {"in-process service, new users": in_process, "stdio, new users (hash + insert)": new_users,
+            "stdio, returning users (recorded)": returning, "stdio floor: no-op tool, same SDK": floor}
 
 
 def batch_throughput(n: int, sdk_n: int) -> tuple[float, float, int]:
@@ -139,7 +167,9 @@ async def main() -> None:
         admin = server.start()
     dsn = await fresh_database(admin)
     try:
-        print(f"\n== get_variant latency ({args.calls} calls per series, ms) ==")
+        load = os.getloadavg()[0]
+        print(f"\n== get_variant latency ({args.calls} calls per series, ms; load average {load:.1f} "
+              f"on {os.cpu_count()} cores) ==")
         series = await stdio_latency(dsn, args.calls)
         for name, samples in series.items():
             print(f"{name:<36} p50 {statistics.median(samples):6.3f}   p99 {percentile(samples, 99):6.3f}   "

@@ -3,6 +3,7 @@ and one round trip through `python -m mcp_servers.postgres` over stdio."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -154,3 +155,15 @@ async def test_stdio_round_trip_assigns_like_this_process(service, pg_dsn):
         # ... and recorded by the subprocess, so this process returns it as the user's assignment
         local = await service.get_variant("support-prompt-v2", user)
         assert (local.source, local.variant_key) == ("recorded", remote[user]["variant_key"])
+
+
+async def test_the_stdio_server_exits_with_a_clear_message_when_the_database_is_down():
+    env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcp_servers.postgres", cwd=str(REPO), env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert stdout == b""  # stdout is reserved for the protocol
+    assert b"DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:1/nowhere" in stderr

@@ -433,14 +433,22 @@ class BehaviorEvaluation(BaseModel):
 # ---------------------------------------------------------------- charts
 
 
-class PlotSummary(BaseModel):
-    experiment_id: str
-    metric: str
+class LiftSeries(BaseModel):
     variant: str
-    days: list[str]
+    days: list[str] = Field(description="UTC days; each point uses all data up to the end of that day.")
     cumulative_lift: list[float | None]
     band_low: list[float | None]
     band_high: list[float | None]
-    band: str
-    daily_source: str | None
+    users: list[int]
+
+
+class PlotSummary(BaseModel):
+    experiment_id: str
+    metric: str
+    direction: Direction
+    control: str
+    band: str = Field(description="What the shaded band is.")
+    series: list[LiftSeries]
+    daily_source: str | None = Field(description="Where the daily per-variant panel comes from (None: not drawn).")
+    final_lift: dict[str, float | None] = Field(description="Last cumulative lift per treatment.")
     png_bytes: int

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, replace
 
 from . import messages
-from ._numeric import is_finite, is_whole
+from ._numeric import is_whole
 
 __all__ = [
     "SampleMeanStatistic",
@@ -399,40 +399,55 @@ def check_statistic(stat: object) -> str | None:
     Checks shape and finiteness only; zero variance is judged by the caller
     (a bandit can use a zero-variance arm, a t-test cannot).
     """
-    if isinstance(stat, (SampleMeanStatistic, ProportionStatistic)):
+    kind = type(stat)
+    if kind is SampleMeanStatistic or kind is ProportionStatistic:
         return _check_mean(stat)
-    if isinstance(stat, RatioStatistic):
-        parts = (stat.m_statistic, stat.d_statistic)
-        products: tuple[float, ...] = (stat.m_d_sum_of_products,)
-    elif isinstance(stat, RegressionAdjustedStatistic):
-        parts = (stat.post_statistic, stat.pre_statistic)
-        products = (stat.post_pre_sum_of_products,)
-        if stat.theta is not None and not is_finite(stat.theta):
-            return messages.NON_FINITE_INPUT
-    elif isinstance(stat, RegressionAdjustedRatioStatistic):
-        parts = (stat.m_statistic_post, stat.d_statistic_post, stat.m_statistic_pre, stat.d_statistic_pre)
-        products = (
-            stat.m_post_m_pre_sum_of_products,
-            stat.d_post_d_pre_sum_of_products,
-            stat.m_pre_d_pre_sum_of_products,
-            stat.m_post_d_post_sum_of_products,
-            stat.m_post_d_pre_sum_of_products,
-            stat.m_pre_d_post_sum_of_products,
+    if kind is RatioStatistic:
+        return _check_composite(
+            (stat.m_statistic, stat.d_statistic), (stat.m_d_sum_of_products,), None, stat.d_statistic
         )
-        if stat.theta is not None and not is_finite(stat.theta):
-            return messages.NON_FINITE_INPUT
-    else:
-        return messages.UNSUPPORTED_STATISTIC
+    if kind is RegressionAdjustedStatistic:
+        return _check_composite(
+            (stat.post_statistic, stat.pre_statistic), (stat.post_pre_sum_of_products,), stat.theta, None
+        )
+    if kind is RegressionAdjustedRatioStatistic:
+        return _check_composite(
+            (stat.m_statistic_post, stat.d_statistic_post, stat.m_statistic_pre, stat.d_statistic_pre),
+            (
+                stat.m_post_m_pre_sum_of_products,
+                stat.d_post_d_pre_sum_of_products,
+                stat.m_pre_d_pre_sum_of_products,
+                stat.m_post_d_post_sum_of_products,
+                stat.m_post_d_pre_sum_of_products,
+                stat.m_pre_d_post_sum_of_products,
+            ),
+            stat.theta,
+            stat.d_statistic_post,
+        )
+    if isinstance(stat, (SampleMeanStatistic, ProportionStatistic)):  # subclasses
+        return _check_mean(stat)
+    return messages.UNSUPPORTED_STATISTIC
+
+
+def _check_composite(
+    parts: tuple, products: tuple, theta: float | None, denominator: MeanStatistic | None
+) -> str | None:
     for part in parts:
         err = _check_mean(part)
         if err:
             return err
-    if any(part.n != parts[0].n for part in parts):
-        return messages.INCONSISTENT_N
-    if not is_finite(*products):
+    n = parts[0].n
+    for part in parts:
+        if part.n != n:
+            return messages.INCONSISTENT_N
+    try:
+        for value in products:
+            if not math.isfinite(value):
+                return messages.NON_FINITE_INPUT
+        if theta is not None and not math.isfinite(theta):
+            return messages.NON_FINITE_INPUT
+    except TypeError:
         return messages.NON_FINITE_INPUT
-    if isinstance(stat, RatioStatistic) and stat.d_statistic.mean == 0:
-        return messages.ZERO_DENOMINATOR
-    if isinstance(stat, RegressionAdjustedRatioStatistic) and stat.d_statistic_post.mean == 0:
+    if denominator is not None and denominator.sum == 0:
         return messages.ZERO_DENOMINATOR
     return None

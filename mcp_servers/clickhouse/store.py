@@ -156,6 +156,7 @@ class _ChdbPath:
 
 _PATHS: dict[str, _ChdbPath] = {}
 _PATHS_LOCK = threading.Lock()
+_PYTHON_SOURCE_LOCK = threading.Lock()
 
 
 def _chdb_path(path: Path) -> _ChdbPath:
@@ -209,11 +210,13 @@ class ChdbStore:
         return await anyio.to_thread.run_sync(self._run, sql, params, "ArrowTable")
 
     def _insert_from_python(self, sql: str, nb_batch: pa.Table) -> None:
-        # chDB's Python() table function finds `nb_batch` among this frame's locals.
-        try:
-            self._entry.session.query(sql.replace("{source}", "Python(nb_batch)"), "CSV")
-        except Exception as exc:
-            raise StoreError.from_engine(exc) from exc
+        # chDB's Python() table function finds `nb_batch` by name among the Python frames, so two
+        # threads inserting at once could read each other's batch (one lost, one doubled): serialise.
+        with _PYTHON_SOURCE_LOCK:
+            try:
+                self._entry.session.query(sql.replace("{source}", "Python(nb_batch)"), "CSV")
+            except Exception as exc:
+                raise StoreError.from_engine(exc) from exc
 
     async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)

@@ -96,18 +96,24 @@ class TestResult:
         return "better" if up != self.lower_is_better else "worse"
 
     def interval(self, alpha: float) -> tuple[float, float]:
-        """The interval of this test recomputed at another level (used by multiplicity corrections)."""
+        """The interval of this test recomputed at level 1 − ``alpha`` (used by multiplicity corrections).
+
+        A failed test keeps (0, 0); an ``alpha`` outside (0, 1) gives the
+        uninformative (−inf, inf) rather than NaN.
+        """
         if self.error is not None:
             return (0.0, 0.0)
-        if self.method == METHOD_SEQUENTIAL:
+        if not (is_finite(alpha) and 0.0 < alpha < 1.0):
+            return (-math.inf, math.inf)
+        if self.method == METHOD_SEQUENTIAL and self.rho is not None:
             from .sequential import sequential_halfwidth
 
-            assert self.rho is not None
             half = sequential_halfwidth(self.se, self.n, self.rho, alpha, self.alternative != "two-sided")
-        else:
-            assert self.df is not None
+        elif self.df is not None:
             q = 1.0 - alpha / 2.0 if self.alternative == "two-sided" else 1.0 - alpha
             half = t_ppf(q, self.df) * self.se
+        else:
+            return self.ci
         return bounds(self.effect, half, self.alternative)
 
     def as_dict(self) -> dict:

@@ -1,0 +1,158 @@
+"""Request, query and error models of the REST API.
+
+Bodies that the service already types (ExperimentCreate) are used as they are. The
+others mirror the MCP tools' flat, typed parameters with the same annotated types
+(ExperimentRef, UserId, MetricName...), so a value the tool refuses the API refuses too.
+Responses are the service's own return models; nothing here holds a business rule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_servers.postgres.models import (
+    Actor,
+    ExperimentRef,
+    ExperimentStatus,
+    ExperimentType,
+    MetricName,
+    UserId,
+    VariantKey,
+)
+
+MAX_BATCH_USERS = 1000
+INT64_MAX = 2**63 - 1
+
+Reason = Annotated[str | None, Field(default=None, max_length=2000, description="Why, for the change log.")]
+Attributes = Annotated[
+    dict[str, Any] | None,
+    Field(default=None, description="User attributes for targeting, e.g. {'country': 'US', 'device': 'mobile'}."),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Query(BaseModel):
+    # Unknown query parameters are ignored, as HTTP clients and proxies add their own.
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- bodies
+
+
+class GetVariantRequest(_Body):
+    """Assign one user (sticky: the first assignment is recorded and wins)."""
+
+    experiment: ExperimentRef
+    user_id: UserId
+    attributes: Attributes = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"experiment": "checkout-1step", "user_id": "u-123", "attributes": {"country": "US"}},
+    ]})
+
+
+class BatchGetVariantRequest(_Body):
+    """Assign many users of one experiment in one round trip."""
+
+    experiment: ExperimentRef
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BATCH_USERS,
+                                   description=f"At most {MAX_BATCH_USERS} user ids; repeats are answered once.")
+    attributes: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="user_id -> that user's attributes, for targeting (missing: no attributes)."
+    )
+    record: bool = Field(default=True, description="false: predict only, nothing is written.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"experiment": "checkout-1step", "user_ids": ["u-1", "u-2", "u-3"]},
+    ]})
+
+
+class RecordResultRequest(_Body):
+    """One metric value for a user already assigned by get-variant."""
+
+    experiment: ExperimentRef
+    user_id: UserId
+    metric: MetricName
+    value: float = Field(allow_inf_nan=False, description="The measured value, e.g. 1.0 for success.")
+    event_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                 description="Idempotency key: a repeated event_id records nothing (answered 200).")
+    metadata: dict[str, Any] | None = Field(default=None, description="Extra context stored with the value.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"experiment": "checkout-1step", "user_id": "u-123", "metric": "conversion", "value": 1.0,
+         "event_id": "evt-0001"},
+    ]})
+
+
+# ---------------------------------------------------------------- query strings
+
+
+class ListQuery(_Query):
+    status: list[ExperimentStatus] | None = Field(default=None, description="Only these statuses (default: all but archived).")
+    type: ExperimentType | None = Field(default=None, description="Only this experiment type.")
+    owner: str | None = Field(default=None, max_length=200)
+    tag: str | None = Field(default=None, max_length=64)
+    search: str | None = Field(default=None, max_length=200, description="Substring of key, name, description or hypothesis.")
+    limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=INT64_MAX)
+
+
+class GetQuery(_Query):
+    include_change_log: bool = Field(default=False, description="Also return the most recent changes.")
+
+
+class ActorQuery(_Query):
+    actor: Actor = Field(default="rest-api", description="Who acts, for the change log, e.g. 'service:checkout'.")
+    reason: Reason = None
+
+
+class StopQuery(ActorQuery):
+    declare_winner: VariantKey | None = Field(
+        default=None,
+        description="Variant key to declare the winner: the experiment is concluded and get-variant serves the "
+        "winner to everyone. Without it the experiment is only stopped (it can be concluded later).",
+    )
+
+
+class AnalyzeQuery(_Query):
+    metrics: list[MetricName] | None = Field(default=None, description="Default: every declared metric.")
+    aggregation: Literal["mean", "sum"] = Field(
+        default="mean", description="How one user's several records combine: mean (rates, scores) or sum (counts, revenue)."
+    )
+
+
+# ---------------------------------------------------------------- errors
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field path.")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable kind, a readable reason, and for 422 the fields at fault."""
+
+    error: str = Field(description="not_found, conflict, invalid_input, invalid_json, unauthorized, rate_limited, ...")
+    detail: str
+    errors: list[FieldError] | None = Field(default=None, description="Validation errors with field paths (422).")
+
+
+__all__ = [
+    "MAX_BATCH_USERS",
+    "ActorQuery",
+    "AnalyzeQuery",
+    "BatchGetVariantRequest",
+    "ErrorBody",
+    "FieldError",
+    "GetQuery",
+    "GetVariantRequest",
+    "ListQuery",
+    "RecordResultRequest",
+    "StopQuery",
+]

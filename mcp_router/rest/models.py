@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mcp_servers.postgres.models import (
     Actor,
@@ -119,11 +119,31 @@ class StopQuery(ActorQuery):
     )
 
 
+AnalysisSource = Literal["auto", "intelligence", "registry"]
+
+
 class AnalyzeQuery(_Query):
-    metrics: list[MetricName] | None = Field(default=None, description="Default: every declared metric.")
-    aggregation: Literal["mean", "sum"] = Field(
-        default="mean", description="How one user's several records combine: mean (rates, scores) or sum (counts, revenue)."
+    source: AnalysisSource = Field(
+        default="auto",
+        description="intelligence: the Experiment Intelligence analysis of the event store (ClickHouse): tests, "
+        "intervals, SRM, verdict. registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
+        "(record-result). auto: intelligence when this process runs it, else registry.",
     )
+    metrics: list[MetricName] | None = Field(default=None, description="registry only. Default: every declared metric.")
+    aggregation: Literal["mean", "sum"] = Field(
+        default="mean",
+        description="registry only. How one user's several records combine: mean (rates, scores) or sum (counts, revenue).",
+    )
+
+
+def intelligence_analyze_query() -> type[AnalyzeQuery]:
+    """AnalyzeQuery plus the intelligence server's own AnalysisOptions as query parameters (same
+    names, types and limits), except record_decision: a GET writes nothing to the audit trail."""
+    from mcp_servers.intelligence.models import AnalysisOptions
+
+    options = {name: (info.annotation, info) for name, info in AnalysisOptions.model_fields.items()
+               if name != "record_decision"}
+    return create_model("AnalyzeQueryWithOptions", __base__=AnalyzeQuery, **options)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------- errors

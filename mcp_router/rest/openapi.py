@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from mcp_servers.postgres.models import METRIC_NAME_PATTERN, ExperimentCreate
+from mcp_servers.postgres.models import METRIC_NAME_PATTERN, Experiment, ExperimentCreate
 
 from .models import MAX_BATCH_USERS, ErrorBody
 from .routes import _REF, MAX_BODY_BYTES, OPERATIONS, Operation
@@ -77,6 +77,35 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+def _models(response: type[BaseModel] | tuple[type[BaseModel], ...]) -> tuple[type[BaseModel], ...]:
+    return response if isinstance(response, tuple) else (response,)
+
+
+def _short_names(refs: dict[Any, dict[str, str]], components: dict[str, Any]) -> tuple[dict[Any, dict[str, str]], dict[str, Any]]:
+    """Two servers' models of one name (ExperimentAnalysis) get module-path names from pydantic,
+    mcp_servers__intelligence__models__ExperimentAnalysis; call it IntelligenceExperimentAnalysis."""
+    renames = {}
+    for name in components:
+        parts = name.split("__")
+        if len(parts) >= 3 and parts[0] == "mcp_servers":
+            renames[name] = parts[1].capitalize() + parts[-1]
+    if not renames:
+        return refs, components
+    prefix = REF.split("{")[0]
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (prefix + renames.get(v[len(prefix):], v[len(prefix):])
+                        if k == "$ref" and isinstance(v, str) and v.startswith(prefix) else rewrite(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    return ({key: rewrite(ref) for key, ref in refs.items()},
+            {renames.get(name, name): rewrite(schema) for name, schema in components.items()})
+
+
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     if "{id}" in op.path:
@@ -108,10 +137,10 @@ def build_openapi(operations: Iterable[Operation] = OPERATIONS) -> bytes:
     for op in operations:
         if op.body is not None:
             wanted.append((op.body, "validation"))
-        wanted.append((op.response, "serialization"))
+        wanted += [(model, "serialization") for model in _models(op.response)]
     wanted = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(wanted, ref_template=REF)
-    components: dict[str, Any] = dict(top.get("$defs", {}))
+    refs, components = _short_names(refs, dict(top.get("$defs", {})))
     create_ref = refs.get((ExperimentCreate, "validation"))
     if create_ref is not None:
         _metric_shorthand(components[create_ref["$ref"].rsplit("/", 1)[1]])
@@ -119,13 +148,14 @@ def build_openapi(operations: Iterable[Operation] = OPERATIONS) -> bytes:
     paths: dict[str, dict[str, Any]] = {}
     error_ref = refs[(ErrorBody, "serialization")]
     for op in operations:
-        success = refs[(op.response, "serialization")]
+        answers = [refs[(model, "serialization")] for model in _models(op.response)]
+        success = answers[0] if len(answers) == 1 else {"anyOf": answers}
         responses: dict[str, Any] = {
             str(code): {"description": "Success." if code == op.status else "Success (see the description).",
                         "content": _json(success)}
             for code in (op.status, *op.extra_statuses)
         }
-        if op.status == 201 and op.response.__name__ == "Experiment":
+        if op.status == 201 and op.response is Experiment:
             responses["201"]["headers"] = {"Location": {"schema": {"type": "string"},
                                                         "description": "URL of the new experiment."}}
         for code in sorted({*op.errors, *ALWAYS}):

@@ -114,7 +114,7 @@ class Operation:
     summary: str
     description: str
     handler: Handler
-    response: type[BaseModel]
+    response: type[BaseModel] | tuple[type[BaseModel], ...]  # a tuple: any one of them (anyOf)
     status: int = 200
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
@@ -172,86 +172,120 @@ async def _record_result(c: Call) -> tuple[BaseModel, int]:
 
 async def _analyze(c: Call) -> BaseModel:
     q: AnalyzeQuery = c.query
-    return await c.service.analyze_experiment_data(c.ref, metrics=q.metrics, aggregation=q.aggregation)
+    intelligence = c.router.services.get("intelligence")
+    if q.source == "registry" or (q.source == "auto" and intelligence is None):
+        return await c.service.analyze_experiment_data(c.ref, metrics=q.metrics, aggregation=q.aggregation)
+    if intelligence is None:
+        raise ApiError(503, "backend_unavailable", "the intelligence server does not run in this process; "
+                       "use source=registry for the registry's descriptive statistics")
+    # Resolve the experiment here: across the intelligence server's tool hop a NotFound arrives as a plain 400.
+    experiment = await c.service.get_experiment(c.ref)
+    from mcp_servers.intelligence.models import AnalysisOptions
+
+    options = {name: getattr(q, name) for name in q.model_fields_set if name in AnalysisOptions.model_fields}
+    return await intelligence.analyze_experiment_performance(experiment.key, {**options, "record_decision": False})
 
 
 async def _summary(c: Call) -> BaseModel:
     return await c.service.get_experiment_summary(c.ref)
 
 
-OPERATIONS: tuple[Operation, ...] = (
-    Operation(
-        "POST", f"{PREFIX}/", "createExperiment", "Create an experiment (as a draft)",
-        "Define an experiment: unique key, type, primary metric and variants (exactly one control; "
-        "weights as fractions summing to 1, or omit all weights for an equal split). It assigns nobody "
-        "until started. A metric may be given as a bare name instead of {name, direction}.",
-        _create, Experiment, status=201, body=ExperimentCreate, query=ActorQuery, errors=(400, 409, 413, 422),
-        aliases=(PREFIX,),
-    ),
-    Operation(
-        "GET", f"{PREFIX}/", "listExperiments", "List experiments",
-        "Newest first, with filters and pagination (`next_offset` is null on the last page). "
-        "Archived experiments are listed only when asked for by status.",
-        _list, ExperimentPage, query=ListQuery, aliases=(PREFIX,),
-    ),
-    Operation(
-        "POST", f"{PREFIX}/get-variant", "getVariant", "Assign a user to a variant",
-        "Deterministic and sticky (GrowthBook-compatible hashing): the first assignment is recorded and wins "
-        "forever. Only running experiments assign; a concluded one serves its declared winner. When "
-        "`in_experiment` is false, serve your default experience.",
-        _get_variant, VariantAssignment, body=GetVariantRequest, errors=(400, 404, 413, 422),
-    ),
-    Operation(
-        "POST", f"{PREFIX}/get-variant/batch", "getVariantBatch", "Assign many users at once",
-        "The batch form of get-variant for one experiment (same rules): `assigned` maps each user id to "
-        "its variant key, or null when the user is not in the experiment.",
-        _get_variant_batch, BatchAssignment, body=BatchGetVariantRequest, errors=(400, 404, 413, 422),
-    ),
-    Operation(
-        "POST", f"{PREFIX}/record-result", "recordResult", "Record a metric value for an assigned user",
-        "Attributed to the user's recorded variant. The metric must be declared on the experiment. "
-        "201 when recorded; 200 when `event_id` was seen before (nothing added, the first record is returned).",
-        _record_result, ResultRecorded, status=201, body=RecordResultRequest, errors=(400, 404, 409, 413, 422),
-        extra_statuses=(200,),
-    ),
-    Operation(
-        "GET", f"{PREFIX}/{{id}}", "getExperiment", "Get one experiment",
-        "Definition, variants with their configs, status, users assigned per variant, and optionally the change log.",
-        _get, ExperimentDetail, query=GetQuery, errors=(404, 422),
-    ),
-    Operation(
-        "DELETE", f"{PREFIX}/{{id}}", "archiveExperiment", "Archive an experiment",
-        "Archives (never deletes) a draft, stopped or concluded experiment: hidden from lists, frozen, "
-        "results no longer accepted. A running experiment must be stopped first (409). Idempotent.",
-        _archive, Experiment, query=ActorQuery, errors=(404, 409, 422),
-    ),
-    Operation(
-        "POST", f"{PREFIX}/{{id}}/start", "startExperiment", "Start a draft",
-        "From now on get-variant assigns users. Refused (409) unless the experiment is a draft with at least "
-        "2 variants, exactly one control and weights summing to 1.",
-        _start, Experiment, query=ActorQuery, errors=(404, 409, 422),
-    ),
-    Operation(
-        "POST", f"{PREFIX}/{{id}}/stop", "stopExperiment", "Stop, and optionally declare the winner",
-        "running -> stopped: nobody is assigned any more, results are still accepted. With "
-        "`declare_winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
-        "serves the winner's config to everyone.",
-        _stop, Experiment, query=StopQuery, errors=(404, 409, 422),
-    ),
-    Operation(
-        "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Per-variant statistics",
-        "Users assigned and observed traffic share per variant, and per metric the users with data, mean, std, "
-        "sum, sum of squares, conversion rate and lift vs control (QA-forced users excluded). Descriptive: "
-        "significance tests come from the Experiment Intelligence server.",
-        _analyze, ExperimentAnalysis, query=AnalyzeQuery, errors=(404, 422),
-    ),
-    Operation(
-        "GET", f"{PREFIX}/{{id}}/summary", "getExperimentSummary", "Human-readable summary",
-        "A short markdown report: status, hypothesis, per-variant table on the primary metric, the current "
-        "leader (descriptive, not a significance claim) and whether the sample size is reached.",
-        _summary, ExperimentSummary, errors=(404, 422),
-    ),
-)
+def operations(intelligence: bool = False) -> tuple[Operation, ...]:
+    """The table; /analyze's parameters and answer depend on whether the intelligence server runs here."""
+    return (
+        Operation(
+            "POST", f"{PREFIX}/", "createExperiment", "Create an experiment (as a draft)",
+            "Define an experiment: unique key, type, primary metric and variants (exactly one control; "
+            "weights as fractions summing to 1, or omit all weights for an equal split). It assigns nobody "
+            "until started. A metric may be given as a bare name instead of {name, direction}.",
+            _create, Experiment, status=201, body=ExperimentCreate, query=ActorQuery, errors=(400, 409, 413, 422),
+            aliases=(PREFIX,),
+        ),
+        Operation(
+            "GET", f"{PREFIX}/", "listExperiments", "List experiments",
+            "Newest first, with filters and pagination (`next_offset` is null on the last page). "
+            "Archived experiments are listed only when asked for by status.",
+            _list, ExperimentPage, query=ListQuery, aliases=(PREFIX,),
+        ),
+        Operation(
+            "POST", f"{PREFIX}/get-variant", "getVariant", "Assign a user to a variant",
+            "Deterministic and sticky (GrowthBook-compatible hashing): the first assignment is recorded and wins "
+            "forever. Only running experiments assign; a concluded one serves its declared winner. When "
+            "`in_experiment` is false, serve your default experience.",
+            _get_variant, VariantAssignment, body=GetVariantRequest, errors=(400, 404, 413, 422),
+        ),
+        Operation(
+            "POST", f"{PREFIX}/get-variant/batch", "getVariantBatch", "Assign many users at once",
+            "The batch form of get-variant for one experiment (same rules): `assigned` maps each user id to "
+            "its variant key, or null when the user is not in the experiment.",
+            _get_variant_batch, BatchAssignment, body=BatchGetVariantRequest, errors=(400, 404, 413, 422),
+        ),
+        Operation(
+            "POST", f"{PREFIX}/record-result", "recordResult", "Record a metric value for an assigned user",
+            "Attributed to the user's recorded variant. The metric must be declared on the experiment. "
+            "201 when recorded; 200 when `event_id` was seen before (nothing added, the first record is returned).",
+            _record_result, ResultRecorded, status=201, body=RecordResultRequest, errors=(400, 404, 409, 413, 422),
+            extra_statuses=(200,),
+        ),
+        Operation(
+            "GET", f"{PREFIX}/{{id}}", "getExperiment", "Get one experiment",
+            "Definition, variants with their configs, status, users assigned per variant, and optionally the change log.",
+            _get, ExperimentDetail, query=GetQuery, errors=(404, 422),
+        ),
+        Operation(
+            "DELETE", f"{PREFIX}/{{id}}", "archiveExperiment", "Archive an experiment",
+            "Archives (never deletes) a draft, stopped or concluded experiment: hidden from lists, frozen, "
+            "results no longer accepted. A running experiment must be stopped first (409). Idempotent.",
+            _archive, Experiment, query=ActorQuery, errors=(404, 409, 422),
+        ),
+        Operation(
+            "POST", f"{PREFIX}/{{id}}/start", "startExperiment", "Start a draft",
+            "From now on get-variant assigns users. Refused (409) unless the experiment is a draft with at least "
+            "2 variants, exactly one control and weights summing to 1.",
+            _start, Experiment, query=ActorQuery, errors=(404, 409, 422),
+        ),
+        Operation(
+            "POST", f"{PREFIX}/{{id}}/stop", "stopExperiment", "Stop, and optionally declare the winner",
+            "running -> stopped: nobody is assigned any more, results are still accepted. With "
+            "`declare_winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
+            "serves the winner's config to everyone.",
+            _stop, Experiment, query=StopQuery, errors=(404, 409, 422),
+        ),
+        _analyze_operation(intelligence),
+        Operation(
+            "GET", f"{PREFIX}/{{id}}/summary", "getExperimentSummary", "Human-readable summary",
+            "A short markdown report: status, hypothesis, per-variant table on the primary metric, the current "
+            "leader (descriptive, not a significance claim) and whether the sample size is reached.",
+            _summary, ExperimentSummary, errors=(404, 422),
+        ),
+    )
+
+
+def _analyze_operation(intelligence: bool) -> Operation:
+    registry = ("registry: users assigned and observed traffic share per variant, and per metric the users with data, "
+                "mean, std, sum, sum of squares, conversion rate and lift vs control, from the results recorded "
+                "with record-result (QA-forced users excluded); descriptive, no significance claim.")
+    if not intelligence:
+        return Operation(
+            "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Analyse an experiment",
+            f"{registry} (source=intelligence answers 503: the intelligence server does not run in this process.)",
+            _analyze, ExperimentAnalysis, query=AnalyzeQuery, errors=(404, 422),
+        )
+    from mcp_servers.intelligence.models import ExperimentAnalysis as PerformanceAnalysis
+
+    from .models import intelligence_analyze_query
+
+    return Operation(
+        "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Analyse an experiment",
+        "intelligence (the default here): the Experiment Intelligence analysis over the event store - per metric "
+        "and arm lifts with intervals, fixed and sequential p-values, chance to win, CUPED, SRM, multiple testing, "
+        "power, guardrails, and a verdict with the rule that produced it; options as query parameters. The verdict "
+        f"is not written to the audit trail (the MCP tool analyze_experiment_performance does that). {registry}",
+        _analyze, (PerformanceAnalysis, ExperimentAnalysis), query=intelligence_analyze_query(), errors=(400, 404, 422),
+    )
+
+
+OPERATIONS = operations()  # the table when only the registry runs in-process
 
 
 # ---------------------------------------------------------------- parsing
@@ -357,9 +391,10 @@ def rest_routes(router: Router) -> list[BaseRoute]:
     """
     from .openapi import build_openapi
 
-    document = build_openapi(OPERATIONS)
+    table = operations(intelligence="intelligence" in router.services)
+    document = build_openapi(table)
     by_path: dict[str, list[Operation]] = {}
-    for op in OPERATIONS:
+    for op in table:
         for path in (op.path, *op.aliases):
             by_path.setdefault(path, []).append(op)
     routes: list[BaseRoute] = []
@@ -403,4 +438,4 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
-__all__ = ["OPERATIONS", "Operation", "rest_routes"]
+__all__ = ["OPERATIONS", "Operation", "operations", "rest_routes"]

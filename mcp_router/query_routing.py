@@ -139,24 +139,45 @@ def plan_query(query: str, catalogue: Any, today: date | None = None) -> RoutePl
     )
 
 
+# Which metadata field a search tool filters an improvement on, and the factor from percent to its unit
+# (mcp_servers/chroma: experiments carry `lift` as a fraction, patterns `improvement_percentage` in percent).
+IMPROVEMENT_FILTERS: dict[str, tuple[str, float]] = {
+    "semantic_experiment_search": ("lift", 0.01),
+    "search_optimization_patterns": ("improvement_percentage", 1.0),
+}
+_STATUSES = ("running", "draft", "stopped", "concluded", "archived")
+
+
 def _arguments(intent: str, tool: str, query: str, entities: dict[str, Any], catalogue: Any) -> dict[str, Any]:
     props = set(catalogue.tools[tool].input_schema.get("properties", {}))
     args: dict[str, Any] = {}
     key = (entities.get("experiment_keys") or [None])[0]
-    if key and "experiment_id" in props:
-        args["experiment_id"] = key
+    if key:
+        # The registry's tools call it `experiment`, the analytics and intelligence tools `experiment_id`.
+        for name in ("experiment_id", "experiment"):
+            if name in props:
+                args[name] = key
+                break
     if "query" in props:
         args["query"] = _subject(query, entities)
     if "where" in props:
         where: list[dict[str, Any]] = []
+        field, per_percent = IMPROVEMENT_FILTERS.get(tool, ("improvement_pct", 1.0))
         if "min_improvement_pct" in entities:
-            where.append({"improvement_pct": {"$gte": entities["min_improvement_pct"]}})
+            where.append({field: {"$gte": round(entities["min_improvement_pct"] * per_percent, 6)}})
+        if "max_improvement_pct" in entities:
+            where.append({field: {"$lte": round(entities["max_improvement_pct"] * per_percent, 6)}})
         if "device" in entities and intent == "search_similar":
             pass  # the device is part of the query text; metadata may not carry it
         if where:
             args["where"] = where[0] if len(where) == 1 else {"$and": where}
+    if intent == "list" and "status" in props:
+        statuses = [status for status in _STATUSES if status in query.lower()]
+        if statuses:
+            args["status"] = statuses
     if "period" in entities:
-        for name in ("date_from", "date_to"):
-            if name in props:
-                args[name] = entities["period"][name]
+        # Tools name their window date_from/date_to or start_date/end_date (ClickHouse).
+        for start, end in (("date_from", "date_to"), ("start_date", "end_date")):
+            if start in props and end in props:
+                args[start], args[end] = entities["period"]["date_from"], entities["period"]["date_to"]
     return args

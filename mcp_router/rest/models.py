@@ -119,15 +119,11 @@ class StopQuery(ActorQuery):
     )
 
 
-AnalysisSource = Literal["auto", "intelligence", "registry"]
-
-
 class AnalyzeQuery(_Query):
-    source: AnalysisSource = Field(
+    source: Literal["auto", "registry"] = Field(
         default="auto",
-        description="intelligence: the Experiment Intelligence analysis of the event store (ClickHouse): tests, "
-        "intervals, SRM, verdict. registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
-        "(record-result). auto: intelligence when this process runs it, else registry.",
+        description="registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
+        "(record-result). auto: the same here, as the intelligence server does not run in this process.",
     )
     metrics: list[MetricName] | None = Field(default=None, description="registry only. Default: every declared metric.")
     aggregation: Literal["mean", "sum"] = Field(
@@ -141,9 +137,16 @@ def intelligence_analyze_query() -> type[AnalyzeQuery]:
     names, types and limits), except record_decision: a GET writes nothing to the audit trail."""
     from mcp_servers.intelligence.models import AnalysisOptions
 
+    source = Field(
+        default="auto",
+        description="intelligence: the Experiment Intelligence analysis of the event store (ClickHouse): tests, "
+        "intervals, SRM, verdict. registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
+        "(record-result). auto: intelligence.",
+    )
     options = {name: (info.annotation, info) for name, info in AnalysisOptions.model_fields.items()
                if name != "record_decision"}
-    return create_model("AnalyzeQueryWithOptions", __base__=AnalyzeQuery, **options)  # type: ignore[call-overload]
+    return create_model("AnalyzeQueryWithOptions", __base__=AnalyzeQuery,  # type: ignore[call-overload]
+                        source=(Literal["auto", "intelligence", "registry"], source), **options)
 
 
 # ---------------------------------------------------------------- errors

@@ -268,7 +268,7 @@ def _analyze_operation(intelligence: bool) -> Operation:
     if not intelligence:
         return Operation(
             "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Analyse an experiment",
-            f"{registry} (source=intelligence answers 503: the intelligence server does not run in this process.)",
+            f"{registry} (The intelligence server does not run in this process, so that is the only source.)",
             _analyze, ExperimentAnalysis, query=AnalyzeQuery, errors=(404, 422),
         )
     from mcp_servers.intelligence.models import ExperimentAnalysis as PerformanceAnalysis

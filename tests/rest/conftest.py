@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,18 +66,36 @@ async def _serve(app: Any) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def rest_api(pg_dsn: str) -> Callable[..., AbstractAsyncContextManager[RestApi]]:
-    """`async with rest_api(token=..., rate_limit_per_minute=...) as api:` inside the test."""
+def rest_api(pg_dsn: str, ch_database: str, chdb_path: Path) -> Callable[..., AbstractAsyncContextManager[RestApi]]:
+    """`async with rest_api(token=..., rate_limit_per_minute=...) as api:` inside the test.
+
+    The router holds the postgres server in-process (as `neonblue up` does); with
+    intelligence=True also ClickHouse (chDB, this test's database) and the Experiment
+    Intelligence server over the router's backends (no Chroma: similar experiments are skipped).
+    """
 
     @asynccontextmanager
-    async def open_api(*, token: str | None = TOKEN, postgres_in_process: bool = True,
+    async def open_api(*, token: str | None = TOKEN, postgres_in_process: bool = True, intelligence: bool = False,
                        **settings: Any) -> AsyncIterator[RestApi]:
-        config = Settings(database_url=pg_dsn, **{"rate_limit_per_minute": 100_000, **settings})
-        async with open_service(config) as service:
+        # model_copy: some fields (rate_limit_per_minute...) are only read from their env alias at init.
+        config = Settings(_env_file=None, database_url=pg_dsn, clickhouse_database=ch_database,
+                          neonblue_home=chdb_path.parent).model_copy(update={"rate_limit_per_minute": 100_000, **settings})
+        async with AsyncExitStack() as stack:
+            service = await stack.enter_async_context(open_service(config))
             router = Router([])
             if postgres_in_process:
                 router.services["postgres"] = service
                 router.backends["postgres"] = Backend("postgres", build_server(service))
+            if intelligence:
+                from mcp_servers import clickhouse
+                from mcp_servers import intelligence as intel
+
+                ch = await stack.enter_async_context(clickhouse.open_service(config))
+                router.services["clickhouse"] = ch
+                router.backends["clickhouse"] = Backend("clickhouse", clickhouse.build_server(ch))
+                brain = await stack.enter_async_context(intel.open_service(config, backends=router.backends))
+                router.services["intelligence"] = brain
+                router.backends["intelligence"] = Backend("intelligence", intel.build_server(brain))
             async with connected(router):
                 app = build_http_app(router, config, token, extra_routes=rest_routes(router))
                 async with _serve(app) as url:

@@ -93,7 +93,9 @@ class Event(BaseModel):
     experiment_id: Identifier | None = Field(default=None, description="Experiment key.")
     variant: Identifier | None = None
     metric: Identifier | None = Field(default=None, description="Metric name (defaults from event_type).")
-    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    value: Annotated[float, Field(allow_inf_nan=False, strict=True)] | None = Field(
+        default=None, description="A JSON number (a numeric string is refused)."
+    )
     session_id: Identifier | None = None
     segment: Segment | None = None
     properties: dict[str, str | float | int | bool | None] = Field(default_factory=dict, max_length=64)

@@ -13,6 +13,8 @@ No mocks of our code or of a database anywhere.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -50,11 +52,15 @@ def neonblue_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pgdata"), port=free_port())
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: pytest resets /tmp/pytest-of-<user> to 0700 at each session start,
+    # which would lock out the unprivileged user PostgreSQL runs as when tests run as root.
+    base = Path(tempfile.mkdtemp(prefix="neonblue-pg-"))
+    server = EmbeddedPostgres(base / "pgdata", port=free_port())
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -164,8 +164,9 @@ def build_experiment_document(record: ExperimentRecord, analysis: ExperimentAnal
         for variant in record.variants:
             label = variant.name or humanize(variant.key)
             role = "control" if variant.is_control else "variant"
+            arm = role if label.lower() == role else f"{role} {label}"
             detail = variant.description or (_short_config(variant.config) if variant.config else "")
-            arms.append(f"{role} {label}" + (f" ({detail.rstrip('.')})" if detail else ""))
+            arms.append(arm + (f" ({detail.rstrip('.')})" if detail else ""))
         parts.append("Variants: " + "; ".join(arms) + ".")
     context = []
     if record.type:

@@ -1,0 +1,48 @@
+"""GET /analyze with the Experiment Intelligence server in-process: its full analysis of the
+event store (ClickHouse) by default, the registry's descriptive statistics on request, no
+audit-trail write on a GET, and the REST status codes preserved across the tool hop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mcp_servers.postgres.assignment import AssignmentSpec
+from stream_processor.generator import ArmTruth, TrafficPlan, generate_events
+
+BASE = "/api/v1/experiments"
+
+
+async def load_traffic(api, key: str, users: int) -> None:
+    """Events with a known effect (10% vs 14% conversion) straight into ClickHouse, as the stream processor writes them."""
+    plan = TrafficPlan(experiment_key=key, variant_keys=["control", "treatment"], spec=AssignmentSpec(key, (0.5, 0.5)),
+                       truths={"control": ArmTruth(0.10, 20.0), "treatment": ArmTruth(0.14, 20.0)}, users=users,
+                       start=(datetime.now(UTC) - timedelta(days=15)).replace(hour=0, minute=0, second=0, microsecond=0),
+                       days=14, seed=7, user_prefix=f"{key}-u")
+    lines = [value for _, _, value in generate_events(plan)]
+    await api.router.services["clickhouse"].ingest_json(b"\n".join(lines), f"{key}:rest-test")
+
+
+async def test_analyze_serves_the_intelligence_analysis_without_writing_a_decision(rest_api) -> None:
+    async with rest_api(intelligence=True) as api:
+        await api.create_running("checkout-1step", type="ui")
+        await load_traffic(api, "checkout-1step", users=6000)
+
+        full = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"alpha": 0.05, "sequential": "false"})
+        assert full.status_code == 200, full.text
+        body = full.json()
+        assert body["experiment_id"] == "checkout-1step" and body["primary_metric"] == "conversion"
+        assert body["options"]["sequential"] is False and body["options"]["record_decision"] is False
+        assert {v["key"] for v in body["variants"]} == {"control", "treatment"}
+        assert sum(v["users"] for v in body["variants"]) == 6000
+        assert body["verdict"] and body["srm"]["flagged"] is False
+        decisions = await api.service.list_decisions(experiment="checkout-1step")
+        assert decisions.total == 0  # a GET is safe: the verdict is not written to the audit trail
+
+        registry = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"source": "registry"})
+        assert registry.status_code == 200
+        assert registry.json()["total_assigned"] == 0  # no record-result / get-variant here: PostgreSQL has none
+
+        missing = await api.http.get(f"{BASE}/nope/analyze")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        bad_option = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"alpha": 0.9})
+        assert bad_option.status_code == 422 and bad_option.json()["errors"][0]["loc"] == ["query", "alpha"]

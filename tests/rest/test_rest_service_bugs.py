@@ -1,0 +1,44 @@
+"""Server errors schemathesis found whose root cause is in the postgres service (not the REST
+layer), pinned here through the API. Each is a strict xfail: when the service is fixed the
+test passes, pytest reports XPASS(strict) as a failure, and then this marker AND the matching
+avoidance in test_rest_schemathesis.py should go."""
+
+from __future__ import annotations
+
+import pytest
+
+BASE = "/api/v1/experiments"
+
+
+@pytest.mark.xfail(strict=True, reason="postgres service: a NUL character in any string bound to PostgreSQL "
+                   "(experiment ref, user_id, search...) raises asyncpg CharacterNotInRepertoireError -> 500")
+async def test_nul_characters_are_refused_as_invalid_input(rest_api) -> None:
+    async with rest_api() as api:
+        await api.create_running("live")
+        answers = [
+            await api.http.post(f"{BASE}/get-variant", json={"experiment": "live", "user_id": "u\u00001"}),
+            await api.http.post(f"{BASE}/get-variant", json={"experiment": "li\u0000ve", "user_id": "u1"}),
+            await api.http.get(f"{BASE}/", params={"search": "a\u0000"}),
+        ]
+        assert [a.status_code for a in answers] == [422, 422, 422]
+
+
+@pytest.mark.xfail(strict=True, reason="postgres store._ref_clause: str.isdigit() is true for '²' and other "
+                   "non-ASCII digits, then int() raises ValueError -> 500")
+async def test_a_non_ascii_digit_id_is_an_unknown_experiment(rest_api) -> None:
+    async with rest_api() as api:
+        answer = await api.http.get(f"{BASE}/\u00b2")
+        assert answer.status_code == 404
+
+
+@pytest.mark.xfail(strict=True, reason="postgres store.metric_aggregates: record_result accepts any finite value, "
+                   "but the sum of squares of one above ~1.3e154 overflows double precision -> "
+                   "NumericValueOutOfRangeError in analyze and summary -> 500")
+async def test_analysis_survives_a_huge_but_finite_value(rest_api) -> None:
+    async with rest_api() as api:
+        await api.create_running("live")
+        await api.http.post(f"{BASE}/get-variant", json={"experiment": "live", "user_id": "u1"})
+        recorded = await api.http.post(f"{BASE}/record-result", json={"experiment": "live", "user_id": "u1",
+                                                                      "metric": "conversion", "value": 1e200})
+        assert recorded.status_code == 201
+        assert (await api.http.get(f"{BASE}/live/analyze")).status_code in (200, 422)

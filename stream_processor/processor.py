@@ -219,23 +219,27 @@ class StreamProcessor:
         return out
 
     async def _flush_until_done(self) -> None:
+        # The stores are independent: flush them concurrently; the batch is done when all are.
+        await asyncio.gather(*(self._flush_one(sink) for sink in self.sinks.values()))
+
+    async def _flush_one(self, sink: Sink) -> None:
+        """Flush one sink; while its store is down, back off and retry (offsets stay uncommitted)."""
         delay = 0.2
-        for sink in self.sinks.values():
-            while True:
+        while True:
+            try:
+                await sink.flush()
+                return
+            except SinkUnavailable as exc:
+                self.stats.retries += 1
+                wait = min(30.0, max(delay, exc.retry_after))
+                log.warning("%s; retrying in %.1fs (offsets not committed)", exc, wait)
                 try:
-                    await sink.flush()
-                    break
-                except SinkUnavailable as exc:
-                    self.stats.retries += 1
-                    wait = min(30.0, max(delay, exc.retry_after))
-                    log.warning("%s; retrying in %.1fs (offsets not committed)", exc, wait)
-                    try:
-                        await asyncio.wait_for(self._stop.wait(), timeout=wait)
-                    except TimeoutError:
-                        pass
-                    if self._stop.is_set():
-                        raise asyncio.CancelledError("stopped while a sink was down; batch will be replayed") from exc
-                    delay = min(30.0, delay * 2)
+                    await asyncio.wait_for(self._stop.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+                if self._stop.is_set():
+                    raise asyncio.CancelledError("stopped while a sink was down; the batch will be replayed") from exc
+                delay = min(30.0, delay * 2)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:

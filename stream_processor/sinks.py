@@ -108,10 +108,14 @@ class PostgresSink:
         written = 0
         try:
             if self.exposures:
+                from mcp_servers.postgres.models import ExposureRecord
+
                 batch = [r for r in self.exposures if r.event.variant]
+                # The events were validated against the event schema already: construct, don't re-validate.
                 outcome = await self.service.record_exposures([
-                    {"experiment_key": r.event.experiment_id, "user_id": r.event.user_id,
-                     "variant_key": r.event.variant, "assigned_at": r.event.timestamp} for r in batch])
+                    ExposureRecord.model_construct(experiment_key=r.event.experiment_id, user_id=r.event.user_id,
+                                                   variant_key=r.event.variant, assigned_at=r.event.timestamp)
+                    for r in batch])
                 for index, reason in outcome.rejected:
                     self.rejected.append((batch[index], reason))
                 written += outcome.recorded

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import committed_total, make_experiment, open_world, plan_for, prefixed  # type: ignore[import-not-found]
+
 from schemas.settings import Settings
 from stream_processor.generator import generate_events, produce
-
-from conftest import committed_total, make_experiment, open_world, plan_for, prefixed  # type: ignore[import-not-found]
 
 COUNT_SCRIPT = """
 import asyncio, sys

@@ -6,12 +6,6 @@ import asyncio
 import time
 
 import orjson
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
-from schemas.settings import Settings
-from stream_processor.generator import generate_events, produce
-from stream_processor.runner import build_processor
-
 from conftest import (  # type: ignore[import-not-found]
     committed_total,
     create_topics,
@@ -21,6 +15,13 @@ from conftest import (  # type: ignore[import-not-found]
     prefixed,
     read_dlq,
 )
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from schemas.settings import Settings
+from stream_processor.generator import generate_events, produce
+from stream_processor.runner import build_processor
 
 
 async def run_until(processor, done, timeout: float = 240) -> None:
@@ -160,3 +161,43 @@ async def test_malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_st
         headers = dict((k, v.decode()) for k, v in dead[0].headers)
         assert {"source_topic", "source_partition", "source_offset"} <= set(headers)
         assert await world.count_events() == len(good)
+
+
+async def test_a_sink_that_is_down_is_retried_without_commit_then_resumes(stream_settings: Settings, pg_server) -> None:
+    import asyncpg
+
+    database = stream_settings.database_url.rsplit("/", 1)[1]
+    async with open_world(stream_settings) as world:
+        experiment = await make_experiment(world.services["postgres"], "stream-down")
+        events = list(generate_events(plan_for(experiment, users=3_000, seed=4)))
+        to = prefixed(stream_settings)
+        admin = await asyncpg.connect(pg_server.dsn)
+        try:
+            # Take the registry's database away for real: refuse and cut every connection.
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
+            sent = await produce(stream_settings.effective_kafka_bootstrap, ((to(t), k, v) for t, k, v in events),
+                                 progress=False)
+            processor = build_processor(stream_settings, world.services, known_experiments=None)
+            task = asyncio.create_task(processor.run())
+            deadline = time.monotonic() + 120
+            while processor.stats.retries < 2:
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, processor.stats.snapshot()
+                await asyncio.sleep(0.2)
+            assert await committed_total(stream_settings) == 0  # nothing committed while a sink is down
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            while processor.stats.consumed < sent:
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline + 120, processor.stats.snapshot()
+                await asyncio.sleep(0.2)
+            processor.stop()
+            await asyncio.wait_for(task, 30)
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        assert await world.count_events() == sent
+        assert await committed_total(stream_settings) == sent
+        exposures = sum(1 for t, _, _ in events if t == "experiments_events")
+        summary = await world.services["postgres"].analyze_experiment_data("stream-down")
+        assert sum(v.assigned_users for v in summary.variants) == exposures

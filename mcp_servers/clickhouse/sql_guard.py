@@ -187,7 +187,7 @@ def check_text(sql: str, *, own_database: str, other_databases: Iterable[str] = 
         )
     if re.search(r"outfile", statement, re.IGNORECASE):
         raise _refuse("INTO OUTFILE writes files")
-    others = {d for d in other_databases if d != own_database}
+    others = {d for d in other_databases if d not in (own_database, "system")}
     kind = first.text.lower()
     for k, tok in enumerate(tokens):
         nxt = tokens[k + 1] if k + 1 < len(tokens) else None

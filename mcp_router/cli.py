@@ -187,6 +187,9 @@ def _chat_options(func):
         click.option("--user", "user_id", default=None, help="User id for --experiment (default: your login)."),
         click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
                      help="User attribute for the experiment's targeting (repeatable)."),
+        click.option("--server", "server_url", default=None, metavar="URL",
+                     help="Use a running NeonBlue at this /mcp URL (bearer token: NEONBLUE_HTTP_TOKEN) "
+                          "instead of opening the stores here."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -194,7 +197,7 @@ def _chat_options(func):
 
 
 def _build_chat_options(model, offline, read_only, max_tool_rounds, max_total_tokens, max_tokens, retries,
-                        experiment, user_id, attrs):
+                        experiment, user_id, attrs, server_url):
     from mcp_router.chat import ChatLimits, ChatOptions
 
     attributes = {}
@@ -206,7 +209,8 @@ def _build_chat_options(model, offline, read_only, max_tool_rounds, max_total_to
     return ChatOptions(model=model, offline=offline, read_only=read_only, max_retries=retries,
                        limits=ChatLimits(max_tool_rounds=max_tool_rounds, max_total_tokens=max_total_tokens,
                                          max_response_tokens=max_tokens),
-                       experiment=experiment, user_id=user_id, attributes=attributes or None)
+                       experiment=experiment, user_id=user_id, attributes=attributes or None,
+                       server_url=server_url)
 
 
 @cli.command()

@@ -45,6 +45,7 @@ class ChatOptions:
     experiment: str | None = None
     user_id: str | None = None
     attributes: dict | None = None
+    server_url: str | None = None  # a running NeonBlue's /mcp endpoint instead of an in-process router
 
 
 def default_user() -> str:
@@ -55,11 +56,23 @@ def default_user() -> str:
 
 
 @asynccontextmanager
-async def open_tools_client(settings: Settings) -> AsyncIterator[Client]:
-    """An MCP client on the router: attached to a running stack, else owning the stores in-process."""
+async def open_tools_client(settings: Settings, server_url: str | None = None) -> AsyncIterator[Client]:
+    """An MCP client on the router: a NeonBlue HTTP endpoint when given (bearer token from
+    NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process."""
     from mcp_router.serving import open_attached_router, open_router, resolve_token
     from mcp_router.stack import Stack
 
+    if server_url:
+        import httpx
+        from mcp.client.streamable_http import streamable_http_client
+
+        token = settings.http_token.get_secret_value() if settings.http_token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(headers=headers, timeout=settings.backend_timeout) as http, \
+                Client(streamable_http_client(server_url, http_client=http),
+                       read_timeout_seconds=settings.backend_timeout) as client:
+            yield client
+        return
     stack = Stack(settings)
     if stack.owner.pid() is not None and stack.owner_healthy():
         cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
@@ -184,7 +197,7 @@ async def run_ask(settings: Settings, question: str, options: ChatOptions, *, as
     """`neonblue ask`: one question; a streamed answer with tables, or one JSON object."""
     console = console or Console()
     listener: ChatListener = ChatListener() if as_json else ConsoleListener(console)
-    async with open_tools_client(settings) as client:
+    async with open_tools_client(settings, options.server_url) as client:
         session = ChatSession(client, settings, options, listener)
         await session.start()
         if not as_json:
@@ -217,7 +230,7 @@ async def run_chat(settings: Settings, options: ChatOptions, read_line: Callable
     """`neonblue chat`: read questions until /quit or end of input; the conversation is kept."""
     console = console or Console()
     listener = ConsoleListener(console)
-    async with open_tools_client(settings) as client:
+    async with open_tools_client(settings, options.server_url) as client:
         session = ChatSession(client, settings, options, listener)
         await session.start()
         console.print(Text(session.banner(), style="dim"))

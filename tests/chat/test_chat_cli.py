@@ -1,28 +1,48 @@
 """`neonblue ask` and `neonblue chat` as a user (or a CI job) runs them: real subprocesses.
 
-Each command gets its own NEONBLUE_HOME (chDB and Chroma allow one owning
-process per data directory) and the test's PostgreSQL database; the Anthropic
-API is the local fake.
+Most runs talk to a router this test serves over streamable HTTP with a bearer token
+(`--server URL`, as against a running stack), so a subprocess does not reopen every store;
+one run opens the router in-process, as a bare `neonblue ask` does without a stack. Each
+subprocess gets its own NEONBLUE_HOME (chDB and Chroma allow one owning process per data
+directory). The Anthropic API is the local fake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fake_anthropic import FakeAnthropic, text, tool_use
+
+from mcp_router.embedded import free_port
+from mcp_router.http_app import build_http_app
+from mcp_router.router import Router
+from mcp_router.serving import open_router
+
+TOKEN = "chat-cli-test-token"
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @pytest.fixture
 def cli_env(pg_dsn: str, tmp_path: Path):
     def build(fake: FakeAnthropic | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-        env.update({"NEONBLUE_HOME": str(tmp_path / "home"), "DATABASE_URL": pg_dsn, "NEONBLUE_LOG_LEVEL": "WARNING",
-                    "COLUMNS": "200"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "NEONBLUE_"))}
+        env.update({"NEONBLUE_HOME": str(tmp_path / "home"), "DATABASE_URL": pg_dsn, "COLUMNS": "200",
+                    "NEONBLUE_HTTP_TOKEN": TOKEN})
         if fake is not None:
             env.update({"ANTHROPIC_API_KEY": fake.api_key, "ANTHROPIC_BASE_URL": fake.url,
                         "ANTHROPIC_MODEL": "claude-cli-test"})
@@ -32,14 +52,39 @@ def cli_env(pg_dsn: str, tmp_path: Path):
     return build
 
 
-def neonblue(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mcp_router", *args], env=env, input=stdin, text=True,
-                          capture_output=True, timeout=240, cwd=Path(__file__).parent)
+async def neonblue(*args: str, env: dict[str, str], stdin: str | None = None) -> Done:
+    """Run the CLI without blocking this loop (it may be serving the router the CLI talks to)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcp_router", *args, env=env, cwd=Path(__file__).parent,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout=300)
+    return Done(proc.returncode, out.decode(), err.decode())
 
 
-def test_ask_json_is_one_object_with_mode_answer_tool_calls_and_usage(fake_anthropic, cli_env) -> None:
+@asynccontextmanager
+async def served_router(settings) -> AsyncIterator[tuple[str, Router]]:
+    """The real router over streamable HTTP with a bearer token, on a free loopback port."""
+    async with open_router(settings) as router:
+        port = free_port()
+        app = build_http_app(router, settings.model_copy(update={"http_port": port}), TOKEN)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}/mcp", router
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def test_ask_json_is_one_object_with_mode_answer_tool_calls_and_usage(
+        fake_anthropic, cli_env, chat_settings) -> None:
     fake_anthropic.then(tool_use("router_status", {}), text("All backends are healthy.", output_tokens=7))
-    done = neonblue("ask", "--json", "Is", "the", "stack", "healthy?", env=cli_env(fake_anthropic))
+    async with served_router(chat_settings()) as (url, router):
+        done = await neonblue("ask", "--server", url, "--json", "Is", "the", "stack", "healthy?",
+                              env=cli_env(fake_anthropic))
 
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -51,36 +96,36 @@ def test_ask_json_is_one_object_with_mode_answer_tool_calls_and_usage(fake_anthr
     assert fake_anthropic.requests[0].messages[0]["content"][0]["text"] == "Is the stack healthy?"
 
 
-def test_ask_streams_text_and_shows_the_tools_it_called(fake_anthropic, cli_env) -> None:
+async def test_ask_streams_text_shows_its_tools_and_a_bad_key_is_one_line(
+        fake_anthropic, cli_env, chat_settings) -> None:
     fake_anthropic.then(tool_use("router_status", {}, say="Checking."), text("Healthy."))
-    done = neonblue("ask", "Is the stack healthy?", env=cli_env(fake_anthropic))
+    async with served_router(chat_settings()) as (url, router):
+        shown = await neonblue("ask", "--server", url, "Is the stack healthy?", env=cli_env(fake_anthropic))
+        bad_env = cli_env(fake_anthropic, ANTHROPIC_API_KEY="sk-ant-wrong")
+        bad = await neonblue("ask", "--server", url, "hello", env=bad_env)
+        bad_json = await neonblue("ask", "--server", url, "--json", "hello", env=bad_env)
 
-    assert done.returncode == 0, done.stderr
-    assert "Checking." in done.stdout and "Healthy." in done.stdout
-    assert "⚙ router_status {}" in done.stdout
-    assert "tools: router_status" in done.stdout
-
-
-def test_ask_with_a_bad_key_says_so_in_one_line_and_exits_1(fake_anthropic, cli_env) -> None:
-    env = cli_env(fake_anthropic, ANTHROPIC_API_KEY="sk-ant-wrong")
-    done = neonblue("ask", "hello", env=env)
-
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("neonblue:")]
-    assert errors == ["neonblue: Anthropic rejected the API key (401 authentication_error): check "
-                      "ANTHROPIC_API_KEY, or run without it for offline mode."]
-    as_json = json.loads(neonblue("ask", "--json", "hello", env=env).stdout)
-    assert as_json["error"].startswith("Anthropic rejected the API key")
+    assert shown.returncode == 0, shown.stderr
+    assert "Checking." in shown.stdout and "Healthy." in shown.stdout
+    assert "⚙ router_status {}" in shown.stdout
+    assert "tools: router_status" in shown.stdout
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert [line for line in bad.stderr.splitlines() if line.startswith("neonblue:")] == [
+        "neonblue: Anthropic rejected the API key (401 authentication_error): check ANTHROPIC_API_KEY, "
+        "or run without it for offline mode."]
+    assert bad_json.returncode == 1
+    assert json.loads(bad_json.stdout)["error"].startswith("Anthropic rejected the API key")
 
 
-def test_chat_keeps_the_conversation_and_takes_commands(fake_anthropic, cli_env) -> None:
+async def test_chat_keeps_the_conversation_and_takes_commands(fake_anthropic, cli_env, chat_settings) -> None:
     fake_anthropic.then(
         tool_use("router_status", {}), text("Everything is healthy."),
         text("You asked whether the stack is healthy."),
     )
-    done = neonblue("chat", env=cli_env(fake_anthropic),
-                    stdin="Is the stack healthy?\nWhat did I ask?\n/usage\n/quit\n")
+    async with served_router(chat_settings()) as (url, router):
+        done = await neonblue("chat", "--server", url, env=cli_env(fake_anthropic),
+                              stdin="Is the stack healthy?\nWhat did I ask?\n/usage\n/quit\n")
 
     assert done.returncode == 0, done.stderr
     assert "agent chat with claude-cli-test" in done.stdout
@@ -91,16 +136,30 @@ def test_chat_keeps_the_conversation_and_takes_commands(fake_anthropic, cli_env)
     assert [m["role"] for m in third] == ["user", "assistant", "user", "assistant", "user"]
 
 
-def test_without_a_key_ask_answers_offline_and_says_so(cli_env) -> None:
-    done = neonblue("ask", "--json", "list the running experiments", env=cli_env())
+async def test_without_a_key_ask_opens_the_router_itself_and_answers_offline(cli_env) -> None:
+    done = await neonblue("ask", "--json", "list the running experiments", env=cli_env())
 
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["mode"] == "offline"
     assert out["answer"].startswith("offline mode (no ANTHROPIC_API_KEY): answered by route_query rules, no LLM")
-    assert [c["tool"] for c in out["tool_calls"]] == ["route_query", "list_experiments"]
+    assert out["tool_calls"] == [
+        {"tool": "route_query", "arguments": {"query": "list the running experiments"}, "is_error": False},
+        {"tool": "list_experiments", "arguments": {"status": ["running"]}, "is_error": False}]
     assert out["usage"] == {"input_tokens": 0, "output_tokens": 0, "requests": 0}
 
-    shown = neonblue("ask", "list the running experiments", env=cli_env())
-    assert "offline mode (no ANTHROPIC_API_KEY)" in shown.stdout
-    assert "list_experiments(" in shown.stdout
+
+async def test_offline_answers_render_tables(cli_env, chat_settings) -> None:
+    async with served_router(chat_settings()) as (url, router):
+        for key in ("checkout-1step", "pricing-annual-discount"):
+            created = await router.call_tool("create_experiment", {"experiment": {
+                "key": key, "name": key.replace("-", " "), "type": "ui", "primary_metric": "conversion",
+                "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]}})
+            assert not created.is_error
+        done = await neonblue("ask", "--server", url, "list the draft experiments", env=cli_env())
+
+    assert done.returncode == 0, done.stderr
+    assert "offline mode (no ANTHROPIC_API_KEY)" in done.stdout
+    assert "list_experiments → items" in done.stdout  # the result's records as a table
+    assert "checkout-1step" in done.stdout and "pricing-annual-discount" in done.stdout
+    assert "list_experiments(status=['draft']) returned 2 items." in done.stdout

@@ -8,9 +8,10 @@ DataClassification: what the data is, how urgent, which servers take it
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import LIFECYCLE_EVENT_TYPES, VALUE_EVENT_TYPES, Event, EventType
 
@@ -18,25 +19,36 @@ ServerName = Literal["postgres", "clickhouse", "chromadb", "intelligence"]
 
 
 class DataClassification(BaseModel):
+    model_config = ConfigDict(frozen=True)  # shared between events by the cache below
+
     data_type: Literal["experiment", "user_behavior", "analytics", "llm_telemetry", "lifecycle"]
     priority: Literal["high", "medium", "low"]
     primary: ServerName
-    secondary: list[ServerName] = Field(default_factory=list)
+    secondary: tuple[ServerName, ...] = ()
     processing_strategy: Literal["real_time", "batch", "stream"]
     retention_policy: str
     reason: str
 
     @property
-    def targets(self) -> list[ServerName]:
-        return [self.primary, *self.secondary]
+    def targets(self) -> tuple[ServerName, ...]:
+        return (self.primary, *self.secondary)
 
 
 _BEHAVIOUR = frozenset({EventType.PAGE_VIEW, EventType.CLICK, EventType.SESSION_START, EventType.SESSION_END})
 
 
 def classify_event(event: Event) -> DataClassification:
-    """Route one event. Rules, in order: lifecycle, exposure, journeys, LLM telemetry, metrics, behaviour."""
-    kind = event.event_type
+    """Route one event. Rules, in order: lifecycle, exposure, journeys, LLM telemetry, metrics, behaviour.
+
+    The rules read only the event type and the producer's priority hint, so results are cached:
+    this runs once per event on the stream's hot path.
+    """
+    priority = event.routing_metadata.priority if event.routing_metadata else None
+    return _classify(event.event_type, priority)
+
+
+@lru_cache(maxsize=256)
+def _classify(kind: EventType, priority: str | None) -> DataClassification:
     if kind in LIFECYCLE_EVENT_TYPES:
         secondary: list[ServerName] = ["clickhouse"]
         if kind is EventType.EXPERIMENT_CONCLUDED:
@@ -66,6 +78,6 @@ def classify_event(event: Event) -> DataClassification:
                                reason=f"{kind.value}: behavioural firehose, analytics only")
     else:  # pragma: no cover - EventType is closed; a new member must get a rule
         raise ValueError(f"no classification rule for event type {kind.value}")
-    if event.routing_metadata and event.routing_metadata.priority:
-        c = c.model_copy(update={"priority": event.routing_metadata.priority})
+    if priority:
+        c = c.model_copy(update={"priority": priority})
     return c

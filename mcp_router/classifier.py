@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from schemas.events import LIFECYCLE_EVENT_TYPES, VALUE_EVENT_TYPES, Event, EventType
 

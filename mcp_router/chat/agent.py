@@ -15,7 +15,9 @@ answers. Limits keep a turn bounded:
 API errors end the turn with one clear sentence (`describe_api_error`) and the
 conversation is rolled back to before the question, so the next one starts from
 a valid history. Rate limits (429), overload (529) and 5xx are retried by the
-SDK (`max_retries`, honouring `retry-after`) before that sentence is shown.
+SDK (`max_retries`, honouring `retry-after`) before that sentence is shown; a
+stream that breaks off with an `overloaded_error`/`api_error` event (which the
+SDK cannot retry) is retried here, `stream_retries` times, with a notice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anthropic
+import anyio
 
 from mcp_router.chat.tools import ToolBridge, ToolCall
 
@@ -45,6 +48,8 @@ file/network table functions);
 - judge significance with the analysis tools, not by eye.
 Quote numbers exactly as tools return them and name the tool each came from. If a tool \
 fails, read its error and correct the call; if the data is not there, say so plainly. Be brief."""
+
+RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 
 Stop = Literal["answered", "tool_rounds_exhausted", "token_budget_exhausted", "max_tokens", "error",
                "no_plan"]
@@ -145,6 +150,7 @@ class ChatAgent:
         self.listener = listener or ChatListener()
         self.messages: list[dict[str, Any]] = []
         self.conversation_usage = Usage()
+        self.stream_retries = 2  # retries of a stream that broke off with an error event
 
     def reset(self) -> None:
         self.messages.clear()
@@ -225,11 +231,24 @@ class ChatAgent:
             kwargs["tools"] = definitions
             if not tools_allowed:
                 kwargs["tool_choice"] = {"type": "none"}
-        async with self.client.messages.stream(**kwargs) as stream:
-            async for event in stream:
-                if event.type == "text":
-                    self.listener.on_text(event.text)
-            message = await stream.get_final_message()
+        attempt = 0
+        while True:
+            try:
+                async with self.client.messages.stream(**kwargs) as stream:
+                    async for event in stream:
+                        if event.type == "text":
+                            self.listener.on_text(event.text)
+                    message = await stream.get_final_message()
+                break
+            except anthropic.APIStatusError as exc:
+                # An error event inside an HTTP 200 stream: the SDK cannot retry it, so do it here.
+                kind = api_error_type(exc)
+                if exc.status_code != 200 or kind not in RETRYABLE_STREAM_ERRORS or attempt >= self.stream_retries:
+                    raise
+                attempt += 1
+                self.listener.on_notice(f"the response stream broke off ({kind}); retrying "
+                                        f"({attempt}/{self.stream_retries})")
+                await anyio.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
         usage.input_tokens += message.usage.input_tokens or 0
         usage.output_tokens += message.usage.output_tokens or 0
         usage.requests += 1
@@ -270,6 +289,14 @@ def _refused(tool_use_id: str, reason: str) -> dict[str, Any]:
     return {"type": "tool_result", "tool_use_id": tool_use_id, "content": reason, "is_error": True}
 
 
+def api_error_type(exc: anthropic.APIError) -> str | None:
+    """The `error.type` of Anthropic's error body (`overloaded_error`, `rate_limit_error`, ...)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("type")
+    return None
+
+
 def _api_message(exc: anthropic.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -286,10 +313,11 @@ def describe_api_error(exc: anthropic.APIError, *, model: str | None = None) -> 
         return f"the API key may not use this (403 permission_error): {_api_message(exc)}"
     if isinstance(exc, anthropic.NotFoundError):
         return f"model {model!r} was not found (404): set ANTHROPIC_MODEL or --model. {_api_message(exc)}"
-    if isinstance(exc, anthropic.RateLimitError):
+    if isinstance(exc, anthropic.RateLimitError) or api_error_type(exc) == "rate_limit_error":
         return ("Anthropic rate limit (429 rate_limit_error) still hit after the retries; wait a minute and ask "
                 f"again. {_api_message(exc)}")
-    if isinstance(exc, anthropic.OverloadedError) or getattr(exc, "status_code", None) == 529:
+    if (isinstance(exc, anthropic.OverloadedError) or getattr(exc, "status_code", None) == 529
+            or api_error_type(exc) == "overloaded_error"):
         return "the Anthropic API is overloaded (529 overloaded_error) even after the retries; try again shortly."
     if isinstance(exc, anthropic.BadRequestError):
         return f"Anthropic refused the request (400): {_api_message(exc)}"

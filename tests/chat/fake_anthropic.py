@@ -70,7 +70,16 @@ class Failure:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Script = Reply | Failure | Callable[[dict[str, Any]], "Reply | Failure"]
+@dataclass
+class StreamFailure:
+    """A streamed response that breaks off with an SSE `error` event (e.g. overloaded_error) after some text."""
+
+    error_type: str
+    message: str
+    partial_text: str = ""
+
+
+Script = Reply | Failure | StreamFailure | Callable[[dict[str, Any]], "Reply | Failure | StreamFailure"]
 
 
 @dataclass
@@ -227,6 +236,10 @@ class FakeAnthropic:
             step = step(body)
         if isinstance(step, Failure):
             return _error(step.status, step.error_type, step.message, step.headers)
+        if isinstance(step, StreamFailure):
+            if not body.get("stream"):
+                return _error(529 if step.error_type == "overloaded_error" else 500, step.error_type, step.message)
+            return StreamingResponse(self._broken_events(body, step), media_type="text/event-stream")
         message = self._message(body, step)
         if body.get("stream"):
             return StreamingResponse(self._events(message), media_type="text/event-stream",
@@ -273,6 +286,19 @@ class FakeAnthropic:
                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                                     "usage": {"output_tokens": message["usage"]["output_tokens"]}})
         yield sse("message_stop", {"type": "message_stop"})
+
+    async def _broken_events(self, body: dict[str, Any], failure: StreamFailure):
+        def sse(event: str, data: dict[str, Any]) -> bytes:
+            return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+        start = self._message(body, Reply([]))
+        yield sse("message_start", {"type": "message_start", "message": {**start, "stop_reason": None}})
+        if failure.partial_text:
+            yield sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                              "content_block": {"type": "text", "text": ""}})
+            yield sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": failure.partial_text}})
+        yield sse("error", {"type": "error", "error": {"type": failure.error_type, "message": failure.message}})
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> FakeAnthropic:

@@ -14,7 +14,7 @@ import json
 import re
 
 import pytest
-from fake_anthropic import Failure, Reply, result_text, text, tool_use, tool_uses
+from fake_anthropic import Failure, Reply, StreamFailure, result_text, text, tool_use, tool_uses
 from mcp import Client
 
 from mcp_router.chat.agent import ChatLimits
@@ -335,3 +335,20 @@ def test_the_fake_refuses_what_the_real_api_refuses() -> None:
     dotted = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
               "tools": [{"name": "a.b", "input_schema": {"type": "object"}}]}
     assert "does not match pattern" in check_request(dotted)
+
+
+async def test_a_stream_that_breaks_off_with_an_error_event_is_retried(
+        fake_anthropic, chat_settings, recorder) -> None:
+    settings = chat_settings(fake_anthropic)
+    broken = StreamFailure("overloaded_error", "Overloaded", partial_text="The stack is")
+    fake_anthropic.then(broken, text("The stack is healthy."), broken, broken, broken, text("unused"))
+    async with open_router(settings) as router, Client(router.server) as client:
+        session = ChatSession(client, settings, ChatOptions(), recorder)
+        await session.start()
+        recovered = await session.ask("Is the stack healthy?")
+        failed = await session.ask("And now?")
+
+    assert recovered.answer == "The stack is healthy." and recovered.error is None
+    assert any("stream broke off (overloaded_error); retrying (1/2)" in n for n in recorder.notices)
+    assert failed.stop == "error" and "overloaded (529 overloaded_error)" in failed.error
+    assert fake_anthropic.unused == 1  # one try + two retries, then the clear message

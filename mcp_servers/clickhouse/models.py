@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MetricName = Annotated[str, Field(min_length=1, max_length=128, description="Metric name as in events.metric")]
 ExperimentKey = Annotated[str, Field(min_length=1, max_length=128, description="Experiment key (events.experiment_id)")]
@@ -91,13 +91,15 @@ class MetricSufficientStatistics(_Model):
     denominator_sum_squares: float | None = None
     m_d_sum_of_products: float | None = None
 
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def mean(self) -> float:
-        """Σx/n for mean metrics, Σm/Σd for ratio metrics (0 when undefined)."""
+    mean: float = Field(default=0.0, description="sum/n for mean metrics, sum/denominator_sum for ratios (0 if undefined)")
+
+    @model_validator(mode="after")
+    def _fill_mean(self) -> MetricSufficientStatistics:
         if self.kind == "ratio":
-            return self.sum / self.denominator_sum if self.denominator_sum else 0.0
-        return self.sum / self.n if self.n else 0.0
+            self.mean = self.sum / self.denominator_sum if self.denominator_sum else 0.0
+        else:
+            self.mean = self.sum / self.n if self.n else 0.0
+        return self
 
 
 class VariantExposure(_Model):

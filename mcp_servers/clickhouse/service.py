@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -679,8 +679,3 @@ class ClickHouseService:
                       comment=t["comment"], sorting_key=t["sorting_key"], columns=columns[t["name"]])
             for t in tables])
 
-
-def iter_batches(table: pa.Table, rows: int) -> Iterable[pa.Table]:
-    """Slices of `rows` rows (for callers that send big tables as several tokens)."""
-    for offset in range(0, table.num_rows, rows):
-        yield table.slice(offset, rows)

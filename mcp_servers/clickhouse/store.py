@@ -298,10 +298,18 @@ class ServerStore:
     async def connect(cls, url: str, database: str, limits: QueryLimits | None = None) -> ServerStore:
         if not _DATABASE_RE.match(database):
             raise ValueError(f"invalid database name {database!r}")
-        import clickhouse_connect
         from urllib.parse import urlsplit
 
+        import clickhouse_connect
+
         parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "clickhouse", "clickhouses"):
+            # clickhouse-connect's chdb:// client applies per-query settings to its session
+            # (readonly=1 would stick) and drops INSERT bodies: not a server stand-in.
+            raise BackendUnavailable(
+                f"CLICKHOUSE_URL must be an http(s):// URL of a ClickHouse server, not {parts.scheme}://; "
+                "leave it unset for the embedded chDB engine"
+            )
         location = f"{parts.hostname}:{parts.port or ''}"
 
         def connect() -> Any:
@@ -327,7 +335,9 @@ class ServerStore:
         await anyio.to_thread.run_sync(lambda: self._call(self._client.command, sql, parameters=params))
 
     async def query(self, sql: str, params: Params | None = None) -> pa.Table:
-        return await anyio.to_thread.run_sync(lambda: self._call(self._client.query_arrow, sql, parameters=params))
+        return await anyio.to_thread.run_sync(
+            lambda: self._call(self._client.query_arrow, sql, parameters=params, use_strings=True)
+        )
 
     async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
         await anyio.to_thread.run_sync(
@@ -348,7 +358,9 @@ class ServerStore:
 
     async def sandbox_query(self, sql: str) -> pa.Table:
         settings = self.limits.as_settings()
-        return await anyio.to_thread.run_sync(lambda: self._call(self._client.query_arrow, sql, settings=settings))
+        return await anyio.to_thread.run_sync(
+            lambda: self._call(self._client.query_arrow, sql, settings=settings, use_strings=True)
+        )
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)

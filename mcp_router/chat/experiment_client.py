@@ -20,13 +20,20 @@ Recorded per answered turn, for each metric the experiment declares:
 Metrics the experiment does not declare are skipped with one notice (the
 registry refuses undeclared metrics); every record carries an `event_id`, so a
 retried write never counts twice.
+
+When the router has the ClickHouse `ingest_events` tool, the same facts also go
+to the event store (the user's exposure, then one `metric` event per recorded
+value, with the same event ids), so the statistics engine
+(`analyze_experiment_performance`) can judge the prompt experiment like any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp_router.chat.agent import ChatAgent, TurnResult
@@ -73,6 +80,7 @@ class ChatExperiment:
     recorded: list[dict[str, Any]] = field(default_factory=list)
     _turns: int = 0
     _pending: _Pending | None = None
+    _events: list[dict[str, Any]] = field(default_factory=list)
 
     async def enroll(self) -> Arm:
         """Assign the user (get_variant) and read which chat metrics the experiment declares."""
@@ -105,7 +113,42 @@ class ChatExperiment:
         if not self.arm.in_experiment:
             self.notices.append(f"user {self.user_id!r} is not in {self.arm.experiment!r} ({self.arm.reason}); "
                                 "default prompt and model, nothing recorded")
+        else:
+            self._event("exposure", f"chat:{self.arm.experiment}:{self.user_id}:exposure",
+                        segment=self._segment())
+            await self._ship_events()
         return self.arm
+
+    @property
+    def mirrors_events(self) -> bool:
+        return "ingest_events" in self.tools.names
+
+    def _segment(self) -> dict[str, str] | None:
+        attrs = self.attributes or {}
+        segment = {k: str(attrs[k]) for k in ("device", "country", "source", "plan") if attrs.get(k) is not None}
+        return segment or None
+
+    def _event(self, event_type: str, event_id: str, **fields: Any) -> None:
+        if not self.mirrors_events or self.arm is None:
+            return
+        if len(event_id) > 128:  # the event schema's identifier limit; long user ids are hashed
+            event_id = "chat:" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
+        event = {"event_id": event_id, "event_type": event_type, "timestamp": datetime.now(UTC).isoformat(),
+                 "user_id": self.user_id, "experiment_id": self.arm.experiment, "variant": self.arm.variant,
+                 "session_id": self.session_id}
+        event.update({k: v for k, v in fields.items() if v is not None})
+        self._events.append(event)
+
+    async def _ship_events(self) -> None:
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        token = f"chat:{self.session_id}:{events[0]['event_id']}:{len(events)}"
+        call = await self.tools.call("ingest_events", {"events": events, "idempotency_token": token})
+        if call.is_error:
+            message = f"could not store {len(events)} chat events for {self.user_id!r}: {call.text}"
+            log.warning(message)
+            self.notices.append(message)
 
     def apply(self, agent: ChatAgent) -> None:
         """Give the agent the variant's system prompt and model (defaults stay where the config is silent)."""
@@ -135,6 +178,7 @@ class ChatExperiment:
         await self._record("input_tokens", turn.usage.input_tokens, n, {"model": turn.model})
         await self._record("output_tokens", turn.usage.output_tokens, n, {"model": turn.model})
         self._pending = _Pending(n, resolved_heuristic(turn))
+        await self._ship_events()
 
     async def mark(self, resolved: bool) -> bool:
         """The user's verdict on the last answer. False when there is no answer to judge."""
@@ -142,6 +186,7 @@ class ChatExperiment:
             return False
         pending, self._pending = self._pending, None
         await self._record("resolved", 1.0 if resolved else 0.0, pending.turn, {"source": "user"})
+        await self._ship_events()
         return True
 
     async def flush(self) -> None:
@@ -150,6 +195,7 @@ class ChatExperiment:
             return
         pending, self._pending = self._pending, None
         await self._record("resolved", 1.0 if pending.resolved else 0.0, pending.turn, {"source": "heuristic"})
+        await self._ship_events()
 
     async def _record(self, metric: str, value: float, turn: int, metadata: dict[str, Any]) -> None:
         if metric not in self.declared or self.arm is None:
@@ -164,6 +210,7 @@ class ChatExperiment:
             self.notices.append(message)
             return
         self.recorded.append({"metric": metric, "value": float(value), "turn": turn})
+        self._event("metric", args["event_id"], metric=metric, value=float(value))
 
     async def _call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         call = await self.tools.call(tool, args)

@@ -199,6 +199,17 @@ def summarise(call: ToolCall) -> str:
         if not hits:
             return f"{head} found nothing that matches."
         return "\n".join([f"{head} found {len(hits)}, most similar first:", *(_hit_line(h) for h in hits[:5])])
+    if isinstance(data.get("actions"), list):  # ranked recommendations
+        verdict = data.get("verdict")
+        verdict = verdict.get("verdict") if isinstance(verdict, dict) else verdict
+        lines = [f"{head}: verdict {verdict}, {len(data['actions'])} actions, most urgent first:"]
+        for action in data["actions"][:5]:
+            patterns = ", ".join(p.get("id") or p.get("pattern_id") or "?" for p in action.get("supporting_patterns", []))
+            lines.append(f"  {action['rank']}. {action['action']}{' ' + action['variant'] if action.get('variant') else ''}: "
+                         f"{action['title']} (confidence {action['confidence']:.2f})"
+                         + (f"; similar patterns: {patterns}" if patterns else ""))
+            lines.append(f"     {action['reasoning']}")
+        return "\n".join(lines)
     lists = {k: v for k, v in data.items() if isinstance(v, list)}
     if lists:
         key = max(lists, key=lambda k: len(lists[k]))

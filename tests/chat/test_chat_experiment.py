@@ -7,11 +7,13 @@ which answers differently per variant so the per-variant results are known exact
 
 from __future__ import annotations
 
+import pytest
 from fake_anthropic import Reply, text, tool_use
 from mcp import Client
 
 from mcp_router.chat.session import ChatOptions, ChatSession
 from mcp_router.serving import open_router
+from mcp_servers.registry import SERVERS
 
 THOROUGH = "You are NeonBlue's analyst. Check the data with tools, then explain in detail."
 CONCISE = "You are NeonBlue's analyst. Check the data with tools, then answer in one sentence."
@@ -34,12 +36,18 @@ PROMPT_EXPERIMENT = {
 ANSWER_TOKENS = {"claude-big": 200, "claude-small": 20}
 
 
+def spread(user: str) -> int:
+    """A per-user wobble (0..4 tokens) so the token metrics have variance, as real ones do."""
+    return int(user.rsplit("-", 1)[-1]) % 5 if user.rsplit("-", 1)[-1].isdigit() else 0
+
+
 def model_by_variant(body: dict) -> Reply:
     """Every user's first request asks for router_status; the second answers, at the variant's length."""
     if body["messages"][-1]["content"][0].get("type") != "tool_result":
         return tool_use("router_status", {}, input_tokens=1000, output_tokens=10)
+    user = body.get("metadata", {}).get("user_id", "")
     return text(f"[{body['model']}] the stack is healthy.", input_tokens=1500,
-                output_tokens=ANSWER_TOKENS[body["model"]])
+                output_tokens=ANSWER_TOKENS[body["model"]] + spread(user))
 
 
 async def start_experiment(client: Client, experiment: dict) -> None:
@@ -72,6 +80,10 @@ async def test_a_prompt_experiment_drives_the_chat_and_records_per_variant_resul
             await session.close()
         analysis = (await client.call_tool("analyze_experiment_data", {"experiment": "chat-system-prompt"}))
         again = await client.call_tool("get_variant", {"experiment": "chat-system-prompt", "user_id": users[0]})
+        tools = {t.name for t in (await client.list_tools()).tools}
+        judged = None
+        if "analyze_experiment_performance" in tools:  # the statistics engine reads the mirrored events
+            judged = await client.call_tool("analyze_experiment_performance", {"experiment_id": "chat-system-prompt"})
 
     assert set(served.values()) == {"thorough", "concise"}
     # Each user's requests used their variant's model and system prompt (metadata.user_id says whose).
@@ -91,13 +103,28 @@ async def test_a_prompt_experiment_drives_the_chat_and_records_per_variant_resul
         assert figures["assigned_users"] == len(members)
         metrics = figures["metrics"]
         assert metrics["output_tokens"]["users"] == len(members)
-        assert metrics["output_tokens"]["mean"] == 10 + (200 if variant == "thorough" else 20)
+        tokens = [10 + ANSWER_TOKENS["claude-big" if variant == "thorough" else "claude-small"] + spread(u)
+                  for u in members]
+        assert metrics["output_tokens"]["mean"] == pytest.approx(sum(tokens) / len(tokens))
         assert metrics["input_tokens"]["mean"] == 2500
         assert metrics["latency_ms"]["users"] == len(members) and metrics["latency_ms"]["mean"] > 0
         assert metrics["resolved"]["users"] == len(members)
         expected = sum(verdicts[u] for u in members) / len(members)
         assert abs(metrics["resolved"]["mean"] - expected) < 1e-9
-    assert by_variant["concise"]["metrics"]["output_tokens"]["relative_lift_vs_control"] == (30 - 210) / 210
+    token_lift = by_variant["concise"]["metrics"]["output_tokens"]["relative_lift_vs_control"]
+    assert -0.87 < token_lift < -0.84  # about (30 - 210) / 210
+
+    # The same results reached the event store, so the statistics engine judges the prompt experiment too.
+    assert judged is not None or not SERVERS["intelligence"].available()
+    if judged is not None:
+        assert not judged.is_error, judged.content[0].text
+        result = judged.structured_content
+        assert {v["key"]: v["users"] for v in result["variants"]} == {
+            v: sum(1 for u in users if served[u] == v) for v in ("thorough", "concise")}
+        by_metric = {m["metric"]: m for m in result["metrics"] if m["variant"] == "concise"}
+        assert set(by_metric) >= {"resolved", "output_tokens", "input_tokens", "latency_ms"}
+        assert by_metric["output_tokens"]["relative_lift"] == pytest.approx(token_lift, rel=1e-6)
+        assert by_metric["output_tokens"]["better"] is True  # fewer tokens, significantly: lower is better
 
 
 async def test_a_user_verdict_replaces_the_heuristic_instead_of_adding_to_it(fake_anthropic, chat_settings) -> None:

@@ -159,8 +159,49 @@ async def test_recommendations_fall_back_to_optimization_patterns_without_the_in
 
 async def test_recommendations_come_from_the_intelligence_server_when_it_is_there(
         chat_settings, chroma_path) -> None:
-    require("chromadb", "intelligence")
-    pytest.skip("to be written against the intelligence server's recommend_experiment_optimization")
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    require("chromadb", "intelligence", "clickhouse", "postgres")
+    settings = chat_settings()
+    key = "onboarding-mobile-checklist"
+    rng = random.Random(7)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14)
+    events = []
+    for i in range(6000):  # activation 20% → 26% with the checklist: a clear, significant win
+        variant = ("control", "checklist")[i % 2]
+        at = start + timedelta(minutes=3 * i)
+        events.append({"event_id": f"x{i}", "event_type": "exposure", "user_id": f"m{i}", "experiment_id": key,
+                       "variant": variant, "timestamp": at.isoformat(), "segment": {"device": "mobile"}})
+        if rng.random() < (0.20 if variant == "control" else 0.26):
+            events.append({"event_id": f"a{i}", "event_type": "conversion", "metric": "activation", "value": 1,
+                           "user_id": f"m{i}", "experiment_id": key, "variant": variant,
+                           "timestamp": (at + timedelta(minutes=30)).isoformat()})
+    async with offline_router(settings, chroma_path) as client:
+        await remember_past_experiments(client)
+        for pattern in PATTERNS:
+            await call(client, "store_optimization_pattern", {"pattern": pattern})
+        await call(client, "create_experiment", {"experiment": {
+            "key": key, "name": "Mobile onboarding checklist", "type": "ui", "primary_metric": "activation",
+            "hypothesis": "A setup checklist raises activation of new mobile users",
+            "variants": [{"key": "control", "is_control": True}, {"key": "checklist"}]}})
+        await call(client, "start_experiment", {"experiment": key})
+        for n in range(0, len(events), 5000):
+            await call(client, "ingest_events", {"events": events[n:n + 5000], "idempotency_token": f"onb-{n}"})
+        turn = await ask_offline(client, settings, RECOMMEND_QUESTION)
+
+    assert turn.error is None, turn.answer
+    assert [c.tool for c in turn.tool_calls] == [
+        "route_query", "semantic_experiment_search", "recommend_experiment_optimization"]
+    lookup, recommend = turn.tool_calls[1], turn.tool_calls[2]
+    assert lookup.structured["hits"][0]["id"] == key  # "our mobile onboarding experiment", found by meaning
+    assert recommend.arguments == {"experiment_id": key}
+    assert not recommend.is_error, recommend.text
+    first = recommend.structured["actions"][0]
+    assert (first["action"], first["variant"]) == ("ship", "checklist")
+    assert "onboarding-short-mobile" in [p["id"] for p in first["supporting_patterns"]]
+    assert f"Experiments: {key} (best semantic match for 'mobile onboarding'" in turn.answer
+    assert "1. ship checklist" in turn.answer
 
 
 # Generated traffic for the segments question: (experiment, metric, variants, true rates by device, by email

@@ -185,7 +185,7 @@ def compare_pair(
     )
     if cuped_applied:
         adj = stats.cuped_adjust(c_stat, t_stat)  # type: ignore[arg-type]
-        if adj.ok:
+        if adj.error is None:
             result.theta, result.variance_reduction = adj.theta, adj.variance_reduction
         result.unadjusted = stats.compare(c_raw, t_raw, FrequentistConfig(relative=True, alpha=opts.alpha,
                                                                           lower_is_better=lower))

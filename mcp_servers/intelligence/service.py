@@ -33,7 +33,6 @@ from schemas.settings import Settings
 
 from . import analysis as calc
 from . import behavior, charts, planning, priors, stats
-from .stats._numeric import norm_cdf
 from .decisions import (
     DEFAULT_MIN_UNITS,
     POLICIES,
@@ -83,6 +82,7 @@ from .models import (
 )
 from .narrative import analysis_narrative, days, pct, prob
 from .peers import CHROMA, Peers, ToolBackend
+from .stats._numeric import norm_cdf
 
 log = logging.getLogger(__name__)
 

@@ -109,21 +109,25 @@ async def test_a_second_process_cannot_open_the_same_embedded_store(chroma_path,
             assert await count(second) == 0
 
 
-async def test_any_process_that_imports_the_embedding_function_can_query_a_collection_with_plain_chromadb(
+async def test_plain_chromadb_rebuilds_the_embedding_function_from_the_collection_configuration(
         chroma_path, embedding_model):
+    """What any process that imports mcp_servers.chroma.embeddings gets: Chroma itself finds the
+    function recorded in the collection and embeds query texts with it (no function passed)."""
+    import chromadb
+
+    from mcp_servers.chroma.embeddings import LocalMiniLMEmbeddingFunction
+
     async with open_service(path=chroma_path) as service:
         await service.store_experiment_context(EXPERIMENT, ANALYSIS)
         await service.store_experiment_context({"key": "annual-discount", "name": "Annual plan discount 20% vs 15%"})
-    proc = run_python(f"""
-        import chromadb
-        import mcp_servers.chroma.embeddings  # registers neonblue-local-minilm with Chroma
-        client = chromadb.PersistentClient({str(chroma_path)!r})
-        collection = client.get_collection("experiments")  # the embedding function comes from its configuration
-        print(type(collection.configuration["embedding_function"]).__name__)
-        print(collection.query(query_texts=["fewer checkout steps on phones"], n_results=1)["ids"][0][0])
-    """, chroma_path.parent)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["LocalMiniLMEmbeddingFunction", "checkout-1step"]
+    client = chromadb.PersistentClient(str(chroma_path))
+    try:
+        collection = client.get_collection("experiments")
+        assert isinstance(collection.configuration["embedding_function"], LocalMiniLMEmbeddingFunction)
+        found = collection.query(query_texts=["fewer checkout steps on phones"], n_results=1)
+        assert found["ids"][0] == ["checkout-1step"]
+    finally:
+        client.close()
 
 
 async def test_an_unreachable_chroma_server_is_a_clear_backend_error(embedding_model):

@@ -148,13 +148,29 @@ class JourneyRecord(_Record):
         description="Session length in seconds.",
     )
     conversion_outcome: str | None = Field(
-        default=None, max_length=100, description="e.g. purchased, signed_up, abandoned_cart, bounced."
+        default=None, max_length=100, validation_alias=AliasChoices("conversion_outcome", "outcome"),
+        description="e.g. purchased, signed_up, abandoned_cart, bounced.",
     )
     value: float | None = Field(default=None, description="Order or conversion value.")
-    experiment_key: str | None = Field(default=None, max_length=200)
+    experiment_key: str | None = Field(
+        default=None, max_length=200, validation_alias=AliasChoices("experiment_key", "experiment_id")
+    )
     variant: str | None = Field(default=None, max_length=200)
     notes: str | None = Field(default=None, max_length=2000, description="Free text: intent, errors seen…")
     started_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _minutes_to_seconds(cls, data: Any) -> Any:
+        # Events carry the session length in minutes (properties.session_minutes).
+        if isinstance(data, dict) and data.get("session_minutes") is not None and not (
+            {"session_duration_s", "session_duration"} & data.keys()
+        ):
+            try:
+                data = {**data, "session_duration_s": float(data["session_minutes"]) * 60}
+            except (TypeError, ValueError):
+                pass  # left to the field validation below, which reports it
+        return data
 
 
 class PatternRecord(_Record):

@@ -158,7 +158,7 @@ class ChromaService:
         received = 0
         batch: list[BuiltDocument] = []
 
-        with _progress_bar(progress, total) as advance:
+        with _ProgressBar(progress, total) as advance:
 
             async def flush() -> None:
                 if batch:
@@ -286,7 +286,7 @@ async def _aiter(records: RegistryRecords) -> AsyncIterable[Any]:
             yield item
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich progress bar on stderr when enabled; otherwise a no-op `advance`."""
 
     def __init__(self, enabled: bool, total: int | None) -> None:

@@ -5,8 +5,10 @@
   event on merge, and every statistics query reads it with FINAL so an event is
   counted once even before the merge. `non_replicated_deduplication_window`
   makes the caller's idempotency token (`insert_deduplication_token`) drop a
-  re-sent batch at insert time. Partitions are months of the event's own
-  timestamp, so copies of one event always share a partition.
+  re-sent batch at insert time. Partitions are weeks of the event's own
+  timestamp, so copies of one event always share a partition (FINAL can work
+  partition by partition), a time-ordered stream touches one or two partitions
+  per insert, and settled weeks merge into single parts that FINAL reads free.
 - `experiment_daily_metrics`: daily per-variant rollups, recomputed from the
   deduplicated events by `refresh_daily_metrics` (ReplacingMergeTree on the
   computation time: the newest computation of a day wins).
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS {db}.events
     CONSTRAINT event_type_present CHECK event_type != ''
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(timestamp)
+PARTITION BY toMonday(timestamp)
 ORDER BY (experiment_id, user_id, event_id)
 SETTINGS non_replicated_deduplication_window = {window}
 COMMENT 'Raw events, one row per event_id after merges; read with FINAL to count each event once'

@@ -15,6 +15,9 @@ Per-user semantics (the unit of analysis is the user):
 - the CUPED covariate is the same metric summed over the user's events (of any
   experiment) in the pre-period [window start - lookback, window start).
 Events are read with FINAL, so each event_id counts once even before merges.
+FINAL runs per partition (`do_not_merge_across_partitions_select_final`): copies
+of an event share its partition (the week of its own timestamp), and a partition
+already merged into one part costs nothing to read FINAL.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _MS = "fromUnixTimestamp64Milli({%s:Int64}, 'UTC')"
 IN_WINDOW = f"timestamp >= {_MS % 'start_ms'} AND timestamp < {_MS % 'end_ms'}"
 IN_PRE = f"timestamp >= {_MS % 'pre_ms'} AND timestamp < {_MS % 'start_ms'}"
 IN_EXPERIMENT = f"experiment_id = {{exp:String}} AND {IN_WINDOW}"
+PER_PARTITION_FINAL = "SETTINGS do_not_merge_across_partitions_select_final = 1"
 
 
 def per_user_sql(
@@ -98,7 +102,8 @@ def variant_statistics_sql(
     SELECT {', '.join(aggregates)}
     FROM ({inner})
     GROUP BY variant, mixed
-    ORDER BY variant, mixed"""
+    ORDER BY variant, mixed
+    {PER_PARTITION_FINAL}"""
 
 
 def segment_breakdown_sql(db: str, n_metrics: int) -> str:
@@ -112,7 +117,8 @@ def segment_breakdown_sql(db: str, n_metrics: int) -> str:
     SELECT {', '.join(aggregates)}
     FROM ({inner})
     ARRAY JOIN [{pairs}] AS dv
-    GROUP BY dimension, segment, variant, mixed"""
+    GROUP BY dimension, segment, variant, mixed
+    {PER_PARTITION_FINAL}"""
 
 
 def exposure_bounds_sql(db: str) -> str:
@@ -156,7 +162,8 @@ def refresh_daily_metrics_sql(db: str) -> str:
         GROUP BY day, variant, user_id, metric, first_day
     )
     ARRAY JOIN if(metric = '', [''], ['', metric]) AS m
-    GROUP BY day, variant, m"""
+    GROUP BY day, variant, m
+    {PER_PARTITION_FINAL}"""
 
 
 def daily_metrics_sql(db: str) -> str:
@@ -182,7 +189,8 @@ def refresh_covariates_sql(db: str) -> str:
         FROM {db}.events FINAL
         WHERE metric = {{metric:String}} AND {IN_PRE}
         GROUP BY user_id
-    ) AS p ON a.user_id = p.user_id"""
+    ) AS p ON a.user_id = p.user_id
+    {PER_PARTITION_FINAL}"""
 
 
 def orphan_metric_users_sql(db: str) -> str:
@@ -193,13 +201,15 @@ def orphan_metric_users_sql(db: str) -> str:
     WHERE {IN_EXPERIMENT} AND metric != ''
       AND user_id NOT IN (
           SELECT user_id FROM {db}.events
-          WHERE experiment_id = {{exp:String}} AND event_type = 'exposure')"""
+          WHERE experiment_id = {{exp:String}} AND event_type = 'exposure')
+    {PER_PARTITION_FINAL}"""
 
 
 def stored_duplicates_sql(db: str) -> str:
     return f"""
     SELECT (SELECT count() FROM {db}.events WHERE experiment_id = {{exp:String}})
-         - (SELECT count() FROM {db}.events FINAL WHERE experiment_id = {{exp:String}}) AS pending"""
+         - (SELECT count() FROM {db}.events FINAL WHERE experiment_id = {{exp:String}}) AS pending
+    {PER_PARTITION_FINAL}"""
 
 
 def future_events_sql(db: str) -> str:

@@ -87,9 +87,10 @@ def insert_settings(token_digest: str | None) -> dict[str, Any]:
 
     optimize_on_insert=0: skip collapsing duplicates inside the inserted block (a
     second sort+merge pass that halves insert throughput); FINAL and background
-    merges collapse them anyway.
+    merges collapse them anyway. max_partitions_per_insert_block: see below.
     """
-    settings: dict[str, Any] = {"optimize_on_insert": 0}
+    # A backfill batch may span many weekly partitions; ClickHouse's default refuses > 100.
+    settings: dict[str, Any] = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 1000}
     if token_digest is not None:
         if not re.fullmatch(r"[0-9a-f]{64}", token_digest):
             raise ValueError("dedup token digest must be 64 hex characters")

@@ -82,3 +82,53 @@ def majority_baseline(actual: Sequence[str]) -> float:
     if not actual:
         return 0.0
     return Counter(actual).most_common(1)[0][1] / len(actual)
+
+
+# ---------------------------------------------------------------- synthetic journeys (for measuring accuracy)
+
+_INTENTS: dict[str, dict] = {
+    # intent: (paths with weights, outcome per path end, devices)
+    "buyer": {"paths": [(["landing_page", "search", "product_detail", "add_to_cart", "checkout", "payment", "purchase"], 5),
+                        (["landing_page", "category", "product_detail", "product_detail", "add_to_cart", "checkout",
+                          "payment", "purchase"], 3),
+                        (["landing_page", "search", "product_detail", "add_to_cart", "checkout", "payment"], 2)],
+              "outcome": {"purchase": "purchased", "payment": "abandoned_cart"}},
+    "researcher": {"paths": [(["landing_page", "blog", "pricing", "docs", "signup"], 5),
+                             (["landing_page", "pricing", "docs", "pricing", "signup"], 3),
+                             (["landing_page", "blog", "pricing", "docs"], 2)],
+                   "outcome": {"signup": "signed_up", "docs": "bounced"}},
+    "browser": {"paths": [(["landing_page", "category", "product_detail", "category", "product_detail"], 5),
+                          (["landing_page", "category", "category", "product_detail"], 3),
+                          (["landing_page", "category"], 2)],
+                "outcome": {"product_detail": "bounced", "category": "bounced"}},
+    "support": {"paths": [(["landing_page", "help_center", "faq", "contact_support"], 5),
+                          (["landing_page", "account", "help_center", "contact_support"], 3),
+                          (["landing_page", "help_center", "faq"], 2)],
+                "outcome": {"contact_support": "support_ticket", "faq": "self_served"}},
+}
+_DEVICES = ("mobile", "desktop", "tablet")
+
+
+def synthetic_journeys(n: int, seed: int = 0, prefix: str = "user") -> list[dict]:
+    """`n` journeys (JourneyRecord-shaped dicts) from four intents with known paths and outcomes.
+
+    Each intent has a few typical paths; the outcome follows from where the path
+    ends. A third of journeys drop one middle step, so neighbours are similar
+    rather than identical. Used by the tests and the bench to measure held-out accuracy.
+    """
+    import random
+
+    rng = random.Random(seed)
+    intents = list(_INTENTS)
+    out = []
+    for i in range(n):
+        intent = _INTENTS[intents[rng.randrange(len(intents))]]
+        paths, weights = zip(*intent["paths"], strict=True)
+        steps = list(rng.choices(paths, weights=weights)[0])
+        if len(steps) > 4 and rng.random() < 1 / 3:
+            del steps[rng.randrange(1, len(steps) - 2)]
+        out.append({"journey_id": f"{prefix}-{seed}-{i:05d}", "user_id": f"{prefix}-{seed}-{i:05d}",
+                    "steps": steps, "device_type": rng.choice(_DEVICES),
+                    "session_duration_s": float(rng.randint(30, 1800)),
+                    "conversion_outcome": intent["outcome"][steps[-1]]})
+    return out

@@ -8,9 +8,9 @@ import os
 import sys
 
 from mcp import Client, StdioServerParameters
-from stream_processor.generator import ArmTruth
 
 from mcp_servers.intelligence import stats
+from stream_processor.generator import ArmTruth
 
 TOOLS = {
     "analyze_experiment_performance", "recommend_experiment_optimization", "predict_experiment_outcome",

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_RESULTS = 100
-MAX_QUERY_CHARS = 2000
+MAX_QUERY_CHARS = 10_000  # the model reads only the first 256 word pieces anyway
 SYNC_BATCH_SIZE = 64
 
 RegistryRecords = Iterable[Mapping[str, Any] | BaseModel] | AsyncIterable[Mapping[str, Any] | BaseModel]

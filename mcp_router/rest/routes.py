@@ -234,8 +234,10 @@ def operations(intelligence: bool = False) -> tuple[Operation, ...]:
         ),
         Operation(
             "DELETE", f"{PREFIX}/{{id}}", "archiveExperiment", "Archive an experiment",
-            "Archives (never deletes) a draft, stopped or concluded experiment: hidden from lists, frozen, "
-            "results no longer accepted. A running experiment must be stopped first (409). Idempotent.",
+            "Archives (never deletes: the registry keeps every experiment for the audit trail) a draft, stopped or "
+            "concluded experiment: hidden from lists unless asked for by status, frozen, results no longer "
+            "accepted; GET still answers it, with status archived. A running experiment must be stopped first "
+            "(409). Idempotent.",
             _archive, Experiment, query=ActorQuery, errors=(404, 409, 422),
         ),
         Operation(

@@ -213,6 +213,35 @@ def _build_chat_options(model, offline, read_only, max_tool_rounds, max_total_to
                        server_url=server_url)
 
 
+def _run_chat_command(main):
+    """Run a chat coroutine; a setup error (unknown experiment, store down) is one line and exit 2,
+    also when the MCP client's task groups wrap it in an exception group."""
+    import anyio
+
+    from mcp_router.chat import ChatSetupError
+    from mcp_servers.errors import ServiceError
+
+    def setup_error(exc: BaseException) -> BaseException | None:
+        if isinstance(exc, ChatSetupError | ServiceError):
+            return exc
+        for inner in getattr(exc, "exceptions", ()):
+            if (found := setup_error(inner)) is not None:
+                return found
+        return None
+
+    try:
+        return anyio.run(main)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+        sys.exit(130)
+    except BaseException as exc:
+        found = setup_error(exc)
+        if found is None:
+            raise
+        click.echo(f"neonblue: {found}", err=True)
+        sys.exit(2)
+
+
 @cli.command()
 @_chat_options
 def chat(**kwargs) -> None:
@@ -234,10 +263,7 @@ def chat(**kwargs) -> None:
 
         return await anyio.to_thread.run_sync(read)
 
-    try:
-        anyio.run(run_chat, settings, options, read_line)
-    except KeyboardInterrupt:
-        click.echo("", err=True)
+    _run_chat_command(lambda: run_chat(settings, options, read_line))
 
 
 @cli.command()
@@ -246,14 +272,12 @@ def chat(**kwargs) -> None:
 @_chat_options
 def ask(question: tuple[str, ...], as_json: bool, **kwargs) -> None:
     """Answer one QUESTION (exit status 1 when the answer failed)."""
-    import anyio
-
     from mcp_router.chat import run_ask
 
     settings = load_settings()
     configure_logging("WARNING")
     options = _build_chat_options(**kwargs)
-    turn = anyio.run(lambda: run_ask(settings, " ".join(question), options, as_json=as_json))
+    turn = _run_chat_command(lambda: run_ask(settings, " ".join(question), options, as_json=as_json))
     if turn.error:
         sys.exit(1)  # the reason is already printed: one line on the terminal, or the JSON's "error"
 

@@ -9,13 +9,13 @@
 """
 
 from mcp_router.chat.agent import ChatAgent, ChatLimits, ChatListener, TurnResult, Usage, describe_api_error
-from mcp_router.chat.experiment_client import ChatExperiment
+from mcp_router.chat.experiment_client import ChatExperiment, ChatSetupError
 from mcp_router.chat.offline import OFFLINE_LABEL, OfflineAnswerer
 from mcp_router.chat.session import ChatOptions, ChatSession, open_tools_client, run_ask, run_chat
 from mcp_router.chat.tools import ToolBridge, ToolCall
 
 __all__ = [
-    "OFFLINE_LABEL", "ChatAgent", "ChatExperiment", "ChatLimits", "ChatListener", "ChatOptions", "ChatSession",
+    "OFFLINE_LABEL", "ChatAgent", "ChatExperiment", "ChatLimits", "ChatListener", "ChatOptions", "ChatSession", "ChatSetupError",
     "OfflineAnswerer", "ToolBridge", "ToolCall", "TurnResult", "Usage", "describe_api_error", "open_tools_client",
     "run_ask", "run_chat",
 ]

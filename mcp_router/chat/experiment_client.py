@@ -45,6 +45,10 @@ CHAT_METRICS = ("resolved", "latency_ms", "input_tokens", "output_tokens")
 LLM_TYPES = ("prompt", "model", "agent_config")
 
 
+class ChatSetupError(RuntimeError):
+    """The chat cannot start as asked (e.g. the experiment does not exist); the message says why."""
+
+
 @dataclass
 class Arm:
     """What the experiment serves this user."""
@@ -86,7 +90,8 @@ class ChatExperiment:
         """Assign the user (get_variant) and read which chat metrics the experiment declares."""
         for needed in ("get_variant", "record_result", "get_experiment"):
             if needed not in self.tools.names:
-                raise RuntimeError(f"the router has no {needed} tool: the postgres server is not connected")
+                raise ChatSetupError(f"--experiment needs the router's {needed} tool: the postgres server is "
+                                     "not connected")
         detail = await self._call("get_experiment", {"experiment": self.experiment})
         metrics = [detail["primary_metric"], *detail.get("secondary_metrics", []), *detail.get("guardrail_metrics", [])]
         self.declared = {m["name"] if isinstance(m, dict) else str(m) for m in metrics}
@@ -215,7 +220,7 @@ class ChatExperiment:
     async def _call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         call = await self.tools.call(tool, args)
         if call.is_error or not isinstance(call.structured, dict):
-            raise RuntimeError(f"{tool} failed: {call.text}")
+            raise ChatSetupError(f"experiment {self.experiment!r}: {tool} failed: {call.text}")
         return call.structured
 
 

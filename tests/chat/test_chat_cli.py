@@ -96,7 +96,7 @@ async def test_ask_json_is_one_object_with_mode_answer_tool_calls_and_usage(
     assert fake_anthropic.requests[0].messages[0]["content"][0]["text"] == "Is the stack healthy?"
 
 
-async def test_ask_streams_text_shows_its_tools_and_a_bad_key_is_one_line(
+async def test_ask_streams_text_shows_its_tools_and_errors_are_one_line(
         fake_anthropic, cli_env, chat_settings) -> None:
     fake_anthropic.then(tool_use("router_status", {}, say="Checking."), text("Healthy."))
     async with served_router(chat_settings()) as (url, router):
@@ -104,6 +104,8 @@ async def test_ask_streams_text_shows_its_tools_and_a_bad_key_is_one_line(
         bad_env = cli_env(fake_anthropic, ANTHROPIC_API_KEY="sk-ant-wrong")
         bad = await neonblue("ask", "--server", url, "hello", env=bad_env)
         bad_json = await neonblue("ask", "--server", url, "--json", "hello", env=bad_env)
+        no_experiment = await neonblue("ask", "--server", url, "--experiment", "no-such-test", "hello",
+                                       env=cli_env(fake_anthropic))
 
     assert shown.returncode == 0, shown.stderr
     assert "Checking." in shown.stdout and "Healthy." in shown.stdout
@@ -116,6 +118,9 @@ async def test_ask_streams_text_shows_its_tools_and_a_bad_key_is_one_line(
         "or run without it for offline mode."]
     assert bad_json.returncode == 1
     assert json.loads(bad_json.stdout)["error"].startswith("Anthropic rejected the API key")
+    assert no_experiment.returncode == 2 and "Traceback" not in no_experiment.stderr
+    assert no_experiment.stderr.strip().startswith("neonblue: experiment 'no-such-test': get_experiment failed:")
+    assert "no experiment with key or id 'no-such-test'" in no_experiment.stderr
 
 
 async def test_chat_keeps_the_conversation_and_takes_commands(fake_anthropic, cli_env, chat_settings) -> None:

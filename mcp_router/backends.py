@@ -138,7 +138,8 @@ class Backend:
                 if caps.prompts is not None:
                     self.prompts = (await client.list_prompts()).prompts
         except Exception as exc:  # noqa: BLE001 - any connect failure means "down", reported by router_status
-            self.connect_error = f"{type(exc).__name__}: {exc}"
+            leaf = first_leaf(exc)
+            self.connect_error = f"{type(leaf).__name__}: {leaf}"
             self.breaker.opened_at = time.monotonic()
             self.breaker.failures = self.breaker.threshold
             log.error("backend %s (%s) failed to connect: %s", self.name, self.kind, self.connect_error)
@@ -173,7 +174,8 @@ class Backend:
         except Exception as exc:  # noqa: BLE001 - connection lost, process died, protocol error
             self.stats.errors += 1
             self.breaker.record_failure()
-            return error_result(self._unavailable(f"{type(exc).__name__}: {exc}"))
+            leaf = first_leaf(exc)
+            return error_result(self._unavailable(f"{type(leaf).__name__}: {leaf}"))
         self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         self.breaker.record_success()
         if result.is_error:
@@ -239,6 +241,13 @@ class Backend:
             "connect_error": self.connect_error,
             **self.stats.percentiles(),
         }
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) exception groups, for a readable message."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def strip_identity(result: types.CallToolResult) -> types.CallToolResult:

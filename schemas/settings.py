@@ -23,7 +23,9 @@ DEFAULT_TOPICS = ("experiments_events", "user_events", "analytics_events", "expe
 class Settings(BaseSettings):
     """Configuration for every NeonBlue process. Field names map to env vars."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     neonblue_home: Path = Field(
         default=Path("~/.neonblue"),

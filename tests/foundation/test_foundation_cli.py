@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +24,16 @@ def neonblue(args: list[str], env: dict[str, str], timeout: float = 180) -> subp
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+def stack_env() -> Iterator[dict[str, str]]:
+    # Outside pytest's basetemp (reset to 0700 by any concurrent pytest), since PostgreSQL runs as
+    # an unprivileged user when the tests run as root.
+    base = Path(tempfile.mkdtemp(prefix="neonblue-stack-"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "CLICKHOUSE_URL", "CHROMA_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update(NEONBLUE_HOME=str(tmp_path / "home"), NEONBLUE_PG_PORT=str(free_port()),
+    env.update(NEONBLUE_HOME=str(base / "home"), NEONBLUE_PG_PORT=str(free_port()),
                NEONBLUE_KAFKA_PORT=str(free_port()), NEONBLUE_HTTP_PORT=str(free_port()), LOG_LEVEL="WARNING")
-    return env
+    yield env
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def status_of(env: dict[str, str]) -> dict[str, dict]:

@@ -139,6 +139,7 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
     import uvicorn
 
     from mcp_router.http_app import build_http_app
+    from mcp_router.rest import rest_routes
 
     token = resolve_token(settings, create=with_stream)
     if token is None and not settings.http_is_loopback:
@@ -153,7 +154,7 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
 
         stats = StreamStats() if with_stream else None
         async with open_router(settings, stream_stats=stats.snapshot if stats else None) as router:
-            app = build_http_app(router, settings, token)
+            app = build_http_app(router, settings, token, extra_routes=rest_routes(router))
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="on")
             server = uvicorn.Server(config)
@@ -164,7 +165,8 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
             # (chDB and Chroma allow one owning process).
             from stream_processor.runner import build_processor
 
-            processor = build_processor(settings, router.services, stats)
+            processor = build_processor(settings, router.services, stats,
+                                        intelligence=router.backends.get("intelligence"))
             async with anyio.create_task_group() as tg:
                 async def consume() -> None:
                     try:

@@ -367,6 +367,14 @@ def _endpoint(router: Router, op: Operation) -> Callable[[Request], Awaitable[Re
             return exc.response()
         except ServiceError as exc:
             return ApiError(exc.status_code, _kind(exc), str(exc)).response()
+        except ExceptionGroup as group:
+            # A service that fans out in a task group may raise its ServiceError wrapped in a group.
+            leaves = _leaves(group)
+            if all(isinstance(e, ServiceError) for e in leaves):
+                first = leaves[0]
+                return ApiError(first.status_code, _kind(first), str(first)).response()  # type: ignore[attr-defined]
+            log.exception("%s %s failed", op.method, request.url.path)
+            return ApiError(500, "internal_error", "internal error; the server log has the details").response()
         except Exception:  # a bug: answer JSON and keep the details in the log
             log.exception("%s %s failed", op.method, request.url.path)
             return ApiError(500, "internal_error", "internal error; the server log has the details").response()
@@ -379,6 +387,10 @@ def _endpoint(router: Router, op: Operation) -> Callable[[Request], Awaitable[Re
 
     endpoint.__name__ = op.operation_id
     return endpoint
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [leaf for e in group.exceptions for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
 
 
 def _starlette_path(path: str) -> str:

@@ -46,3 +46,12 @@ async def test_analyze_serves_the_intelligence_analysis_without_writing_a_decisi
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         bad_option = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"alpha": 0.9})
         assert bad_option.status_code == 422 and bad_option.json()["errors"][0]["loc"] == ["query", "alpha"]
+
+
+async def test_analyze_without_events_answers_the_reason_not_a_server_error(rest_api) -> None:
+    async with rest_api(intelligence=True) as api:
+        await api.create_running("quiet")
+        answer = await api.http.get(f"{BASE}/quiet/analyze")  # the service raises inside its task group
+        assert answer.status_code == 400, answer.text
+        assert "no exposure events" in answer.json()["detail"]
+        assert (await api.http.get(f"{BASE}/quiet/analyze", params={"source": "registry"})).status_code == 200

@@ -165,7 +165,8 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
             # (chDB and Chroma allow one owning process).
             from stream_processor.runner import build_processor
 
-            processor = build_processor(settings, router.services, stats)
+            processor = build_processor(settings, router.services, stats,
+                                        intelligence=router.backends.get("intelligence"))
             async with anyio.create_task_group() as tg:
                 async def consume() -> None:
                     try:

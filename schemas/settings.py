@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
         default="local", description="local = all-MiniLM-L6-v2 via sentence-transformers, offline."
     )
+    autopilot_interval: float = Field(
+        default=60.0, gt=0, validation_alias=AliasChoices("NEONBLUE_AUTOPILOT_INTERVAL"),
+        description="Seconds between autopilot evaluations of one experiment by the stream's optimization loop.",
+    )
     environment: Literal["production", "staging", "development"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -4,12 +4,11 @@ services) or standalone against production servers (`neonblue stream`)."""
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
 from typing import Any
 
 from mcp_router.embedded import ConfigError
-from mcp_servers.registry import SERVERS
 from schemas.settings import Settings
+from stream_processor.optimization import OptimizationLoop, autopilot_via
 from stream_processor.processor import StreamProcessor, StreamStats
 from stream_processor.sinks import ChromaSink, ClickHouseSink, PostgresSink
 
@@ -42,7 +41,8 @@ def experiment_context_loader(postgres: Any):
 
 
 def build_processor(settings: Settings, services: dict[str, Any], stats: StreamStats | None = None,
-                    **overrides: Any) -> StreamProcessor:
+                    intelligence: Any = None, **overrides: Any) -> StreamProcessor:
+    """A processor writing to `services`; with an `intelligence` backend, also the optimization loop."""
     sinks: dict[str, Any] = {}
     if "clickhouse" in services:
         sinks["clickhouse"] = ClickHouseSink(services["clickhouse"])
@@ -63,12 +63,17 @@ def build_processor(settings: Settings, services: dict[str, Any], stats: StreamS
         "known_experiments": known,
         "stats": stats,
     }
+    if intelligence is not None:
+        loop = OptimizationLoop(autopilot_via(intelligence), min_interval=settings.autopilot_interval)
+        options["on_batch"] = loop.on_batch
     options.update(overrides)
     return StreamProcessor(**options)
 
 
 async def run_standalone(settings: Settings) -> None:
-    """`neonblue stream`: open the stores this process may own, then consume until SIGTERM."""
+    """`neonblue stream`: open the servers (in-process, or remote per NEONBLUE_BACKENDS) through the
+    router's own assembly, then consume until SIGTERM."""
+    from mcp_router.serving import open_router
     from mcp_router.stack import Stack
 
     embedded = not settings.clickhouse_url or not settings.chroma_url
@@ -77,10 +82,8 @@ async def run_standalone(settings: Settings) -> None:
             "CLICKHOUSE_URL: the running stack's owner process already runs the stream processor "
             "(chDB and Chroma allow one owning process); use `neonblue status`"
         )
-    async with AsyncExitStack() as stack:
-        services = {}
-        for name in ("postgres", "clickhouse", "chromadb"):
-            services[name] = await stack.enter_async_context(SERVERS[name].open_service(settings))
-        processor = build_processor(settings, services)
+    stats = StreamStats()
+    async with open_router(settings, stream_stats=stats.snapshot) as router:
+        processor = build_processor(settings, router.services, stats, intelligence=router.backends.get("intelligence"))
         log.info("stream processor: group %s on %s", settings.kafka_group_id, settings.kafka_topics)
         await processor.run(install_signal_handlers=True)

@@ -201,3 +201,37 @@ async def test_a_sink_that_is_down_is_retried_without_commit_then_resumes(stream
         exposures = sum(1 for t, _, _ in events if t == "experiments_events")
         summary = await world.services["postgres"].analyze_experiment_data("stream-down")
         assert sum(v.assigned_users for v in summary.variants) == exposures
+
+
+async def test_metrics_on_the_stream_trigger_the_audited_autopilot(stream_settings: Settings) -> None:
+    from dataclasses import replace
+
+    from mcp_router.serving import open_router
+    from stream_processor.generator import ArmTruth, MetricTruth
+
+    settings = stream_settings.model_copy(update={"autopilot_interval": 0.5, "chroma_url": None})
+    async with open_router(settings) as router:
+        postgres = router.services["postgres"]
+        experiment = await postgres.create_experiment({
+            "key": "stream-autopilot", "name": "Support bot prompt", "type": "prompt",
+            "primary_metric": {"name": "resolved", "direction": "higher"},
+            "guardrail_metrics": [{"name": "latency_ms", "direction": "lower"}],
+            "variants": [{"key": "control", "is_control": True, "weight": 0.5},
+                         {"key": "verbose", "weight": 0.5}]})
+        experiment = await postgres.start_experiment(experiment.key)
+        plan = replace(plan_for(experiment, users=4_000, seed=5), truths={
+            "control": ArmTruth(0.1, metrics={"resolved": MetricTruth(0.6), "latency_ms": MetricTruth(800, 100)}),
+            "verbose": ArmTruth(0.1, metrics={"resolved": MetricTruth(0.6), "latency_ms": MetricTruth(1400, 100)})})
+        to = prefixed(settings)
+        sent = await produce(settings.effective_kafka_bootstrap,
+                             ((to(t), k, v) for t, k, v in generate_events(plan)), progress=False)
+        processor = build_processor(settings, router.services, intelligence=router.backends["intelligence"])
+
+        async def audited() -> bool:
+            decisions = await postgres.list_decisions(experiment="stream-autopilot")
+            return processor.stats.consumed >= sent and any(d.actor == "autopilot" for d in decisions.items)
+
+        await run_until(processor, audited)
+        decisions = (await postgres.list_decisions(experiment="stream-autopilot")).items
+        auto = [d for d in decisions if d.actor == "autopilot"]
+        assert auto and auto[0].reasoning and auto[0].inputs  # explainable from the audit trail

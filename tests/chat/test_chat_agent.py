@@ -352,3 +352,15 @@ async def test_a_stream_that_breaks_off_with_an_error_event_is_retried(
     assert any("stream broke off (overloaded_error); retrying (1/2)" in n for n in recorder.notices)
     assert failed.stop == "error" and "overloaded (529 overloaded_error)" in failed.error
     assert fake_anthropic.unused == 1  # one try + two retries, then the clear message
+
+
+def test_mcp_tool_names_become_names_the_messages_api_accepts() -> None:
+    from mcp_router.chat.tools import api_tool_name
+
+    assert api_tool_name("list_experiments", {}) == "list_experiments"
+    assert api_tool_name("stack.list_experiments", {}) == "stack_list_experiments"
+    taken = {"stack_list_experiments": "stack.list_experiments"}
+    clash = api_tool_name("stack_list.experiments", taken)
+    assert clash != "stack_list_experiments" and clash.startswith("stack_list_experiments_")
+    long = api_tool_name("x" * 80, {})
+    assert len(long) <= 64 and re.fullmatch(r"[a-zA-Z0-9_-]+", long)

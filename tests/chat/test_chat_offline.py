@@ -117,7 +117,11 @@ async def test_similar_checkout_experiments_with_more_than_20_percent_lift(chat_
     async with offline_router(settings, chroma_path) as client:
         await remember_past_experiments(client)
         turn = await ask_offline(client, settings, CHECKOUT_QUESTION)
+        unplanned = await ask_offline(client, settings, "good morning, nice weather today")
 
+    # A question the rules cannot place is said to be so, not guessed at.
+    assert unplanned.stop == "no_plan" and [c.tool for c in unplanned.tool_calls] == ["route_query"]
+    assert "No tool answers this question by the rules" in unplanned.answer
     assert turn.mode == "offline" and turn.error is None
     assert turn.answer.startswith("offline mode (no ANTHROPIC_API_KEY): answered by route_query rules, no LLM")
     assert [c.tool for c in turn.tool_calls] == ["route_query", "semantic_experiment_search"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -72,8 +73,7 @@ async def timed(fn, repeat: int) -> list[tuple[float, float]]:
     return runs
 
 
-async def main(args: argparse.Namespace) -> None:
-    home = Path(tempfile.mkdtemp(prefix="nb-bench-ch-"))
+async def main(args: argparse.Namespace, home: Path) -> None:
     settings = Settings(neonblue_home=home, clickhouse_url=None)
     print(f"chDB data dir {home}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
     started = time.perf_counter()
@@ -84,10 +84,11 @@ async def main(args: argparse.Namespace) -> None:
     async with open_service(settings, database="bench") as ch:
         # 1. columnar ingest, sequential then 2 writers (half the data each way)
         half = len(batches) // 2
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for k, batch in enumerate(batches[:half]):
             await ch.ingest_arrow(batch, f"bench-{k}")
-        seq = sum(b.num_rows for b in batches[:half]) / (time.perf_counter() - started)
+        rows = sum(b.num_rows for b in batches[:half])
+        seq, per_cpu = rows / (time.perf_counter() - started), rows / (time.process_time() - cpu)
         started = time.perf_counter()
         queue = list(enumerate(batches[half:], start=half))
 
@@ -98,7 +99,8 @@ async def main(args: argparse.Namespace) -> None:
 
         await asyncio.gather(writer(), writer())
         par = sum(b.num_rows for b in batches[half:]) / (time.perf_counter() - started)
-        print(f"ingest_arrow, batches of {args.batch:,}: {seq:,.0f} rows/s sequential, {par:,.0f} rows/s with 2 writers")
+        print(f"ingest_arrow, batches of {args.batch:,}: {seq:,.0f} rows/s sequential, {par:,.0f} rows/s with 2 writers; "
+              f"{per_cpu:,.0f} rows per CPU-second (normalisation + insert + merges)")
         replay = batches[0]
         started = time.perf_counter()
         await ch.ingest_arrow(replay, "bench-0")
@@ -108,12 +110,14 @@ async def main(args: argparse.Namespace) -> None:
         async with open_service(settings, database="bench_json") as chj:
             sample = table.slice(0, min(args.json_events, table.num_rows))
             payloads = [json_lines(sample.slice(i, args.batch)) for i in range(0, sample.num_rows, args.batch)]
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for k, payload in enumerate(payloads):
                 await chj.ingest_json(payload, f"json-{k}")
             rate = sample.num_rows / (time.perf_counter() - started)
+            per_cpu = sample.num_rows / (time.process_time() - cpu)
             mb = sum(map(len, payloads)) / 1e6
-            print(f"ingest_json, batches of {args.batch:,} ({mb:.0f} MB JSONEachRow): {rate:,.0f} rows/s")
+            print(f"ingest_json, batches of {args.batch:,} ({mb:.0f} MB JSONEachRow): {rate:,.0f} rows/s, "
+                  f"{per_cpu:,.0f} rows per CPU-second")
 
         # 3. statistics over everything
         result: list = []
@@ -154,4 +158,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--json-events", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=5)
-    asyncio.run(main(parser.parse_args()))
+    home = Path(tempfile.mkdtemp(prefix="nb-bench-ch-"))
+    try:
+        asyncio.run(main(parser.parse_args(), home))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

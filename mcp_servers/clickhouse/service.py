@@ -311,7 +311,8 @@ class ClickHouseService:
         """Materialise per-user pre-period covariates (CUPED) into `experiment_user_covariates`.
 
         The rows match what `get_variant_statistics(..., cuped=True)` uses for the
-        same window; returns the number of (user, metric) rows written.
+        same window (a user's newest computation wins); returns the number of rows
+        now stored for the experiment, the metrics and `lookback_days`.
         """
         start, end = await self._window(experiment_id, start_date, end_date)
         written = 0

@@ -186,6 +186,10 @@ class ExperimentAnalysis(BaseModel):
     options: AnalysisOptions
     decision_id: int | None = Field(description="The audit-trail row of this verdict (null when not recorded).")
     elapsed_ms: float
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="registry (postgres), statistics (clickhouse) and memory (chromadb, concurrent with "
+        "statistics) calls, and compute (the statistics engine, rules, narrative).")
 
 
 # ---------------------------------------------------------------- recommendations

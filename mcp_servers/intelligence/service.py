@@ -90,6 +90,7 @@ ACTOR = "intelligence"
 AUTOPILOT_ACTOR = "autopilot"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_PLOT_DAYS = 60
+SIMILAR_CACHE_SECONDS = 300.0
 BANDIT_MIN_UNITS = 100
 # Ranking of recommended actions: the most urgent first.
 ACTION_PRIORITY = {
@@ -167,6 +168,8 @@ class IntelligenceService:
         self.settings = settings or Settings()
         self.policy = policy or POLICIES[self.settings.environment]
         self.behavior_accuracy: dict[str, Any] | None = None  # last held-out evaluation in this process
+        # Similar past experiments per search text: memory changes slowly and an agent re-analyses often.
+        self._similar_cache: dict[tuple[str, int], tuple[float, list[SimilarExperiment]]] = {}
 
     # ================================================================ analysis
 
@@ -183,7 +186,9 @@ class IntelligenceService:
 
     async def _analyze(self, experiment_id: str, opts: AnalysisOptions) -> Analysed:
         started = time.perf_counter()
+        timings: dict[str, float] = {}
         experiment = await self.peers.postgres("get_experiment", experiment=str(experiment_id), include_change_log=True)
+        timings["registry_ms"] = (time.perf_counter() - started) * 1000
         key = experiment["key"]
         specs = _metric_specs(experiment)
         variants = experiment["variants"]
@@ -201,19 +206,24 @@ class IntelligenceService:
         notes: list[str] = []
 
         async def load_stats() -> None:
+            t0 = time.perf_counter()
             found["stats"] = await self.peers.clickhouse("get_variant_statistics", **stats_args)
+            timings["statistics_ms"] = (time.perf_counter() - t0) * 1000
 
         async def load_similar() -> None:
             if opts.similar_experiments <= 0 or not self.peers.has(CHROMA):
                 return
+            t0 = time.perf_counter()
             try:
                 found["similar"] = await self._similar_experiments(experiment, opts.similar_experiments)
             except ServiceError as exc:
                 notes.append(f"Similar experiments unavailable: {exc}")
+            timings["memory_ms"] = (time.perf_counter() - t0) * 1000
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_stats)
             tg.start_soon(load_similar)
+        computing = time.perf_counter()
         st = found["stats"]
         window_start, window_end = _ts(st["window_start"]), _ts(st["window_end"])
         days_observed = max((window_end - window_start).total_seconds() / 86400.0, 1.0 / 24.0)
@@ -311,6 +321,8 @@ class IntelligenceService:
             similar_experiments=found.get("similar", []), narrative=[], notes=notes, options=opts,
             decision_id=None, elapsed_ms=0.0)
         result.narrative = analysis_narrative(result)
+        timings["compute_ms"] = (time.perf_counter() - computing) * 1000
+        result.timings_ms = {k: round(v, 3) for k, v in timings.items()}
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return Analysed(experiment, result, pairs, rows, control, treatments, weights, n_star, specs, verdict, per_arm)
 
@@ -353,8 +365,11 @@ class IntelligenceService:
         return calc.expected_counts(periods, order), True
 
     async def _similar_experiments(self, experiment: Mapping[str, Any], n: int) -> list[SimilarExperiment]:
-        hits = (await self.peers.chroma("semantic_experiment_search", query=_experiment_text(experiment),
-                                        n_results=min(n + 1, 100)))["hits"]
+        text = _experiment_text(experiment)
+        cached = self._similar_cache.get((text, n))
+        if cached and time.monotonic() - cached[0] < SIMILAR_CACHE_SECONDS:
+            return cached[1]
+        hits = (await self.peers.chroma("semantic_experiment_search", query=text, n_results=min(n + 1, 100)))["hits"]
         out = []
         for hit in hits:
             meta = hit.get("metadata") or {}
@@ -364,6 +379,9 @@ class IntelligenceService:
             out.append(SimilarExperiment(experiment_key=key, similarity=hit["similarity"], name=meta.get("name"),
                                          outcome=meta.get("outcome"), lift=meta.get("lift"),
                                          p_value=meta.get("p_value"), winner=meta.get("winner")))
+        if len(self._similar_cache) > 1000:
+            self._similar_cache.clear()
+        self._similar_cache[(text, n)] = (time.monotonic(), out[:n])
         return out[:n]
 
     # ================================================================ audit trail

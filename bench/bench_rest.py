@@ -1,0 +1,275 @@
+"""REST API benchmark: POST /api/v1/experiments/get-variant requests/s and latency over loopback.
+
+    .venv/bin/python bench/bench_rest.py [--requests 10000] [--concurrency 32] [--seconds 30] [--client auto]
+
+The server is the router's real HTTP app (bearer auth + rate-limit middleware, the REST routes,
+the postgres service in-process, uvicorn) in a subprocess of its own, so the load generator
+does not share its CPU time slices with the server's event loop. The load generator is an
+async client with `--concurrency` requests in flight on keep-alive connections, bounded by
+`--requests` and `--seconds`: aiohttp when installed (auto), else httpx. httpx's connection
+pool is itself the bottleneck at high concurrency here (about 5x fewer requests/s than aiohttp
+against the same server at 32 in flight), so its figures understate the server. `wrk` is used
+when it is on PATH and --client wrk is given.
+
+Series: first assignments (every request a new user: hash + one INSERT), returning users
+(sticky: the recorded assignment is read back), and batch get-variant (users/s, 1000 a call).
+Uses DATABASE_URL when set (a fresh database is created in it), otherwise a throw-away
+embedded PostgreSQL. The rate limit is raised for the run (the default, 600/min per token,
+would cap a single client at 10 requests/s). Prints figures; asserts only that answers are 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
+
+TOKEN = "bench-token"
+KEY = "bench-checkout"
+PATH = "/api/v1/experiments/get-variant"
+
+
+# ---------------------------------------------------------------- the server (subprocess)
+
+
+def serve(dsn: str, port: int) -> None:
+    """Run the HTTP app as `neonblue serve --http` builds it, with only the postgres server in-process."""
+    import anyio
+    import uvicorn
+
+    from mcp_router.backends import Backend
+    from mcp_router.http_app import build_http_app
+    from mcp_router.rest import rest_routes
+    from mcp_router.router import Router, connected
+    from mcp_servers.postgres import build_server, open_service
+    from schemas.settings import Settings
+
+    async def main() -> None:
+        settings = Settings(_env_file=None, database_url=dsn).model_copy(
+            update={"rate_limit_per_minute": 100_000_000, "http_port": port})
+        async with open_service(settings) as service:
+            router = Router([Backend("postgres", build_server(service))])
+            router.services["postgres"] = service
+            async with connected(router):
+                app = build_http_app(router, settings, TOKEN, extra_routes=rest_routes(router))
+                config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                        access_log=False)
+                await uvicorn.Server(config).serve()
+
+    anyio.run(main)
+
+
+# ---------------------------------------------------------------- load generation
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def drive_httpx(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[list[float], float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    cursor = iter(bodies)
+    deadline = time.perf_counter() + seconds
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+        async def worker() -> None:
+            for body in cursor:
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                response = await client.post(PATH, content=body)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+async def drive_aiohttp(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[list[float], float]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    cursor = iter(bodies)
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, headers=headers, connector=connector) as session:
+        async def worker() -> None:
+            for body in cursor:
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                async with session.post(PATH, data=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{response.status}: {await response.text()}")
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+def drive_wrk(url: str, concurrency: int, seconds: float) -> str:
+    """wrk with a fixed body (returning users only: wrk sends one body); its own summary is printed."""
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{{"experiment": "{KEY}", "user_id": "returning-0"}}\'\n'
+                      f'wrk.headers["Content-Type"] = "application/json"\n'
+                      f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
+    done = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+                           f"{url}{PATH}"], capture_output=True, text=True, check=False)
+    return done.stdout
+
+
+def report(name: str, latencies: list[float], elapsed: float) -> None:
+    print(f"{name:<34} {len(latencies) / elapsed:>9,.0f} req/s   p50 {statistics.median(latencies):7.2f} ms   "
+          f"p99 {percentile(latencies, 99):7.2f} ms   ({len(latencies):,} requests in {elapsed:.1f} s)")
+
+
+# ---------------------------------------------------------------- main
+
+
+async def fresh_database(admin_dsn: str) -> str:
+    name = f"bench_rest_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def wait_up(url: str, proc: asyncio.subprocess.Process, within: float = 120) -> None:
+    async with httpx.AsyncClient(base_url=url) as client:
+        deadline = time.perf_counter() + within
+        while time.perf_counter() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not come up")
+
+
+async def run(args: argparse.Namespace, dsn: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", dsn, str(port))
+    try:
+        await wait_up(url, proc)
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+            created = await http.post("/api/v1/experiments/", json={
+                "key": KEY, "name": "REST bench", "type": "ui", "primary_metric": "conversion",
+                "variants": [{"key": "control", "is_control": True, "weight": 0.5}, {"key": "a", "weight": 0.3},
+                             {"key": "b", "weight": 0.2}]})
+            assert created.status_code == 201, created.text
+            assert (await http.post(f"/api/v1/experiments/{KEY}/start")).status_code == 200
+
+            returning = [f"returning-{i}" for i in range(min(args.requests, 5000))]
+            for i in range(0, len(returning), 1000):  # record them first, through the batch endpoint
+                batch = await http.post("/api/v1/experiments/get-variant/batch",
+                                        json={"experiment": KEY, "user_ids": returning[i:i + 1000]})
+                assert batch.status_code == 200, batch.text
+
+        load = os.getloadavg()[0]
+        print(f"== REST get-variant over loopback: {args.client} client, {args.concurrency} in flight; "
+              f"server: uvicorn, 1 process; load average {load:.1f} on {os.cpu_count()} cores ==")
+        if args.client == "wrk":
+            print(await asyncio.to_thread(drive_wrk, url, args.concurrency, min(args.seconds, 30)))
+            return
+        drive = drive_aiohttp if args.client == "aiohttp" else drive_httpx
+
+        def bodies(users: list[str]) -> list[bytes]:
+            return [f'{{"experiment": "{KEY}", "user_id": "{u}"}}'.encode() for u in users]
+
+        await drive(url, bodies(returning[:500]), args.concurrency, 10)  # warm up: connections, caches
+        new_users = [f"new-{i}" for i in range(args.requests)]
+        latencies, elapsed = await drive(url, bodies(new_users), args.concurrency, args.seconds)
+        report("first assignment (hash + INSERT)", latencies, elapsed)
+        again = (returning * (args.requests // len(returning) + 1))[:args.requests]
+        latencies, elapsed = await drive(url, bodies(again), args.concurrency, args.seconds)
+        report("returning user (sticky read)", latencies, elapsed)
+        latencies, elapsed = await drive(url, bodies(again[:1000]), 1, args.seconds)
+        report("returning user, 1 in flight", latencies, elapsed)
+
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+            users = [f"batch-{i}" for i in range(20_000)]
+            started = time.perf_counter()
+            for i in range(0, len(users), 1000):
+                batch = await http.post("/api/v1/experiments/get-variant/batch",
+                                        json={"experiment": KEY, "user_ids": users[i:i + 1000]})
+                assert batch.status_code == 200 and batch.json()["newly_recorded"] == 1000, batch.text
+            elapsed = time.perf_counter() - started
+        print(f"{'batch get-variant (1000 per call)':<34} {len(users) / elapsed:>9,.0f} users/s   "
+              f"({len(users) // 1000} sequential calls, {elapsed / (len(users) // 1000) * 1000:.1f} ms per call)")
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per series (upper bound)")
+    parser.add_argument("--seconds", type=float, default=30, help="time limit per series")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--client", choices=["auto", "httpx", "aiohttp", "wrk"], default="auto")
+    args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "aiohttp" if importlib.util.find_spec("aiohttp") else "httpx"
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        parser.error("wrk is not on PATH; use --client httpx or aiohttp")
+
+    admin = os.environ.get("DATABASE_URL")
+    server = base = None
+    if not admin:
+        base = Path(tempfile.mkdtemp(prefix="nb-bench-rest-"))
+        server = EmbeddedPostgres(base / "pgdata", port=free_port())
+        admin = server.start()
+    dsn = await fresh_database(admin)
+    try:
+        await run(args, dsn)
+    finally:
+        await drop_database(admin, dsn)
+        if server is not None:
+            server.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+    else:
+        asyncio.run(main())

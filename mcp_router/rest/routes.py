@@ -365,18 +365,11 @@ def _endpoint(router: Router, op: Operation) -> Callable[[Request], Awaitable[Re
             result = await op.handler(call)
         except ApiError as exc:
             return exc.response()
-        except ServiceError as exc:
-            return ApiError(exc.status_code, _kind(exc), str(exc)).response()
-        except ExceptionGroup as group:
-            # A service that fans out in a task group may raise its ServiceError wrapped in a group.
-            leaves = _leaves(group)
-            if all(isinstance(e, ServiceError) for e in leaves):
-                first = leaves[0]
-                return ApiError(first.status_code, _kind(first), str(first)).response()  # type: ignore[attr-defined]
-            log.exception("%s %s failed", op.method, request.url.path)
-            return ApiError(500, "internal_error", "internal error; the server log has the details").response()
-        except Exception:  # a bug: answer JSON and keep the details in the log
-            log.exception("%s %s failed", op.method, request.url.path)
+        except Exception as exc:
+            refusal = _service_error(exc)
+            if refusal is not None:
+                return ApiError(refusal.status_code, _kind(refusal), str(refusal)).response()
+            log.exception("%s %s failed", op.method, request.url.path)  # a bug: the details stay in the log
             return ApiError(500, "internal_error", "internal error; the server log has the details").response()
         model, status = result if isinstance(result, tuple) else (result, op.status)
         headers = None
@@ -389,8 +382,16 @@ def _endpoint(router: Router, op: Operation) -> Callable[[Request], Awaitable[Re
     return endpoint
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    return [leaf for e in group.exceptions for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
+def _service_error(exc: BaseException) -> ServiceError | None:
+    """The ServiceError to answer, also when a service that fans out in a task group raised it
+    wrapped in an exception group (the first one, when every leaf is a ServiceError)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_service_error(e) for e in exc.exceptions]
+        if all(leaves):
+            return leaves[0]
+    return None
 
 
 def _starlette_path(path: str) -> str:

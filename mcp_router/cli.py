@@ -155,13 +155,18 @@ def claude_config() -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """The main job: start the stack and exercise it through a real MCP client."""
+@click.option("--scale", default=1.0, show_default=True, help="Multiply the simulated users (0.1 for a quick run).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Where the plots go.")
+def demo(scale: float, output: Path) -> None:
+    """The main job: a portfolio with known effects, streamed, analysed and checked through the router."""
     settings = load_settings()
     configure_logging("WARNING")
     from mcp_router.demo import run_demo
 
-    run_demo(settings)
+    report = run_demo(settings, scale=scale, output=output)
+    if not all(report.matches.values()):
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- agent chat (issue 10)

@@ -1,44 +1,353 @@
-"""`neonblue demo`: start the embedded stack and talk to it the way an agent does.
+"""`neonblue demo`: the main job, end to end, the way a new user first meets NeonBlue.
 
-(The full portfolio demo lands with issue 12; this runs the real stack and a
-real MCP stdio client, listing the catalogue and each backend's health.)
+1. start the embedded stack (PostgreSQL, the Kafka broker, the router owning chDB + Chroma and
+   running the stream processor);
+2. create a portfolio of experiments with KNOWN true effects through the router's MCP tools;
+3. stream their traffic through Kafka with the load generator and wait until the stream
+   processor has ingested it;
+4. seed ChromaDB with a history of past experiments;
+5. ask the router — through a real MCP client over HTTP, as an agent would — to analyse,
+   recommend, allocate, predict and search; print the answers as tables, write the plots;
+6. check that each verdict matches the effect that was planted, and say how to connect
+   Claude Desktop and `neonblue chat` to the same data.
+
+Re-running is safe: experiments are reused, event ids are deterministic (the stores
+deduplicate them), and memory documents are upserts.
 """
 
 from __future__ import annotations
 
-import sys
+import asyncio
+import base64
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-import anyio
-from mcp import Client, StdioServerParameters
+import httpx
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from rich.console import Console
 from rich.table import Table
 
+from mcp_router.serving import resolve_token
 from mcp_router.stack import Stack
+from mcp_servers.postgres.models import Experiment
+from mcp_servers.postgres.service import assignment_spec
 from schemas.settings import Settings
+from stream_processor.generator import ArmTruth, MetricTruth, TrafficPlan, generate_events, produce
+
+console = Console(stderr=False)
+
+# "No effect" is not one verdict: an A/A test may say keep running or, once the MDE is out of
+# reach, needs review (stop for futility); it must never say ship or roll back.
+NO_EFFECT = "no effect"
+NO_EFFECT_VERDICTS = frozenset({"keep_running", "needs_review"})
 
 
-def run_demo(settings: Settings) -> None:
-    console = Console()
+@dataclass(frozen=True)
+class DemoExperiment:
+    definition: dict[str, Any]
+    truths: dict[str, ArmTruth]
+    users: int
+    expected: str  # the verdict the planted effect calls for
+    story: str  # the true effect, in words
+    seed: int = 0
+    # A bandit is judged by where it sends traffic, not by a ship/roll-back verdict.
+    bandit: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.definition["key"]
+
+
+def portfolio(scale: float = 1.0) -> list[DemoExperiment]:
+    """Five experiments whose true effects are set here, so the verdicts can be checked."""
+
+    def users(n: int) -> int:
+        return max(2_000, int(n * scale))
+
+    conversion = {"name": "conversion", "direction": "higher"}
+    revenue = {"name": "revenue", "direction": "higher"}
+    return [
+        DemoExperiment(
+            {"key": "checkout-1step", "name": "One-step checkout", "type": "ui",
+             "description": "Collapse the two checkout steps (address, payment) into one page.",
+             "hypothesis": "Fewer steps reduce drop-off on mobile and raise checkout conversion.",
+             "primary_metric": conversion, "guardrail_metrics": [revenue], "tags": ["checkout", "demo"],
+             "variants": [{"key": "two_step", "name": "Two steps", "is_control": True, "weight": 0.5},
+                          {"key": "one_step", "name": "One step", "weight": 0.5}]},
+            {"two_step": ArmTruth(0.20, 50.0), "one_step": ArmTruth(0.24, 50.0)},
+            users(40_000), "ship", "conversion 20% → 24% (+4 points), revenue per order unchanged", seed=11),
+        DemoExperiment(
+            {"key": "homepage-aa", "name": "Homepage A/A check", "type": "feature",
+             "description": "Two identical homepages: validates assignment and the analysis pipeline.",
+             "hypothesis": "No difference: an A/A test must not find one.",
+             "primary_metric": conversion, "tags": ["aa", "demo"],
+             "variants": [{"key": "a", "is_control": True, "weight": 0.5}, {"key": "b", "weight": 0.5}]},
+            {"a": ArmTruth(0.15), "b": ArmTruth(0.15)},
+            users(20_000), NO_EFFECT, "identical arms: no effect", seed=12),
+        DemoExperiment(
+            {"key": "pricing-premium", "name": "Premium price point", "type": "feature",
+             "description": "Show the premium plan at a higher price on the pricing page.",
+             "hypothesis": "A higher price keeps conversion and raises revenue per order.",
+             "primary_metric": conversion, "guardrail_metrics": [revenue], "tags": ["pricing", "demo"],
+             "variants": [{"key": "standard", "is_control": True, "weight": 0.5}, {"key": "premium", "weight": 0.5}]},
+            {"standard": ArmTruth(0.30, 60.0), "premium": ArmTruth(0.30, 45.0)},
+            users(20_000), "roll_back", "same conversion (30%), revenue per order −25% (guardrail)", seed=13),
+        DemoExperiment(
+            {"key": "support-bot-prompt", "name": "Support bot system prompt", "type": "prompt",
+             "description": "An LLM support bot: a step-by-step troubleshooting prompt against the current one.",
+             "hypothesis": "Step-by-step guidance resolves more tickets without slower answers.",
+             "primary_metric": {"name": "resolved", "direction": "higher"},
+             "guardrail_metrics": [{"name": "latency_ms", "direction": "lower"}],
+             "secondary_metrics": [{"name": "output_tokens", "direction": "lower"}], "tags": ["llm", "demo"],
+             "variants": [
+                 {"key": "current", "is_control": True, "weight": 0.5,
+                  "config": {"model": "claude-sonnet-4-5", "system_prompt": "You are a helpful support agent."}},
+                 {"key": "step_by_step", "weight": 0.5,
+                  "config": {"model": "claude-sonnet-4-5",
+                             "system_prompt": "You are a support agent. Diagnose step by step, confirm each fix."}}]},
+            {"current": ArmTruth(0.0, metrics={"resolved": MetricTruth(0.62), "latency_ms": MetricTruth(900, 150),
+                                               "output_tokens": MetricTruth(220, 40)}),
+             "step_by_step": ArmTruth(0.0, metrics={"resolved": MetricTruth(0.70), "latency_ms": MetricTruth(905, 150),
+                                                    "output_tokens": MetricTruth(260, 40)})},
+            users(10_000), "ship", "resolution 62% → 70%, latency unchanged", seed=14),
+        DemoExperiment(
+            {"key": "onboarding-bandit", "name": "Mobile onboarding flow (3-arm bandit)", "type": "workflow",
+             "description": "Three mobile onboarding flows; traffic moves to the best one as evidence accrues.",
+             "hypothesis": "A shorter, personalised onboarding activates more new users.",
+             "primary_metric": conversion, "tags": ["onboarding", "mobile", "bandit", "demo"],
+             "variants": [{"key": "classic", "is_control": True, "weight": 1 / 3},
+                          {"key": "short", "weight": 1 / 3}, {"key": "personalised", "weight": 1 / 3}]},
+            {"classic": ArmTruth(0.10), "short": ArmTruth(0.13), "personalised": ArmTruth(0.18)},
+            users(15_000), "traffic → personalised", "activation 10% / 13% / 18%: 'personalised' is best",
+            seed=15, bandit=True),
+    ]
+
+
+_TOPICS = ["checkout", "pricing page", "onboarding", "search ranking", "recommendations", "signup form",
+           "support chatbot prompt", "email subject line", "push notification", "paywall"]
+_CHANGES = ["fewer steps", "social proof", "a progress bar", "personalised copy", "a larger call to action",
+            "free-shipping threshold", "a shorter prompt", "a cheaper model", "urgency messaging", "an annual plan default"]
+_PLATFORMS = ["mobile", "desktop", "web", "api"]
+
+
+def history(n: int = 60, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Past experiments for the memory: varied topics, changes and outcomes (a seeded, fixed history)."""
+    rng = random.Random(seed)
+    for i in range(n):
+        topic, change, platform = rng.choice(_TOPICS), rng.choice(_CHANGES), rng.choice(_PLATFORMS)
+        lift = round(rng.gauss(0.04 if "checkout" in topic or "steps" in change else 0.0, 0.05), 4)
+        p_value = round(min(0.99, max(1e-4, abs(rng.gauss(0.02 if abs(lift) > 0.05 else 0.3, 0.05)))), 4)
+        yield {
+            "experiment": {
+                "key": f"past-{i:03d}", "name": f"{topic.capitalize()}: {change}", "type": "ui",
+                "description": f"Tested {change} on the {topic} for {platform} users.",
+                "hypothesis": f"{change.capitalize()} on the {topic} improves conversion.",
+                "status": "concluded", "platform": platform, "industry": "e-commerce",
+                "primary_metric": "conversion", "lift": lift, "p_value": p_value,
+                "sample_size": rng.randrange(5_000, 200_000, 1_000),
+                "conversion_rate": round(rng.uniform(0.02, 0.3), 4),
+                "winner": "treatment" if lift > 0 and p_value < 0.05 else None,
+                "concluded_at": (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=3 * i)).isoformat(),
+            }
+        }
+
+
+@dataclass
+class DemoReport:
+    verdicts: dict[str, str] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)
+    produced: int = 0
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def matches(self) -> dict[str, bool]:
+        return {k: verdict_matches(self.verdicts.get(k), v) for k, v in self.expected.items()}
+
+
+def verdict_matches(verdict: str | None, expected: str) -> bool:
+    if expected == NO_EFFECT:
+        return verdict in NO_EFFECT_VERDICTS
+    return verdict == expected
+
+
+class Agent:
+    """A thin MCP client helper: call a tool, fail loudly on isError, return structured content."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call(self, tool: str, arguments: dict[str, Any], *, allow_error: bool = False) -> Any:
+        result = await self.client.call_tool(tool, arguments)
+        if result.is_error:
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            if allow_error:
+                return None
+            raise RuntimeError(f"{tool} failed: {text}")
+        return result if tool == "plot_experiment" else result.structured_content
+
+
+async def ensure_experiment(agent: Agent, exp: DemoExperiment) -> Experiment:
+    found = await agent.call("get_experiment", {"experiment": exp.key}, allow_error=True)
+    if found is None:
+        await agent.call("create_experiment", {"experiment": exp.definition})
+        found = await agent.call("start_experiment", {"experiment": exp.key})
+    elif found["status"] == "draft":
+        found = await agent.call("start_experiment", {"experiment": exp.key})
+    return Experiment.model_validate(found)
+
+
+async def wait_for_ingestion(agent: Agent, target: int, limit_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + limit_s
+    while True:
+        stream = (await agent.call("router_status", {}))["stream"] or {}
+        if stream.get("consumed", 0) >= target and not any(stream.get("lag", {}).values()):
+            return stream
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the stream processor ingested {stream.get('consumed')} of {target} events in time")
+        await asyncio.sleep(0.5)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.1f}%"
+
+
+async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
+    report = DemoReport()
+    stack = Stack(settings)
+    token = resolve_token(settings, create=False)
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=300)
+    async with Client(streamable_http_client(f"{stack.owner_url}/mcp", http_client=http)) as client:
+        agent = Agent(client)
+        tools = (await client.list_tools()).tools
+        console.print(f"Connected to the router over MCP (streamable HTTP): [bold]{len(tools)} tools[/bold].")
+
+        # 2. the portfolio
+        experiments = portfolio(scale)
+        table = Table("experiment", "type", "arms", "users", "true effect", title="Portfolio (true effects planted)")
+        created: dict[str, Experiment] = {}
+        for exp in experiments:
+            created[exp.key] = await ensure_experiment(agent, exp)
+            report.expected[exp.key] = exp.expected
+            table.add_row(exp.key, exp.definition["type"], str(len(exp.truths)), f"{exp.users:,}", exp.story)
+        console.print(table)
+
+        # 3. traffic through Kafka
+        before = ((await agent.call("router_status", {}))["stream"] or {}).get("consumed", 0)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14)
+
+        def all_events() -> Iterator[tuple[str, bytes, bytes]]:
+            for exp in experiments:
+                record = created[exp.key]
+                # Hash with the registry's seed but the weights the experiment started with: a re-run
+                # after the bandit moved traffic must replay the same traffic, not reassign users.
+                spec = replace(assignment_spec(record),
+                               weights=tuple(v["weight"] for v in exp.definition["variants"]))
+                plan = TrafficPlan(exp.key, [v.key for v in record.variants], spec, exp.truths,
+                                   exp.users, start, days=14, seed=exp.seed)
+                yield from generate_events(plan)
+
+        events = list(all_events())
+        console.print(f"Streaming {len(events):,} events through Kafka "
+                      f"({settings.effective_kafka_bootstrap}) with the load generator…")
+        report.produced = await produce(settings.effective_kafka_bootstrap, iter(events), total=len(events))
+        stream = await wait_for_ingestion(agent, before + report.produced, limit_s=900)
+        console.print(f"The stream processor ingested them: {stream['consumed']:,} consumed, "
+                      f"{stream['dead_lettered']} dead-lettered, batch p50 {stream['batch_ms_p50']} ms.")
+
+        # 4. memory of past experiments
+        for item in history():
+            await agent.call("store_experiment_context", item)
+        stats = await agent.call("collection_stats", {})
+        console.print(f"Semantic memory: {json.dumps({c['name']: c['count'] for c in stats['collections']})}")
+
+        # 5. ask, as an agent would
+        verdicts = Table("experiment", "verdict", "expected", "primary lift (95% CI)", "p (seq.)", "P(win)", "rule",
+                         title="analyze_experiment_performance", show_lines=True)
+        for exp in experiments:
+            analysis = await agent.call("analyze_experiment_performance", {"experiment_id": exp.key})
+            verdict = analysis["verdict"]
+            if not exp.bandit:
+                report.verdicts[exp.key] = verdict["verdict"]
+            primary = [m for m in analysis["metrics"] if m["role"] == "primary"
+                       and m["variant"] == (verdict.get("variant") or m["variant"])]
+            m = primary[0] if primary else None
+            ok = "" if exp.bandit else ("✓ " if verdict_matches(verdict["verdict"], exp.expected) else "✗ ")
+            verdicts.add_row(
+                exp.key, f"{ok}{verdict['verdict']}", "(bandit: see allocation)" if exp.bandit else exp.expected,
+                f"{_pct(m['relative_lift'])} ({_pct(m['relative_ci'][0])}, {_pct(m['relative_ci'][1])})"
+                if m else "—",
+                f"{m['p_value_sequential']:.2g}" if m else "—",
+                f"{m['chance_to_win']:.0%}" if m else "—",
+                verdict["rule"])
+        console.print(verdicts)
+
+        recs = await agent.call("recommend_experiment_optimization", {"experiment_id": "onboarding-bandit"})
+        rec_table = Table("#", "action", "why", title="recommend_experiment_optimization: onboarding-bandit")
+        for action in recs["actions"][:5]:
+            rec_table.add_row(str(action["rank"]), action["action"], action["reasoning"])
+        console.print(rec_table)
+
+        allocation = await agent.call("allocate_traffic", {"experiment_id": "onboarding-bandit", "apply": True})
+        weights = allocation["proposed_weights"]
+        report.verdicts["onboarding-bandit"] = f"traffic → {max(weights, key=weights.get)}"
+        console.print("allocate_traffic (Thompson sampling): "
+                      + ", ".join(f"{k} {v:.0%}" for k, v in allocation["proposed_weights"].items())
+                      + f" — applied: {allocation['applied']} ({allocation['why']})")
+
+        prediction = await agent.call("predict_experiment_outcome", {"experiment_config": {
+            "name": "Single-page checkout on mobile", "type": "ui",
+            "description": "Merge shipping and payment into one mobile checkout page.",
+            "hypothesis": "Fewer checkout steps raise mobile conversion.",
+            "primary_metric": {"name": "conversion", "direction": "higher"},
+            "baseline": {"mean": 0.2}, "traffic_per_day": 3000}})
+        console.print(f"predict_experiment_outcome: {prediction['message']}")
+
+        search = await agent.call("semantic_experiment_search", {"query": "reduce checkout steps on mobile",
+                                                                 "n_results": 5})
+        hits = Table("similarity", "experiment", "lift", "outcome", title="semantic_experiment_search: "
+                     "'reduce checkout steps on mobile'")
+        for hit in search["hits"]:
+            md = hit["metadata"]
+            hits.add_row(f"{hit['similarity']:.2f}", md.get("name", hit["id"]), _pct(md.get("lift")),
+                         str(md.get("outcome", "")))
+        console.print(hits)
+
+        output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, tiny
+        for key in ("checkout-1step", "pricing-premium"):
+            result = await agent.call("plot_experiment", {"experiment_id": key})
+            image = next(c for c in result.content if getattr(c, "type", "") == "image")
+            path = output / f"{key}.png"
+            path.write_bytes(base64.b64decode(image.data))  # noqa: ASYNC240 - a small PNG
+            report.plots.append(str(path))
+        console.print(f"Plots written: {', '.join(report.plots)}")
+    await http.aclose()
+    return report
+
+
+def run_demo(settings: Settings, scale: float = 1.0, output: Path | None = None) -> DemoReport:
     console.rule("[bold]NeonBlue demo")
     console.print("Starting the embedded stack (PostgreSQL, Kafka broker, router owning chDB + Chroma)…")
     for part in Stack(settings).up():
         console.print(f"  {part.name:<14} {'up' if part.running else 'DOWN'}  {part.address}")
-
-    async def talk() -> None:
-        params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_router", "serve"])
-        async with Client(params) as client:
-            tools = (await client.list_tools()).tools
-            table = Table("tool", "read-only", "description", title=f"{len(tools)} tools through one router")
-            for tool in sorted(tools, key=lambda t: t.name):
-                ro = tool.annotations.read_only_hint if tool.annotations else None
-                table.add_row(tool.name, "yes" if ro else "no", (tool.description or "").split("\n")[0][:80])
-            console.print(table)
-            status = await client.call_tool("router_status", {})
-            health = Table("backend", "kind", "healthy", "tools", title="router_status")
-            for b in status.structured_content["backends"]:
-                health.add_row(b["name"], b["kind"], str(b["healthy"]), str(b["tools"]))
-            console.print(health)
-
-    anyio.run(talk)
-    console.print("Stop the stack with [bold]neonblue down[/bold]; connect Claude Desktop with "
-                  "[bold]neonblue claude-config[/bold].")
+    report = asyncio.run(run(settings, scale, output or Path("demo-output")))
+    matched = report.matches
+    console.rule("[bold]Result")
+    for key, ok in matched.items():
+        console.print(f"  {'✓' if ok else '✗'} {key}: verdict {report.verdicts.get(key)} "
+                      f"(the planted effect calls for {report.expected[key]})")
+    console.print(
+        "\nNext:\n"
+        "  • Claude Desktop: add the entry printed by [bold]neonblue claude-config[/bold] to "
+        "claude_desktop_config.json; it attaches to this running stack.\n"
+        "  • Agent chat: [bold]neonblue chat[/bold] (set ANTHROPIC_API_KEY; without it, offline mode), "
+        "or [bold]neonblue ask \"Show me experiments similar to our checkout optimization\"[/bold].\n"
+        "  • Stop the stack: [bold]neonblue down[/bold]."
+    )
+    return report

@@ -94,7 +94,7 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
         backend = router.backends.get("postgres")
         if backend is None:
             raise InvalidInput("the postgres server is not part of this router")
-        return json.dumps(await backend.call("get_experiment", {"experiment_id": key}), indent=2, default=str)
+        return json.dumps(await backend.call("get_experiment", {"experiment": key}), indent=2, default=str)
 
     @mcp.prompt(name="analyze_experiment")
     def analyze_experiment_prompt(experiment_id: str) -> str:

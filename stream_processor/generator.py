@@ -85,7 +85,8 @@ def generate_events(plan: TrafficPlan) -> Iterator[tuple[str, bytes, bytes]]:
     keep = rng.uniform(size=n)
     control = plan.truths[plan.variant_keys[0]]
     exposed_iso = _iso(exposed_at)
-    conv_iso = _iso(exposed_at + converted_after)
+    # Conversions follow exposure by hours, but never land after the simulated window (no future events).
+    conv_iso = _iso(np.minimum(exposed_at + converted_after, start + plan.days * 86400 - 1))
     pre_iso = _iso(pre_at)
     key = plan.experiment_key
     for i, user in enumerate(user_ids):

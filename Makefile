@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py --output bench/results/latest.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -342,10 +342,34 @@ def generate(experiment_key: str, users: int, rate: float | None, truths: tuple[
     click.echo(f"produced {sent} events for {experiment_key}")
 
 
+@cli.command("sync-memory")
+def sync_memory() -> None:
+    """Backfill Chroma's experiment memory from the registry (the seeds' migrate_to_chromadb)."""
+    settings = load_settings()
+    configure_logging("WARNING")
+    import anyio
+
+    from mcp_router.serving import open_router, registry_records
+    from mcp_router.stack import Stack
+
+    if Stack(settings).owner.pid() is not None:
+        raise ConfigError("NEONBLUE_HOME: a running stack owns Chroma; call the sync_from_registry tool through it")
+
+    async def run() -> dict:
+        async with open_router(settings) as router:
+            chroma = router.services["chromadb"]
+            report = await chroma.sync_from_registry(registry_records(router.backends)(), progress=True)
+            return report.model_dump(exclude={"failed"})
+
+    click.echo(json.dumps(anyio.run(run), indent=2, default=str))
+
+
 def main() -> None:
+    from mcp_servers.errors import ServiceError
+
     try:
         cli.main(standalone_mode=True)
-    except ConfigError as exc:
+    except (ConfigError, ServiceError) as exc:  # bad configuration or a store that is down: one line
         click.echo(f"neonblue: {exc}", err=True)
         sys.exit(2)
 

@@ -17,6 +17,7 @@ from mcp_router.backends import Backend, Target
 from mcp_router.embedded import ConfigError
 from mcp_router.router import Router, connected
 from mcp_router.router_tools import build_router_tools
+from mcp_servers.errors import BackendUnavailable
 from mcp_servers.registry import SERVERS
 from schemas.settings import Settings
 
@@ -62,13 +63,32 @@ async def open_router(
             if not spec.available():
                 log.warning("server %s is not installed in this build; skipped", name)
                 continue
-            kwargs = {"backends": router.backends} if spec.needs_backends else {}
+            kwargs: dict[str, Any] = {"backends": router.backends} if spec.needs_backends else {}
+            if name == "chromadb":
+                kwargs["registry"] = registry_records(router.backends)  # sync_from_registry pulls from postgres
             service = await stack.enter_async_context(spec.open_service(settings, **kwargs))
             router.services[name] = service
             router.backends[name] = Backend(name, spec.build_server(service), timeout=settings.backend_timeout)
         router.backends["router"] = Backend("router", build_router_tools(router, stream_stats))
         await stack.enter_async_context(connected(router))
         yield router
+
+
+def registry_records(backends: dict[str, Backend]) -> Callable[[], AsyncIterator[dict[str, Any]]]:
+    """The registry's experiments, read through the router's postgres backend (in-process or remote)."""
+
+    async def records() -> AsyncIterator[dict[str, Any]]:
+        postgres = backends.get("postgres")
+        if postgres is None:
+            raise BackendUnavailable("sync_from_registry needs the postgres server, which this router lacks")
+        offset: int | None = 0
+        while offset is not None:
+            page = await postgres.call("list_experiments", {"limit": 200, "offset": offset})
+            for item in page["items"]:
+                yield await postgres.call("get_experiment", {"experiment": item["key"]})
+            offset = page["next_offset"]
+
+    return records
 
 
 @asynccontextmanager

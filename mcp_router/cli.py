@@ -88,11 +88,41 @@ def status(as_json: bool) -> None:
     """Show each part of the stack: up/down, address, data dir."""
     from mcp_router.stack import Stack
 
-    parts = Stack(load_settings()).status()
+    settings = load_settings()
+    stack = Stack(settings)
+    parts = stack.status()
+    stream = _stream_figures(settings) if stack.owner_healthy() else None
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in parts], indent=2))
     else:
         _print_status(parts)
+        if stream:
+            lag = sum(stream.get("lag", {}).values())
+            click.echo(f"stream: {stream['consumed']:,} consumed, {stream['dead_lettered']:,} dead-lettered, "
+                       f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {lag:,}, "
+                       f"batch p50 {stream['batch_ms_p50']} ms, retries {stream['retries']}")
+
+
+def _stream_figures(settings: Settings) -> dict | None:
+    """The running stack's stream-processor figures, read through router_status like any client."""
+    import anyio
+    import httpx
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_router.serving import resolve_token
+    from mcp_router.stack import Stack
+
+    async def read() -> dict | None:
+        token = resolve_token(settings, create=False)
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=10)
+        async with http, Client(streamable_http_client(f"{Stack(settings).owner_url}/mcp", http_client=http)) as c:
+            return (await c.call_tool("router_status", {})).structured_content.get("stream")
+
+    try:
+        return anyio.run(read)
+    except Exception:  # noqa: BLE001 - status must still print the parts
+        return None
 
 
 def _print_status(parts: list) -> None:

@@ -7,7 +7,7 @@ What is measured, exactly (per size N, in a fresh PersistentClient directory, wi
 the experiments collection created by NeonBlue's own store, so with its HNSW settings
 and embedding function):
 
-- corpus: R = min(N, --real-docs) experiment descriptions generated from templates and
+- corpus: R = min(N, --real-docs [3000]) experiment descriptions generated from templates and
   embedded by the real model (all-MiniLM-L6-v2, CPU), plus N - R synthetic unit vectors,
   each a random convex mixture of three real embeddings plus Gaussian noise, renormalised
   (embedding 100k sentences on 2 cores takes longer than the whole bench may). They lie
@@ -214,6 +214,8 @@ def bench_stress(n: int, hnsw: dict, workdir: Path, label: str, n_queries: int) 
 
 async def main(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_before = os.getloadavg()[0]
+    bench_started = time.perf_counter()
     rng = np.random.default_rng(42)
     started = time.perf_counter()
     load_sentence_model()
@@ -249,6 +251,8 @@ async def main(args: argparse.Namespace) -> None:
 
     hnsw = ", ".join(f"{k}={v}" for k, v in DEFAULT_HNSW.items())
     print(f"\nChroma semantic memory — all-MiniLM-L6-v2 on CPU ({os.cpu_count()} cores), HNSW {hnsw}")
+    print(f"machine load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+          f"(timings slow down when it exceeds the core count); bench ran {time.perf_counter() - bench_started:.0f} s")
     print(f"model load {load_seconds:.1f} s; batch embedding {embed_per_s:.0f} docs/s; "
           f"one query embedding p50 {statistics.median(single):.1f} ms")
     print(f"\n{'docs':>8} {'real':>6} {'add docs/s':>11} {'store docs/s':>13} {'query p50':>10} {'query p99':>10} "
@@ -270,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Chroma semantic memory benchmark (see the module docstring).")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated corpus sizes (default 10000,100000)")
-    parser.add_argument("--real-docs", type=int, default=5000, help="documents embedded by the real model (default 5000)")
+    parser.add_argument("--real-docs", type=int, default=3000, help="documents embedded by the real model (default 3000)")
     parser.add_argument("--queries", type=int, default=200, help="held-out query sentences (default 200)")
     parser.add_argument("--stress-size", type=int, default=10000, help="random-vector stress corpus; 0 skips it")
     return parser.parse_args(argv)

@@ -131,8 +131,7 @@ def run_stdio(settings: Settings, server: str | None = None) -> None:
                 async with open_router(settings) as router:
                     await _serve_lowlevel_stdio(router.backends[server].target._lowlevel_server)  # type: ignore[union-attr]
                 return
-            async with spec.open_service(settings) as service:
-                await spec.build_server(service).run_stdio_async()
+            await spec.serve_stdio(settings)
             return
         from mcp_router.stack import Stack
 

@@ -33,6 +33,11 @@ class ServerSpec:
     def build_server(self, service: Any) -> MCPServer:
         return importlib.import_module(self.module).build_server(service)
 
+    async def serve_stdio(self, settings: Settings) -> None:
+        """This server alone over stdio (`python -m mcp_servers.<name>`, `neonblue serve <name>`)."""
+        async with self.open_service(settings) as service:
+            await self.build_server(service).run_stdio_async()
+
 
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
@@ -43,3 +48,27 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("intelligence", "mcp_servers.intelligence", needs_backends=True),
     )
 }
+
+
+def stdio_main(name: str) -> int:
+    """Entry point of `python -m mcp_servers.<name>`: logs to stderr, a store that is down is one
+    line and exit status 2, Ctrl-C is 130."""
+    import logging
+    import sys
+
+    import anyio
+
+    from mcp_servers.errors import ServiceError
+    from schemas.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        anyio.run(SERVERS[name].serve_stdio, settings)
+    except ServiceError as exc:
+        logging.getLogger(f"mcp_servers.{name}").error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -20,9 +20,10 @@ from typing import Any
 import anyio
 
 from mcp_servers.errors import ServiceError
+from mcp_servers.registry import SERVERS
 from schemas.settings import get_settings
 
-from . import build_server, open_service
+from . import open_service
 
 
 def _read_records(source: str) -> list[dict[str, Any]]:
@@ -31,11 +32,6 @@ def _read_records(source: str) -> list[dict[str, Any]]:
     if text.startswith("["):
         return json.loads(text)
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-async def serve() -> None:
-    async with open_service(get_settings()) as service:
-        await build_server(service).run_stdio_async()
 
 
 async def sync(source: str) -> None:
@@ -68,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stats":
             anyio.run(stats)
         else:
-            anyio.run(serve)
+            anyio.run(SERVERS["chromadb"].serve_stdio, settings)
     except ServiceError as exc:
         logging.getLogger("mcp_servers.chroma").error("%s", exc)
         return 2

@@ -3,12 +3,13 @@
 1. `analyze_experiment_performance` latency on 10M events (1M users, 3 arms, revenue primary +
    conversion secondary, CUPED on), called as an agent would: an MCP client on the router, the
    intelligence server reaching the registry, the event store and memory through their tools.
-   Reported right after ingest (unmerged parts) and after the merges settle, next to the
-   ClickHouse statistics query alone (the part no analysis can avoid). Goal (issue 8): <= 1 s.
+   Reported right after ingest (and, with --optimize, after the merges settle), next to the
+   ClickHouse statistics query alone (the part no analysis can avoid), as wall and CPU time.
+   Goal (issue 8): <= 1 s.
 2. `predict_user_behavior` accuracy on held-out generated journeys (next action and outcome),
    next to the majority guess.
 
-    .venv/bin/python bench/bench_intelligence.py [--events 10000000] [--repeat 5] [--journeys 1000]
+    .venv/bin/python bench/bench_intelligence.py [--events 10000000] [--repeat 5] [--optimize] [--journeys 1000]
 
 Prints figures; asserts nothing. Other load on the machine changes them: run on an idle box.
 """
@@ -29,7 +30,7 @@ from mcp import Client
 from mcp_router.embedded import EmbeddedPostgres, free_port
 from mcp_router.serving import open_router
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
-from mcp_servers.intelligence.behavior import synthetic_journeys
+from mcp_servers.intelligence.behavior import synthetic_journeys, with_random_cuts
 from schemas.settings import Settings
 
 EXPERIMENT = {
@@ -48,18 +49,22 @@ async def call(client: Client, tool: str, args: dict) -> dict:
     return result.structured_content  # type: ignore[return-value]
 
 
-async def timed(fn, repeat: int) -> list[float]:
+async def timed(fn, repeat: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per run. CPU is this process's: chDB, the stores' clients and the intelligence
+    server all run in it, so CPU time shows the work independent of other load on the machine."""
     runs = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await fn()
-        runs.append(time.perf_counter() - started)
+        runs.append((time.perf_counter() - started, time.process_time() - cpu))
     return runs
 
 
-def report(label: str, runs: list[float]) -> None:
-    print(f"{label}: median {statistics.median(runs) * 1000:.0f} ms, min {min(runs) * 1000:.0f} ms "
-          f"({len(runs)} runs)")
+def report(label: str, runs: list[tuple[float, float]]) -> None:
+    wall = [w for w, _ in runs]
+    cpu = [c for _, c in runs]
+    print(f"{label}: median {statistics.median(wall) * 1000:.0f} ms wall (min {min(wall) * 1000:.0f}), "
+          f"{statistics.median(cpu) * 1000:.0f} ms CPU ({len(runs)} runs)")
 
 
 async def analysis_latency(router, client: Client, args: argparse.Namespace) -> None:
@@ -93,7 +98,7 @@ async def analysis_latency(router, client: Client, args: argparse.Namespace) -> 
         await ch.get_variant_statistics("bench", ["revenue", "conversion"], cuped=True)
 
     await analyze()  # warm up (first query plans, the embedding model's first query)
-    for stage in ("right after ingest", "after merges"):
+    for stage in ("right after ingest", "after merges") if args.optimize else ("right after ingest",):
         if stage == "after merges":
             started = time.perf_counter()
             await ch.store.execute(f"OPTIMIZE TABLE {ch.db}.events FINAL")
@@ -124,13 +129,16 @@ async def behaviour_accuracy(router, client: Client, args: argparse.Namespace) -
         for journey in train:
             tg.start_soon(store, journey)
     print(f"stored {len(train)} journeys in {time.perf_counter() - started:.1f} s")
-    started = time.perf_counter()
-    evaluation = await router.services["intelligence"].evaluate_behavior_predictions(held_out, n_neighbors=15)
-    elapsed = time.perf_counter() - started
-    print(f"predict_user_behavior on {evaluation.journeys} held-out journeys (k = {evaluation.n_neighbors}, "
-          f"{elapsed / evaluation.journeys * 1000:.0f} ms each): next action accuracy "
-          f"{evaluation.next_action_accuracy:.3f} (majority guess {evaluation.next_action_baseline:.3f}), outcome "
-          f"accuracy {evaluation.outcome_accuracy:.3f} (majority guess {evaluation.outcome_baseline:.3f})")
+    service = router.services["intelligence"]
+    for label, journeys in (("cut before the last step", held_out),
+                            ("cut at a uniform position, session end included", with_random_cuts(held_out, seed=13))):
+        started = time.perf_counter()
+        evaluation = await service.evaluate_behavior_predictions(journeys)
+        elapsed = time.perf_counter() - started
+        print(f"predict_user_behavior on {evaluation.journeys} held-out journeys, {label} "
+              f"({elapsed / evaluation.journeys * 1000:.0f} ms each): next action accuracy "
+              f"{evaluation.next_action_accuracy:.3f} (majority guess {evaluation.next_action_baseline:.3f}), outcome "
+              f"accuracy {evaluation.outcome_accuracy:.3f} (majority guess {evaluation.outcome_baseline:.3f})")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -156,6 +164,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000, help="events in the analysed experiment (0: skip)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--optimize", action="store_true", help="also measure after OPTIMIZE FINAL (merged parts)")
     parser.add_argument("--journeys", type=int, default=1000, help="stored journeys (0: skip the accuracy run)")
     parser.add_argument("--held-out", type=int, default=300)
     anyio.run(main, parser.parse_args())

@@ -34,6 +34,7 @@ from .stats import (
     SequentialConfig,
     Statistic,
 )
+from .stats import messages as stats_messages
 
 DEFAULT_N_STAR = 5000.0
 
@@ -222,6 +223,8 @@ def compare_pair(
                                sequential=opts.sequential, n_star=n_star)
         if left.ok:
             result.power, result.days_left = left.current_power, left.days_left
+        elif left.error == stats_messages.SAMPLE_SIZE_NOT_ATTAINABLE:
+            result.days_left = math.inf  # the MDE is out of reach at any duration (futility)
     return result
 
 

@@ -1,8 +1,10 @@
 """Next action and outcome by k-nearest journeys: pure voting and scoring, no I/O.
 
-The neighbours are the stored journeys most similar to the user's current path
-(cosine similarity of their sentence embeddings, from the Chroma server). Each
-neighbour votes with its similarity as the weight:
+The candidates are the stored journeys most similar to the user's current path
+(cosine similarity of their sentence embeddings, from the Chroma server). The
+voters are the candidates that went through exactly the user's steps so far
+(whether they continued or ended there), or, when fewer than MIN_CONSISTENT
+did, the nearest candidates. Each voter weighs its similarity:
 
 * next action: the step that followed the user's current last step in the
   neighbour's path (the occurrence aligned closest to the user's position);
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 END = "(end)"
+MIN_CONSISTENT = 3  # voters needed among journeys with exactly the user's steps before falling back
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,15 @@ _INTENTS: dict[str, dict] = {
                 "outcome": {"contact_support": "support_ticket", "faq": "self_served"}},
 }
 _DEVICES = ("mobile", "desktop", "tablet")
+
+
+def with_random_cuts(journeys: list[dict], seed: int = 0) -> list[dict]:
+    """Each journey with a `cut` uniform over 1..len: the prefix an in-session prediction sees
+    (cut = len: the session ended, the true next action is END)."""
+    import random
+
+    rng = random.Random(seed)
+    return [{**j, "cut": rng.randint(1, len(j["steps"]))} for j in journeys]
 
 
 def synthetic_journeys(n: int, seed: int = 0, prefix: str = "user") -> list[dict]:

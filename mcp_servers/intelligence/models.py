@@ -8,7 +8,7 @@ lower-is-better metric a negative lift is an improvement. Intervals are
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,8 +63,8 @@ class AnalysisOptions(_Input):
     max_duration_days: float = Field(
         default=56, gt=0, le=365, description="Longest the experiment may run; an MDE not reachable by then is futile."
     )
-    start_date: str | None = Field(default=None, description="First day (YYYY-MM-DD, UTC) of the window; default: first exposure.")
-    end_date: str | None = Field(default=None, description="Last day (inclusive); default: the last exposure.")
+    start_date: date | None = Field(default=None, description="First day (YYYY-MM-DD, UTC) of the window; default: first exposure.")
+    end_date: date | None = Field(default=None, description="Last day (inclusive); default: the last event.")
     similar_experiments: int = Field(default=5, ge=0, le=20, description="Past experiments to return from memory.")
     record_decision: bool = Field(
         default=True, description="Write the verdict to the decisions audit trail (skipped when identical to the last one)."

@@ -75,7 +75,7 @@ def analysis_narrative(a: Any) -> list[str]:
         if m.guardrail is not None:
             line += f"; guardrail {m.guardrail.status} (margin {m.guardrail.margin:.0%})"
         if m.power is not None:
-            line += f"; power now {prob(m.power)}"
+            line += f"; power now {prob(m.power)} for a {a.options.mde:.0%} effect"
         out.append(line + ".")
     if a.similar_experiments:
         sims = ", ".join(

@@ -166,7 +166,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         user_id: Annotated[str | None, Field(default=None, max_length=256, description="Use this user's latest stored journey.")] = None,
         steps: Annotated[list[str] | None, Field(default=None, max_length=100, description="Or the current steps, in order.")] = None,
         device_type: Annotated[str | None, Field(default=None, max_length=50)] = None,
-        n_neighbors: Annotated[int, Field(ge=1, le=50)] = 15,
+        n_neighbors: Annotated[int, Field(ge=1, le=50, description="Most voters (nearest first).")] = 50,
     ) -> BehaviorPrediction:
         """Likely next action and outcome of a user, from the most similar stored journeys of other users.
 

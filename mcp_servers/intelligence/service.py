@@ -22,7 +22,7 @@ import re
 import statistics as pystats
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,6 +91,7 @@ AUTOPILOT_ACTOR = "autopilot"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_PLOT_DAYS = 60
 SIMILAR_CACHE_SECONDS = 300.0
+JOURNEY_CANDIDATES = 100  # nearest journeys retrieved before voting (the Chroma server's maximum)
 BANDIT_MIN_UNITS = 100
 # Ranking of recommended actions: the most urgent first.
 ACTION_PRIORITY = {
@@ -149,7 +150,6 @@ class Analysed:
     specs: list[MetricSpec]
     verdict: Outcome
     per_arm: list[Outcome]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -200,8 +200,9 @@ class IntelligenceService:
         weights = {v["key"]: float(v["weight"]) for v in variants}
 
         stats_args = {"experiment_id": key, "metrics": [s.name for s in specs], "cuped": opts.cuped,
-                      "cuped_lookback_days": opts.cuped_lookback_days, "start_date": opts.start_date,
-                      "end_date": opts.end_date}
+                      "cuped_lookback_days": opts.cuped_lookback_days,
+                      "start_date": opts.start_date.isoformat() if opts.start_date else None,
+                      "end_date": opts.end_date.isoformat() if opts.end_date else None}
         found: dict[str, Any] = {}
         notes: list[str] = []
 
@@ -351,12 +352,15 @@ class IntelligenceService:
         period = "multiIf(" + ", ".join(
             f"first < toDateTime64('{b.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC'), {i}"
             for i, b in enumerate(bounds[1:-1])) + f", {len(inside)})"
-        sql = (f"SELECT variant, {period} AS period, count() AS users FROM ("
-               f"SELECT user_id, argMin(variant, timestamp) AS variant, min(timestamp) AS first FROM events FINAL "
+        # The first-exposure variant gets its own alias: named `variant`, it would shadow the column
+        # inside HAVING's min()/max() and ClickHouse refuses the nested aggregate.
+        sql = (f"SELECT first_variant AS variant, {period} AS period, count() AS users FROM ("
+               f"SELECT user_id, argMin(variant, timestamp) AS first_variant, min(timestamp) AS first "
+               f"FROM events FINAL "
                f"WHERE experiment_id = '{key}' AND event_type = 'exposure' "
                f"AND timestamp >= toDateTime64('{start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC') "
                f"AND timestamp < toDateTime64('{end.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC') "
-               f"GROUP BY user_id HAVING min(variant) = max(variant)) GROUP BY variant, period")
+               f"GROUP BY user_id HAVING min(variant) = max(variant)) GROUP BY first_variant, period")
         result = await self.peers.clickhouse("clickhouse_query", sql=sql, max_rows=10_000)
         per_period: list[dict[str, int]] = [{} for _ in bounds[:-1]]
         for variant, index, count in result["rows"]:
@@ -414,7 +418,7 @@ class IntelligenceService:
                          "ci": list(m.relative_ci_sequential), "p": m.p_value, "p_sequential": m.p_value_sequential,
                          "p_adjusted": m.p_value_adjusted, "chance_to_win": m.chance_to_win, "power": m.power,
                          "guardrail": m.guardrail.status if m.guardrail else None} for m in r.metrics],
-            "options": r.options.model_dump(exclude={"record_decision", "similar_experiments"}),
+            "options": r.options.model_dump(mode="json", exclude={"record_decision", "similar_experiments"}),
         }
         reasoning = " ".join(r.narrative[:1] + [f"Rule: {r.verdict.rule}"])
         return await self._record(a.key, f"verdict_{r.verdict.verdict}", reasoning, inputs, r.verdict.confidence,
@@ -545,7 +549,8 @@ class IntelligenceService:
         rows = [a.rows.get((v, primary.name)) for v in arms]
         total = sum(int(r["n"]) for r in rows if r)
         if any(r is None for r in rows):
-            return stats.thompson_weights([], current_weights=list(a.weights.values()))
+            return stats.BanditResult(tuple(a.weights.values()), None, (), (), False,
+                                      "not every arm has exposed users yet", 0)
         statistics = [calc.to_statistics(r, cuped=False)[1] for r in rows]  # type: ignore[arg-type]
         seed = int(hashlib.sha256(f"{a.key}:{total}".encode()).hexdigest()[:8], 16)
         return stats.thompson_weights(statistics, seed=seed, min_weight=self.policy.exploration_rate / len(arms),
@@ -653,7 +658,10 @@ class IntelligenceService:
         decision_id = None
         if choice.action != "none":
             actor = AUTOPILOT_ACTOR if act else ACTOR
-            action = choice.action if applied else f"recommend_{choice.action}"
+            if choice.action == "needs_human_review" or applied:
+                action = choice.action
+            else:
+                action = f"recommend_{choice.action}"
             decision_id = await self._record(
                 a.key, action, reasoning,
                 {"policy": self.policy.as_dict(), "verdict": a.verdict.verdict, "rule_id": a.verdict.rule_id,
@@ -718,8 +726,7 @@ class IntelligenceService:
         if cfg.baseline is not None and mde is not None:
             variance = None if cfg.baseline.sd is None else cfg.baseline.sd ** 2
             plan = stats.sample_size(mde, cfg.baseline.mean, variance, target_power=cfg.target_power, alpha=cfg.alpha,
-                                     n_variants=cfg.variants, n_comparisons=cfg.variants - 1,
-                                     alternative="less" if sign < 0 else "two-sided")
+                                     n_variants=cfg.variants, n_comparisons=cfg.variants - 1)
             if plan.ok:
                 n_per_variant, total_n = plan.n_per_variant, plan.total_n
                 if traffic:
@@ -867,7 +874,7 @@ class IntelligenceService:
     # ================================================================ user behaviour
 
     async def predict_user_behavior(self, user_id: str | None = None, steps: Sequence[str] | None = None, *,
-                                    device_type: str | None = None, n_neighbors: int = 15) -> BehaviorPrediction:
+                                    device_type: str | None = None, n_neighbors: int = 50) -> BehaviorPrediction:
         """Next action and outcome from the most similar stored journeys of other users (kNN)."""
         if not 1 <= n_neighbors <= 50:
             raise InvalidInput("n_neighbors must be between 1 and 50")
@@ -898,16 +905,22 @@ class IntelligenceService:
     async def _predict_from(self, current: list[str], user_id: str | None, context: dict[str, Any], n_neighbors: int,
                             source: str, complete: bool) -> BehaviorPrediction:
         hits = (await self.peers.chroma("find_similar_user_journeys", journey={"steps": current, **context},
-                                        n_results=min(n_neighbors + 10, 100)))["hits"]
-        neighbours = []
+                                        n_results=JOURNEY_CANDIDATES))["hits"]
+        candidates = []
         for h in hits:
             meta = h.get("metadata") or {}
             if user_id is not None and meta.get("user_id") == user_id:
-                continue
-            neighbours.append(behavior.NeighbourJourney(tuple(meta.get("steps") or ()), meta.get("conversion_outcome"),
+                continue  # the user's own journeys never vote
+            candidates.append(behavior.NeighbourJourney(tuple(meta.get("steps") or ()), meta.get("conversion_outcome"),
                                                         float(h["similarity"])))
-            if len(neighbours) >= n_neighbors:
-                break
+        # The journeys most similar to a path are those that ENDED on it, so a plain top-k over-counts
+        # "the session ends here". Vote among candidates that went through exactly the same steps
+        # (continued or not), most similar first; with too few of those, align on the last step.
+        consistent = [c for c in candidates if list(c.steps[:len(current)]) == current][:n_neighbors]
+        if len(consistent) >= behavior.MIN_CONSISTENT:
+            neighbours, how = consistent, "that went through exactly the same steps"
+        else:
+            neighbours, how = candidates[:n_neighbors], "most similar (aligned on the current last step)"
         nxt = behavior.next_step_votes(current, neighbours)
         out = behavior.outcome_votes(neighbours)
         return BehaviorPrediction(
@@ -918,14 +931,15 @@ class IntelligenceService:
             outcomes=[OutcomeVote(label=v.label, probability=v.probability, neighbours=v.neighbours) for v in out[:5]],
             neighbours_used=len(neighbours),
             mean_similarity=(sum(n.similarity for n in neighbours) / len(neighbours)) if neighbours else None,
-            method=f"similarity-weighted vote of the {len(neighbours)} most similar stored journeys of other users "
-                   "(all-MiniLM-L6-v2 embeddings, cosine)",
+            method=f"similarity-weighted vote of {len(neighbours)} stored journeys of other users {how}, among the "
+                   f"{len(candidates)} nearest by embedding (all-MiniLM-L6-v2, cosine)",
             measured_accuracy=self.behavior_accuracy)
 
     async def evaluate_behavior_predictions(self, journeys: Sequence[Mapping[str, Any]], *,
-                                            n_neighbors: int = 15) -> BehaviorEvaluation:
-        """Held-out accuracy: each journey (not stored in memory) is cut at `cut` (default: before its last
-        step); the prediction from its prefix is scored against the true next step and outcome."""
+                                            n_neighbors: int = 50) -> BehaviorEvaluation:
+        """Held-out accuracy: each journey (not stored in memory) is cut after `cut` steps (default: before its
+        last step; cut = its length means the session ended there, so the true next action is "(end)"); the
+        prediction from that prefix is scored against the true next action and the journey's outcome."""
         if not journeys:
             raise InvalidInput("give at least one held-out journey")
         predicted_next, actual_next, predicted_out, actual_out = [], [], [], []
@@ -1087,7 +1101,7 @@ def _metric_result(p: calc.PairResult) -> MetricResult:
         cuped=CupedInfo(applied=p.cuped_applied, theta=p.theta, variance_reduction=p.variance_reduction,
                         relative_lift_unadjusted=p.unadjusted.effect if p.unadjusted else None,
                         p_value_unadjusted=p.unadjusted.p_value if p.unadjusted else None),
-        power=p.power, days_left=p.days_left,
+        power=p.power, days_left=p.days_left if p.days_left is None or math.isfinite(p.days_left) else None,
         guardrail=GuardrailResult(**g) if g else None)
 
 

@@ -28,7 +28,7 @@ async def test_next_action_and_outcome_beat_the_majority_guess_on_held_out_journ
     async with open_stack(intel_settings()) as router, Client(router.server) as client:
         await store_journeys(client, kit, train)
         service = router.services["intelligence"]
-        evaluation = await service.evaluate_behavior_predictions(held_out, n_neighbors=15)
+        evaluation = await service.evaluate_behavior_predictions(held_out)  # each cut before its last step
         # A stored user's latest journey is their current path; their own journeys never vote.
         own = await kit.call(client, "predict_user_behavior", {"user_id": train[0]["user_id"]})
         partial = await kit.call(client, "predict_user_behavior",
@@ -45,6 +45,6 @@ async def test_next_action_and_outcome_beat_the_majority_guess_on_held_out_journ
     # Mid-checkout: the next step is the payment page, and most such sessions end in a purchase.
     assert partial["next_action"] == "payment"
     assert partial["predicted_outcome"] == "purchased"
-    assert partial["neighbours_used"] == 15
+    assert partial["neighbours_used"] >= 3 and "exactly the same steps" in partial["method"]
     assert partial["outcome_probability"] > 0.5 and partial["next_action_probability"] > 0.5
     assert missing.is_error and "no stored journey for user 'nobody'" in missing.content[0].text

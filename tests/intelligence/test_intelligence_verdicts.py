@@ -40,7 +40,8 @@ async def test_a_clear_winner_ships_and_the_verdict_is_audited(intel_settings, o
     # Production may not ship automatically: the autopilot asks a human and changes nothing.
     assert autopilot["action"] == "needs_human_review" and not autopilot["applied"]
     assert "requires a human to ship" in autopilot["rule"]
-    assert any(d["action"] == "recommend_needs_human_review" and d["actor"] == "autopilot" for d in decisions["items"])
+    assert any(d["action"] == "needs_human_review" and d["actor"] == "autopilot" and not d["applied"]
+               for d in decisions["items"])
 
 
 async def test_a_harmful_treatment_breaching_a_guardrail_is_rolled_back_by_the_autopilot(

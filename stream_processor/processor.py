@@ -69,6 +69,17 @@ class StreamStats:
         }
 
 
+@dataclass
+class _Batch:
+    """One fetched batch, parsed and routed, waiting to be stored and committed."""
+
+    fetched: dict[TopicPartition, list[Any]]
+    started: float
+    records: list[Record] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    routed: dict[str, list[Record]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     raw: bytes
@@ -135,52 +146,68 @@ class StreamProcessor:
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        in_flight: asyncio.Task[None] | None = None
         try:
             while not self._stop.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
                 if not fetched:
                     await self._update_lag()
                     continue
-                async with self._lock:
-                    await self._process(fetched)
+                # Pipelined: this batch is parsed and classified while the previous one is still being
+                # written (chDB and asyncpg work off the event loop). One write is in flight at a time,
+                # so offsets are committed in order, each only after its own batch was stored.
+                batch = await self._prepare(fetched)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._store_and_commit(batch))
+            if in_flight is not None:
+                await in_flight
         finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
             await self.consumer.stop()  # leaves the group; offsets were committed after the last batch
             await self.producer.stop()
 
     # ------------------------------------------------------------------- batch
-    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
-        started = time.perf_counter()
-        records: list[Record] = []
-        dead: list[DeadLetter] = []
+    async def _prepare(self, fetched: dict[TopicPartition, list[Any]]) -> _Batch:
+        """Parse, validate and classify a fetched batch (no I/O but the known-experiments refresh)."""
+        batch = _Batch(fetched=fetched, started=time.perf_counter())
         known = await self._known_experiment_keys()
         for tp, messages in fetched.items():
             for msg in messages:
                 record, reason = self._parse(msg, tp, known)
                 if record is None:
-                    dead.append(DeadLetter(msg.value or b"", tp.topic, tp.partition, msg.offset, reason))
+                    batch.dead.append(DeadLetter(msg.value or b"", tp.topic, tp.partition, msg.offset, reason))
                     continue
-                records.append(record)
+                batch.records.append(record)
                 for target in classify_event(record.event).targets:
-                    sink = self.sinks.get(target)
-                    if sink is not None:
-                        sink.add(record)
-        await self._flush_until_done()
-        await self._dead_letter(dead + self._sink_rejections())
-        if self.on_batch is not None and records:
-            await self.on_batch(records)
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
-        try:
-            await self.consumer.commit(offsets)  # checkpoint: only after every sink and the DLQ acknowledged
-        except CommitFailedError as exc:
-            # A rebalance took the partitions: the new owner replays from the last commit and the
-            # idempotent sinks make that replay harmless.
-            log.warning("commit refused during a rebalance (%s); the batch will be replayed idempotently", exc)
-        n = sum(len(m) for m in fetched.values())
+                    if target in self.sinks:
+                        batch.routed.setdefault(target, []).append(record)
+        return batch
+
+    async def _store_and_commit(self, batch: _Batch) -> None:
+        async with self._lock:  # a rebalance waits for the batch being stored
+            for target, records in batch.routed.items():
+                sink = self.sinks[target]
+                for record in records:
+                    sink.add(record)
+            await self._flush_until_done()
+            await self._dead_letter(batch.dead + self._sink_rejections())
+            if self.on_batch is not None and batch.records:
+                await self.on_batch(batch.records)
+            offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.fetched.items()}
+            try:
+                await self.consumer.commit(offsets)  # checkpoint: only after every sink and the DLQ acknowledged
+            except CommitFailedError as exc:
+                # A rebalance took the partitions: the new owner replays from the last commit and the
+                # idempotent sinks make that replay harmless.
+                log.warning("commit refused during a rebalance (%s); the batch will be replayed idempotently", exc)
+        n = sum(len(m) for m in batch.fetched.values())
         self.stats.consumed += n
-        self.stats.stored += len(records)
+        self.stats.stored += len(batch.records)
         self.stats.batches += 1
         self.stats.recent.append((time.monotonic(), n))
-        self.stats.batch_ms.append((time.perf_counter() - started) * 1000)
+        self.stats.batch_ms.append((time.perf_counter() - batch.started) * 1000)
         await self._update_lag()
 
     def _parse(self, msg: Any, tp: TopicPartition, known: set[str] | None) -> tuple[Record | None, str]:

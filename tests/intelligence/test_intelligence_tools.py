@@ -109,3 +109,27 @@ async def test_the_server_alone_over_stdio(intel_settings, pg_dsn, tmp_path) -> 
     assert names == TOOLS
     assert not plan.is_error
     assert plan.structured_content["primary_metric"]["name"] == "resolution_rate"
+
+
+async def test_it_works_the_same_with_the_registry_in_another_process(intel_settings, pg_dsn, chroma_path, kit) -> None:
+    from mcp_router.serving import open_router
+    from mcp_servers.chroma import build_server as build_chroma_server
+    from mcp_servers.chroma import open_service as open_chroma
+
+    settings = intel_settings(environment="development")
+    registry = StdioServerParameters(command=sys.executable, args=["-m", "mcp_servers.postgres"],
+                                     env={**os.environ, "DATABASE_URL": pg_dsn, "LOG_LEVEL": "WARNING"})
+    async with open_chroma(settings, path=chroma_path) as chroma, open_router(
+            settings, targets={"postgres": registry, "chromadb": build_chroma_server(chroma)}) as router, \
+            Client(router.server) as client:
+        assert router.backends["postgres"].kind == "stdio"
+        seed = kit.Seeder(router, client)
+        await seed.experiment("remote-registry")
+        await seed.traffic("remote-registry", kit.arms(0.10, 0.125), users=20_000)
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "remote-registry"})
+        acted = await kit.call(client, "run_autopilot", {"experiment_id": "remote-registry"})
+        experiment = await kit.call(client, "get_experiment", {"experiment": "remote-registry"})
+
+    assert result["verdict"]["verdict"] == "ship" and result["decision_id"]
+    assert acted["action"] == "ship" and acted["applied"]  # development may ship automatically
+    assert experiment["status"] == "concluded" and experiment["winner"] == "treatment"

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_MODEL_DIMENSION = 384
 DEFAULT_BATCH_SIZE = 64
+SINGLE_THREAD_MAX_TEXTS = 8
 OPENAI_MODEL_NAME = "text-embedding-3-small"
 
 _model_lock = threading.Lock()
@@ -79,14 +80,25 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -
     model = load_sentence_model()
     if not texts:
         return np.zeros((0, LOCAL_MODEL_DIMENSION), dtype=np.float32)
+    import torch
+
     with _encode_lock:
-        vectors = model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        threads = torch.get_num_threads()
+        # A query is a few tiny matrices: splitting them over threads gains nothing, and when
+        # the cores are busy the threads wait for each other (measured on 2 busy cores: one
+        # query 270 ms with 2 threads, 45 ms with 1). Batches keep every core.
+        if len(texts) <= SINGLE_THREAD_MAX_TEXTS:
+            torch.set_num_threads(1)
+        try:
+            vectors = model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        finally:
+            torch.set_num_threads(threads)
     return np.asarray(vectors, dtype=np.float32)
 
 

@@ -24,7 +24,7 @@ async def test_nul_characters_are_refused_as_invalid_input(rest_api) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason="postgres store._ref_clause: str.isdigit() is true for '²' and other "
-                   "non-ASCII digits, then int() raises ValueError -> 500")
+                   "non-ASCII digits, then int() raises ValueError -> 500 (path {id} and body 'experiment' alike)")
 async def test_a_non_ascii_digit_id_is_an_unknown_experiment(rest_api) -> None:
     async with rest_api() as api:
         answer = await api.http.get(f"{BASE}/\u00b2")
@@ -42,3 +42,14 @@ async def test_analysis_survives_a_huge_but_finite_value(rest_api) -> None:
                                                                       "metric": "conversion", "value": 1e200})
         assert recorded.status_code == 201
         assert (await api.http.get(f"{BASE}/live/analyze")).status_code in (200, 422)
+
+
+@pytest.mark.xfail(strict=True, reason="postgres store: JSON columns are encoded with orjson, which raises "
+                   "TypeError 'Integer exceeds 64-bit range' for a bigger integer inside free-form JSON (variant "
+                   "config, result metadata, targeting) -> asyncpg DataError -> 500")
+async def test_an_integer_beyond_64_bits_in_free_form_json_is_refused_as_invalid_input(rest_api) -> None:
+    async with rest_api() as api:
+        created = await api.http.post(f"{BASE}/", json={
+            "key": "big", "name": "big", "type": "ui", "primary_metric": "conversion",
+            "variants": [{"key": "control", "is_control": True, "config": {"n": 2**64}}, {"key": "treatment"}]})
+        assert created.status_code in (201, 422)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -119,38 +119,65 @@ def resolve_token(settings: Settings, *, create: bool) -> str | None:
     return token
 
 
+@contextmanager
+def embedded_database(settings: Settings) -> Iterator[None]:
+    """With DATABASE_URL unset and no stack running, start the embedded PostgreSQL for this process
+    and stop it again on exit (a stack's PostgreSQL, already running, is left alone)."""
+    if settings.database_url:
+        yield
+        return
+    from mcp_router.embedded import EmbeddedPostgres, ensure_writable_dir
+
+    ensure_writable_dir(settings.neonblue_home, "NEONBLUE_HOME")
+    postgres = EmbeddedPostgres(settings.pg_data_dir, settings.embedded_pg_port)
+    started_here = not postgres.is_running()
+    postgres.start()
+    try:
+        yield
+    finally:
+        if started_here:
+            postgres.stop()
+
+
 def run_stdio(settings: Settings, server: str | None = None) -> None:
     """Serve MCP over stdio: one server alone, the router attached to a running stack, or the router owning stores."""
+    from mcp_router.stack import Stack
 
-    async def main() -> None:
-        from mcp.server.stdio import stdio_server
+    stack = Stack(settings)
+    attach = server is None and stack.owner.pid() is not None and stack.owner_healthy()
+    needs_database = server in (None, "postgres", "intelligence") and not attach
+    with embedded_database(settings) if needs_database else nullcontext():
+        anyio.run(_stdio_main, settings, server, attach)
 
-        if server is not None:
-            spec = SERVERS[server]
-            if spec.needs_backends:
-                async with open_router(settings) as router:
-                    await _serve_lowlevel_stdio(router.backends[server].target._lowlevel_server)  # type: ignore[union-attr]
-                return
-            await spec.serve_stdio(settings)
+
+async def _stdio_main(settings: Settings, server: str | None, attach: bool) -> None:
+    from mcp.server.stdio import stdio_server
+
+    if server is not None:
+        spec = SERVERS[server]
+        if spec.needs_backends:  # intelligence needs the others: a router, serving only its tools
+            async with open_router(settings) as router:
+                await _serve_lowlevel_stdio(router.backends[server].target._lowlevel_server)  # type: ignore[union-attr]
             return
+        await spec.serve_stdio(settings)
+        return
+    if attach:
         from mcp_router.stack import Stack
 
-        stack = Stack(settings)
-        if stack.owner.pid() is not None and stack.owner_healthy():
-            log.info("attaching to the running stack at %s", stack.owner_url)
-            cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
-        else:
-            cm = open_router(settings)
-        async with cm as router, stdio_server() as (read, write):
-            await router.server.run(read, write, router.server.create_initialization_options())
+        url = Stack(settings).owner_url
+        log.info("attaching to the running stack at %s", url)
+        cm = open_attached_router(f"{url}/mcp", resolve_token(settings, create=False))
+    else:
+        cm = open_router(settings)
+    async with cm as router, stdio_server() as (read, write):
+        await router.server.run(read, write, router.server.create_initialization_options())
 
-    async def _serve_lowlevel_stdio(lowlevel: Any) -> None:
-        from mcp.server.stdio import stdio_server
 
-        async with stdio_server() as (read, write):
-            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+async def _serve_lowlevel_stdio(lowlevel: Any) -> None:
+    from mcp.server.stdio import stdio_server
 
-    anyio.run(main)
+    async with stdio_server() as (read, write):
+        await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def run_http(settings: Settings, server: str | None = None, with_stream: bool = False) -> None:
@@ -199,4 +226,5 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
 
     if server is not None:
         raise ConfigError("serve --http serves the router; run a single server over stdio instead")
-    anyio.run(main)
+    with embedded_database(settings):  # `up` started it already for the owner; standalone, this process does
+        anyio.run(main)

@@ -233,6 +233,9 @@ def _not_running(definition: _Definition, user_id: str) -> VariantAssignment:
                    in_experiment=False)
 
 
+MAX_RESULT_VALUE = 1e15  # far beyond any metric (revenue, latency, tokens); keeps Σx² finite
+
+
 class ExperimentService:
     """The PostgreSQL server's capabilities as plain async methods."""
 
@@ -732,6 +735,9 @@ class ExperimentService:
         """Record one metric value for an assigned user; attributed to the user's recorded variant."""
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             raise InvalidInput(f"value must be a finite number, got {value!r}")
+        if abs(value) > MAX_RESULT_VALUE:
+            # Sums of squares over many users must stay finite in double precision.
+            raise InvalidInput(f"value must be within ±{MAX_RESULT_VALUE:g}, got {value!r}")
         if not user_id or len(user_id) > 256:
             raise InvalidInput("user_id must be 1-256 characters")
         row = await self.store.fetch_for_assignment(ref, user_id)

@@ -157,7 +157,8 @@ def experiment_from_row(row: asyncpg.Record | dict[str, Any]) -> Experiment:
 
 def _ref_clause(ref: str | int, placeholder: str = "$1") -> tuple[str, Any]:
     """WHERE fragment and value for an experiment reference: a numeric id or a key."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    # isascii(): str.isdigit() is also true for '²' and other non-ASCII digits, which int() refuses.
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
         value = int(ref)
         if value > 2**63 - 1:
             raise InvalidInput(f"experiment id {ref} is out of range")

@@ -45,10 +45,11 @@ class TokenBucket:
 class AuthAndRateLimit:
     """Pure ASGI middleware: 401 without the right bearer token, 429 over the per-client rate."""
 
-    def __init__(self, app: ASGIApp, token: str | None, per_minute: int) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, per_minute: int, api_per_minute: int | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.per_minute = per_minute
+        self.api_per_minute = api_per_minute or per_minute  # /api serves application backends
         self.buckets: dict[str, TokenBucket] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,9 +65,11 @@ class AuthAndRateLimit:
                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
         client = headers.get(b"authorization") or (scope.get("client") or ("?",))[0].encode()
+        api = scope["path"].startswith("/api/")
+        limit = self.api_per_minute if api else self.per_minute
         bucket = self.buckets.setdefault(
-            client.decode(errors="replace"),
-            TokenBucket(self.per_minute / 60.0, float(self.per_minute), tokens=float(self.per_minute)),
+            f"{'api' if api else 'mcp'}:{client.decode(errors='replace')}",
+            TokenBucket(limit / 60.0, float(limit), tokens=float(limit)),
         )
         wait = bucket.take()
         if wait > 0:
@@ -90,4 +93,4 @@ def build_http_app(router: Router, settings: Settings, token: str | None, extra_
     app = router.server.streamable_http_app(
         stateless_http=True, json_response=True, host=settings.http_host, custom_starlette_routes=routes
     )
-    return AuthAndRateLimit(app, token, settings.rate_limit_per_minute)
+    return AuthAndRateLimit(app, token, settings.rate_limit_per_minute, settings.api_rate_limit_per_minute)

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     )
     backend_timeout: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("NEONBLUE_BACKEND_TIMEOUT"))
     rate_limit_per_minute: int = Field(default=600, ge=1, validation_alias=AliasChoices("NEONBLUE_RATE_LIMIT"))
+    api_rate_limit_per_minute: int = Field(
+        default=120_000, ge=1, validation_alias=AliasChoices("NEONBLUE_API_RATE_LIMIT"),
+        description="Per-client limit on /api (application backends assign users at high rates).",
+    )
 
     embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
         default="local", description="local = all-MiniLM-L6-v2 via sentence-transformers, offline."

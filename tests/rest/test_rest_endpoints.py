@@ -126,7 +126,7 @@ async def test_auth_is_the_same_bearer_token_as_mcp(rest_api) -> None:
 
 
 async def test_rate_limit_applies_to_the_api(rest_api) -> None:
-    async with rest_api(rate_limit_per_minute=3) as api:
+    async with rest_api(api_rate_limit_per_minute=3) as api:
         codes = [(await api.http.get(f"{BASE}/")).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
 

@@ -4,7 +4,10 @@ Both read the same pre-produced topics from the embedded tansu broker:
 - baseline: aiokafka consume → chDB insert (raw JSON lines) → commit; no validation, no routing;
 - NeonBlue: the real StreamProcessor (orjson/pydantic validation, classification, ClickHouse +
   PostgreSQL sinks, DLQ, commit after flush).
-Prints events/s for each and the ratio (goal: ≥150k events/s and ≥0.8× the baseline).
+Prints events/s for each and the ratio (goal: ≥150k events/s and ≥0.8× the baseline), with the
+CPU seconds of this process and of the PostgreSQL server during each run, the NeonBlue per-stage wall
+times (prepare = parse/validate/classify; each sink's flush; sinks flush concurrently and the next
+batch is prepared while the previous one is stored) and the load average (the box is shared).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +33,65 @@ from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, p
 from stream_processor.runner import build_processor
 
 TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(data_dir: Path) -> float:
+    """CPU seconds of the PostgreSQL server: the postmaster, its finished children and its live backends."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, utime, stime, cutime, cstime = int(fields[1]), *map(int, fields[11:15])
+        if int(entry) == pid:
+            total += utime + stime + cutime + cstime
+        elif ppid == pid:
+            total += utime + stime
+    return total / CLOCK_TICKS
+
+
+class Meter:
+    """Wall and CPU seconds of a run, this process's and PostgreSQL's, with the load average."""
+
+    def __init__(self, pg_dir: Path) -> None:
+        self.pg_dir = pg_dir
+
+    def __enter__(self) -> Meter:
+        self.wall, self.cpu, self.pg = time.perf_counter(), time.process_time(), postgres_cpu(self.pg_dir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.pg = postgres_cpu(self.pg_dir) - self.pg
+        self.load = os.getloadavg()
+
+    def __str__(self) -> str:
+        load = " ".join(f"{x:.2f}" for x in self.load)
+        return f"wall {self.wall:.1f}s, CPU: this process {self.cpu:.1f}s, PostgreSQL {self.pg:.1f}s; load {load}"
+
+
+def timed(stages: dict[str, float], name: str, fn):
+    """Wrap an async method so its wall time adds up in stages[name]."""
+
+    async def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
+
+    return wrapper
 
 
 async def baseline(settings: Settings, clickhouse, total: int) -> float:
@@ -54,10 +117,13 @@ async def baseline(settings: Settings, clickhouse, total: int) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def pipeline(settings: Settings, services: dict, total: int) -> float:
+async def pipeline(settings: Settings, services: dict, total: int, stages: dict[str, float]) -> float:
     processor = build_processor(settings, services)
+    processor._prepare = timed(stages, "prepare", processor._prepare)  # noqa: SLF001 - measured, not changed
+    for name, sink in processor.sinks.items():
+        sink.flush = timed(stages, f"{name} sink", sink.flush)
     task = asyncio.create_task(processor.run())
-    while processor.stats.consumed == 0:
+    while processor.stats.consumed == 0:  # noqa: ASYNC110 - polls the stats, as a user would
         await asyncio.sleep(0.001)
     started = time.perf_counter()
     first = processor.stats.consumed
@@ -98,10 +164,15 @@ async def main(users: int) -> None:
             total = await produce(settings.effective_kafka_bootstrap, iter(events), progress=False)
             print(f"produced {total} events in {time.perf_counter() - t0:.1f}s "
                   f"({total / (time.perf_counter() - t0):,.0f} events/s)")
-            base_rate = await baseline(settings, clickhouse_base, total)
-            print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s")
-            rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total)
-            print(f"NeonBlue  (validate, classify, ClickHouse+PostgreSQL sinks, commit): {rate:,.0f} events/s")
+            print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            with Meter(pg.data_dir) as meter:
+                base_rate = await baseline(settings, clickhouse_base, total)
+            print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s  [{meter}]")
+            stages: dict[str, float] = {}
+            with Meter(pg.data_dir) as meter:
+                rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total, stages)
+            print(f"NeonBlue  (validate, classify, ClickHouse+PostgreSQL sinks, commit): {rate:,.0f} events/s  [{meter}]")
+            print("NeonBlue stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
             print(f"ratio NeonBlue/baseline: {rate / base_rate:.2f} (goal ≥ 0.8; absolute goal ≥ 150k events/s)")
     finally:
         kafka.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -60,6 +61,32 @@ def postgres_cpu(data_dir: Path) -> float:
     return total / CLOCK_TICKS
 
 
+class GcClock:
+    """Time spent in the cyclic garbage collector (all threads), per generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._t = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t
+            self.counts[info["generation"]] += 1
+
+    def reset(self) -> None:
+        self.seconds, self.counts = [0.0, 0.0, 0.0], [0, 0, 0]
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g} {n}× {s:.2f}s" for g, (n, s) in enumerate(zip(self.counts, self.seconds, strict=True)))
+
+
+GC = GcClock()
+
+
 class Meter:
     """Wall and CPU seconds of a run, this process's and PostgreSQL's, with the load average."""
 
@@ -67,6 +94,7 @@ class Meter:
         self.pg_dir = pg_dir
 
     def __enter__(self) -> Meter:
+        GC.reset()
         self.wall, self.cpu, self.pg = time.perf_counter(), time.process_time(), postgres_cpu(self.pg_dir)
         return self
 
@@ -75,10 +103,11 @@ class Meter:
         self.cpu = time.process_time() - self.cpu
         self.pg = postgres_cpu(self.pg_dir) - self.pg
         self.load = os.getloadavg()
+        self.gc = str(GC)
 
     def __str__(self) -> str:
         load = " ".join(f"{x:.2f}" for x in self.load)
-        return f"wall {self.wall:.1f}s, CPU: this process {self.cpu:.1f}s, PostgreSQL {self.pg:.1f}s; load {load}"
+        return f"wall {self.wall:.1f}s, CPU: this process {self.cpu:.1f}s, PostgreSQL {self.pg:.1f}s; garbage collector {self.gc}; load {load}"
 
 
 def timed(stages: dict[str, float], name: str, fn):

@@ -14,6 +14,11 @@
   computation time: the newest computation of a day wins).
 - `experiment_user_covariates`: per-user pre-period values of a metric for CUPED,
   materialised by `refresh_covariates`.
+- `experiment_user_rollup`: one row per (experiment, user) with everything
+  `get_variant_statistics` needs over the experiment's whole window — variant,
+  per-metric sums and pre-period sums — kept current by `rollup.py`
+  (users whose events changed are recomputed from `events FINAL`), so a
+  statistics call reads a million users instead of re-aggregating every event.
 
 Every column carries a comment: `list_tables` shows them to the model.
 """
@@ -91,7 +96,28 @@ ORDER BY (experiment_id, metric, lookback_days, user_id)
 COMMENT 'Per-user pre-period covariates for CUPED (read with FINAL)'
 """
 
-TABLES = ("events", "experiment_daily_metrics", "experiment_user_covariates")
+USER_ROLLUP = """
+CREATE TABLE IF NOT EXISTS {db}.experiment_user_rollup
+(
+    experiment_id LowCardinality(String),
+    user_id String,
+    window_start DateTime64(3, 'UTC') COMMENT 'The experiment''s first exposure: metric sums count events from here on',
+    lookback_days UInt16 COMMENT 'Length of the CUPED pre-period ending at window_start',
+    assigned LowCardinality(String) COMMENT 'Variant of the user''s first exposure',
+    mixed UInt8 COMMENT '1 when the user was exposed to more than one variant (left out of the statistics)',
+    exposures UInt32 COMMENT 'Exposure events of the user (0: events tagged with the experiment but no exposure yet)',
+    first_exposure DateTime64(3, 'UTC'),
+    last_event DateTime64(3, 'UTC') COMMENT 'Latest event of the user tagged with the experiment',
+    metric_values Map(LowCardinality(String), Float64) COMMENT 'Per metric: the user''s sum of values in the experiment',
+    pre_values Map(LowCardinality(String), Float64) COMMENT 'Per metric: the user''s sum in the pre-period (any experiment)',
+    version UInt64 COMMENT 'When the row was computed (ns); the newest wins'
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (experiment_id, user_id)
+COMMENT 'Per-user rollup of each experiment for get_variant_statistics (read with FINAL)'
+"""
+
+TABLES = ("events", "experiment_daily_metrics", "experiment_user_covariates", "experiment_user_rollup")
 
 
 def migrations(database: str) -> list[str]:
@@ -101,4 +127,5 @@ def migrations(database: str) -> list[str]:
         EVENTS.format(db=database, window=DEDUP_WINDOW),
         DAILY_METRICS.format(db=database),
         USER_COVARIATES.format(db=database),
+        USER_ROLLUP.format(db=database),
     ]

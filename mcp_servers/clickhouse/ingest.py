@@ -13,11 +13,13 @@ stored in UTC (naive Arrow timestamps are taken as UTC). `segment.device/country
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from mcp_servers.errors import InvalidInput
 from schemas.events import Event, EventType
@@ -169,3 +171,16 @@ SELECT
 FROM {{source}}
 WHERE raw != ''
 """
+
+
+_USER_ID_ONLY = pa_json.ParseOptions(explicit_schema=pa.schema([("user_id", pa.string())]),
+                                     unexpected_field_behavior="ignore")
+
+
+def json_user_ids(data: bytes) -> pa.Array | None:
+    """The user ids of JSONEachRow bytes that ClickHouse accepted (None if Arrow cannot read them)."""
+    try:
+        table = pa_json.read_json(io.BytesIO(data), parse_options=_USER_ID_ONLY)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table.column("user_id").combine_chunks()

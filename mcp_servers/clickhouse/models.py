@@ -119,6 +119,10 @@ class VariantStatistics(_Model):
     variants: list[VariantExposure]
     statistics: list[MetricSufficientStatistics]
     deduplication: str = "events read with FINAL: each event_id counted once"
+    computed_from: Literal["events", "user rollup"] = Field(
+        default="events",
+        description="'user rollup': per-user rows recomputed from deduplicated events whenever a user's events "
+        "change (default window and CUPED lookback on chDB); 'events': one pass over the events")
     elapsed_ms: float
 
     def get(self, variant: str, metric: str) -> MetricSufficientStatistics:

@@ -27,15 +27,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats as scipy_stats
 
 from mcp_servers.errors import BackendUnavailable, InvalidInput, NotFound, QueryRefused
 from schemas.events import Event
 
 from . import ddl, forecast, queries
-from .ingest import JSON_COLUMNS, JSON_SELECT, events_to_arrow, normalize_event_table
+from .ingest import JSON_COLUMNS, JSON_SELECT, events_to_arrow, json_user_ids, normalize_event_table
 from .models import (
     AnalyticsInsights,
     Backtest,
@@ -58,6 +60,7 @@ from .models import (
     VariantForecast,
     VariantStatistics,
 )
+from .rollup import UserRollup
 from .sql_guard import check_ast, check_text
 from .store import ClickHouseStore, StoreError
 
@@ -144,6 +147,17 @@ class ClickHouseService:
 
     def __init__(self, store: ClickHouseStore) -> None:
         self.store = store
+        # chDB: every writer is in this process, so statistics can read a per-user rollup kept current
+        # from the store's change log; a ClickHouse server (other writers) reads the events.
+        self.rollup = UserRollup(store) if store.change_log is not None else None
+
+    def _changed(self, users: pa.Array | pa.ChunkedArray | None) -> None:
+        """Record the users of a stored batch (None: unknown) so the rollup recomputes them."""
+        if self.store.change_log is not None:
+            if users is not None:
+                users = pc.unique(users)
+                users = users.combine_chunks() if isinstance(users, pa.ChunkedArray) else users
+            self.store.change_log.append(users)
 
     @property
     def db(self) -> str:
@@ -178,6 +192,7 @@ class ClickHouseService:
                 await self.store.insert_arrow("events", batch, digest)
             except StoreError as exc:
                 raise self._ingest_error(exc) from exc
+            self._changed(batch.column("user_id"))
         return IngestResult(engine=self.store.engine, rows=batch.num_rows, idempotency_token=token,
                             elapsed_ms=(time.perf_counter() - started) * 1000)
 
@@ -201,6 +216,8 @@ class ClickHouseService:
                 await self.store.insert_json_select("events", JSON_COLUMNS, JSON_SELECT, data, digest)
             except StoreError as exc:
                 raise self._ingest_error(exc) from exc
+            if self.store.change_log is not None:
+                self._changed(await anyio.to_thread.run_sync(json_user_ids, data))
         return IngestResult(engine=self.store.engine, rows=rows, idempotency_token=token,
                             elapsed_ms=(time.perf_counter() - started) * 1000)
 
@@ -238,11 +255,16 @@ class ClickHouseService:
         segment: SegmentFilter | None = None,
         cuped: bool = False,
         cuped_lookback_days: int = 14,
+        use_rollup: bool = True,
     ) -> VariantStatistics:
         """Per variant and metric: the sufficient statistics over users (see `queries`).
 
-        One pass over `events FINAL`: users with an exposure in the window, their
-        first-exposure variant, per-user metric sums, CUPED pre-period sums.
+        Users with an exposure in the window, their first-exposure variant,
+        per-user metric sums, CUPED pre-period sums — summed per variant. Over the
+        default window and CUPED lookback on chDB this reads the per-user rollup
+        (`rollup.py`, brought up to date first); otherwise one pass over
+        `events FINAL`. Both give the same numbers (`use_rollup=False` forces the
+        events, for checks).
         """
         started = time.perf_counter()
         metrics = list(dict.fromkeys(metrics))
@@ -255,15 +277,26 @@ class ClickHouseService:
             raise InvalidInput(f"at most {MAX_METRICS} distinct metrics per call")
         index = {name: i for i, name in enumerate(names)}
         pairs = [(index[r.numerator], index[r.denominator]) for r in ratio_metrics]
-        start, end = await self._window(experiment_id, start_date, end_date)
-        pre_start = start - timedelta(days=cuped_lookback_days)
         filters = segment.items() if segment else []
+        use_rollup = self.rollup is not None and use_rollup and self.rollup.serves(
+            custom_window=start_date is not None or end_date is not None, segment=bool(filters), cuped=cuped,
+            lookback_days=cuped_lookback_days)
+        if use_rollup:
+            window = await self.rollup.ensure(experiment_id)
+            start, end = window.start, window.end
+        else:
+            start, end = await self._window(experiment_id, start_date, end_date)
+        pre_start = start - timedelta(days=cuped_lookback_days)
         params: dict[str, Any] = {"exp": experiment_id, "start_ms": _ms(start), "end_ms": _ms(end),
                                   "pre_ms": _ms(pre_start)}
         params.update({f"m{i}": name for i, name in enumerate(names)})
         params.update({f"seg_{dim}": value for dim, value in filters})
-        sql = queries.variant_statistics_sql(self.db, len(names), pairs, cuped=cuped,
-                                             segment_filters=[d for d, _ in filters])
+        if use_rollup:
+            params["base"] = window.base
+            sql = queries.rollup_statistics_sql(self.db, len(names), pairs, cuped=cuped)
+        else:
+            sql = queries.variant_statistics_sql(self.db, len(names), pairs, cuped=cuped,
+                                                 segment_filters=[d for d, _ in filters])
         try:
             rows = _rows(await self.store.query(sql, params))
         except StoreError as exc:
@@ -301,6 +334,7 @@ class ClickHouseService:
             variants=[VariantExposure(variant=v, users=e["users"], excluded_multiple_variants=e["mixed"])
                       for v, e in sorted(exposure.items())],
             statistics=statistics,
+            computed_from="user rollup" if use_rollup else "events",
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 

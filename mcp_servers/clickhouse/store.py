@@ -129,6 +129,7 @@ class ClickHouseStore(Protocol):
     engine: str  # "chdb" | "clickhouse"
     database: str
     location: str  # data path or server host, for messages (never credentials)
+    change_log: ChangeLog | None  # set when every writer is in this process (chDB): enables the user rollup
 
     async def execute(self, sql: str, params: Params | None = None) -> None:
         """Run one statement that returns no rows (DDL, INSERT ... SELECT)."""
@@ -154,11 +155,59 @@ class ClickHouseStore(Protocol):
 # ------------------------------------------------------------------ chDB
 
 
+class ChangeLog:
+    """Which users' events changed, in insert order: what the per-user rollup must recompute.
+
+    Only an engine whose every writer is in this process can keep one (chDB: one
+    process owns the data path). The service appends a batch's user ids after the
+    insert returned, so everything up to a position is visible to a reader that
+    takes the position first. `None` entries mean "unknown users" (recompute all).
+    The log keeps at most `capacity` ids; a reader that fell further behind is told
+    to recompute everything.
+    """
+
+    def __init__(self, capacity: int = 5_000_000) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: list[tuple[int, pa.Array | None]] = []  # (position after the entry, users)
+        self._position = 0
+        self._trimmed_to = 0  # readers at or beyond this position can still be answered
+        self._size = 0
+
+    @property
+    def position(self) -> int:
+        with self._lock:
+            return self._position
+
+    def append(self, users: pa.Array | None) -> None:
+        with self._lock:
+            self._position += 1
+            self._entries.append((self._position, users))
+            self._size += len(users) if users is not None else 0
+            while self._size > self.capacity and len(self._entries) > 1:
+                end, dropped = self._entries.pop(0)
+                self._size -= len(dropped) if dropped is not None else 0
+                self._trimmed_to = end
+
+    def since(self, position: int) -> pa.Array | None:
+        """Distinct user ids appended after `position`; None when unknown (trimmed away or not recorded)."""
+        with self._lock:
+            if position < self._trimmed_to:
+                return None
+            arrays = [users for end, users in self._entries if end > position]
+        if any(a is None for a in arrays):
+            return None
+        if not arrays:
+            return pa.array([], pa.string())
+        return pc.unique(pa.chunked_array(arrays, pa.string()).combine_chunks())
+
+
 @dataclass
 class _ChdbPath:
     path: str
     session: Any
     sandboxes: dict[tuple[str, QueryLimits], Any] = field(default_factory=dict)
+    changes: dict[str, ChangeLog] = field(default_factory=dict)  # per database
     users: int = 0
 
 
@@ -203,6 +252,8 @@ class ChdbStore:
         self.location = self._entry.path
         self.limits = limits or QueryLimits()
         self._closed = False
+        with _PATHS_LOCK:
+            self.change_log: ChangeLog | None = self._entry.changes.setdefault(database, ChangeLog())
 
     # The writer session is shared by every store on the path; sessions are thread-safe.
     def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
@@ -233,6 +284,25 @@ class ChdbStore:
             f"SELECT {cols} FROM {{source}}"
         )
         await anyio.to_thread.run_sync(self._insert_from_python, sql, data)
+
+    async def query_with_source(self, sql: str, params: Params | None, source: pa.Table) -> pa.Table:
+        """Run a SELECT that reads the Arrow table `source` where `sql` says `{source}`."""
+
+        return await anyio.to_thread.run_sync(self._query_source, sql, params, source, "ArrowTable")
+
+    def _query_source(self, sql: str, params: Params | None, nb_source: pa.Table, fmt: str) -> Any:
+        # Python(nb_source) finds the table by name in this frame; serialised like _insert_from_python.
+        with _PYTHON_SOURCE_LOCK:
+            try:
+                return self._entry.session.query(sql.replace("{source}", "Python(nb_source)"), fmt,
+                                                 params=dict(params) if params else None)
+            except Exception as exc:
+                raise StoreError.from_engine(exc) from exc
+
+    async def execute_with_source(self, sql: str, params: Params | None, source: pa.Table) -> None:
+        """Run a statement (INSERT ... SELECT) that reads the Arrow table `source` where `sql` says `{source}`."""
+
+        await anyio.to_thread.run_sync(self._query_source, sql, params, source, "CSV")
 
     async def insert_json_select(
         self, table: str, columns: Sequence[str], select_from_raw: str, data: bytes, token_digest: str | None
@@ -288,6 +358,8 @@ class ServerStore:
     """A ClickHouse server over HTTP (clickhouse-connect), tables in `database`."""
 
     engine = "clickhouse"
+    # Other processes may write to the server: no change log, so no per-user rollup (statistics read events).
+    change_log: ChangeLog | None = None
 
     def __init__(self, client: Any, database: str, location: str, limits: QueryLimits | None = None) -> None:
         self._client = client

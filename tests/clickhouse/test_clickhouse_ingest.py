@@ -211,3 +211,18 @@ async def test_the_event_loop_keeps_running_while_chdb_works(ch):
     await task
     assert elapsed > 0.1
     assert ticks >= elapsed / 0.01 * 0.3  # the loop was not blocked by the query
+
+
+async def test_concurrent_inserts_each_store_their_own_batch(ch):
+    # chDB's Python() source caches by variable name: with a shared name, parallel inserts stored
+    # one batch many times. Every batch here has its own users; all must arrive, each once.
+    batches = [
+        events_to_arrow([Event(event_id=f"c{b}-{i}", event_type="revenue", timestamp=T0 + timedelta(seconds=i),
+                               user_id=f"batch{b}-user{i}", experiment_id="conc", value=float(b))
+                         for i in range(200)])
+        for b in range(24)]
+    await asyncio.gather(*(ch.ingest_arrow(batch, f"conc-{b}") for b, batch in enumerate(batches)))
+    table = await ch.store.query(
+        f"SELECT count() AS n, uniqExact(user_id) AS users, "
+        f"countIf(toUInt32(extract(user_id, 'batch(\\\\d+)-')) != toUInt32(value)) AS mismatched FROM {ch.db}.events")
+    assert table.to_pylist() == [{"n": 24 * 200, "users": 24 * 200, "mismatched": 0}]

@@ -37,8 +37,8 @@ class OptimizationLoop:
 
     async def on_batch(self, records: list[Record]) -> None:
         """Evaluate experiments whose metrics just arrived (the processor calls this after each commit-ready batch)."""
-        touched = {r.event.experiment_id for r in records
-                   if r.event.experiment_id and r.topic.rsplit(".", 1)[-1] in self.trigger_topics}
+        touched = {r.experiment_id for r in records
+                   if r.experiment_id and r.topic.rsplit(".", 1)[-1] in self.trigger_topics}
         await self.evaluate(sorted(touched))
 
     async def evaluate(self, keys: list[str]) -> None:

@@ -71,9 +71,14 @@ class StreamStats:
 
 @dataclass
 class _Batch:
-    """One fetched batch, parsed and routed, waiting to be stored and committed."""
+    """One fetched batch, parsed and routed, waiting to be stored and committed.
 
-    fetched: dict[TopicPartition, list[Any]]
+    Only flat records are kept (not the fetched messages nor the pydantic models): the garbage
+    collector walks whatever stays alive while the batch is stored.
+    """
+
+    offsets: dict[TopicPartition, int]  # the next offset per partition: what the commit checkpoints
+    size: int
     started: float
     records: list[Record] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -121,6 +126,7 @@ class StreamProcessor:
         self._lock = asyncio.Lock()  # a batch in flight and a rebalance never interleave
         self._known: set[str] = set()
         self._known_at = 0.0
+        self._routes: dict[tuple[Any, str | None], tuple[str, ...]] = {}  # (event type, priority) -> our sinks
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -171,18 +177,30 @@ class StreamProcessor:
     # ------------------------------------------------------------------- batch
     async def _prepare(self, fetched: dict[TopicPartition, list[Any]]) -> _Batch:
         """Parse, validate and classify a fetched batch (no I/O but the known-experiments refresh)."""
-        batch = _Batch(fetched=fetched, started=time.perf_counter())
+        batch = _Batch(offsets={tp: messages[-1].offset + 1 for tp, messages in fetched.items()},
+                       size=sum(len(m) for m in fetched.values()), started=time.perf_counter())
         known = await self._known_experiment_keys()
+        routes = self._routes
+        records, dead, routed = batch.records, batch.dead, batch.routed
         for tp, messages in fetched.items():
+            topic, partition = tp.topic, tp.partition
             for msg in messages:
-                record, reason = self._parse(msg, tp, known)
-                if record is None:
-                    batch.dead.append(DeadLetter(msg.value or b"", tp.topic, tp.partition, msg.offset, reason))
+                event, reason = self._parse(msg.value, known)
+                if event is None:
+                    dead.append(DeadLetter(msg.value or b"", topic, partition, msg.offset, reason))
                     continue
-                batch.records.append(record)
-                for target in classify_event(record.event).targets:
-                    if target in self.sinks:
-                        batch.routed.setdefault(target, []).append(record)
+                record = Record.of(event, msg.value, topic, partition, msg.offset)
+                records.append(record)
+                priority = event.routing_metadata.priority if event.routing_metadata is not None else None
+                targets = routes.get((event.event_type, priority))
+                if targets is None:
+                    targets = routes[(event.event_type, priority)] = tuple(
+                        t for t in classify_event(event).targets if t in self.sinks)
+                for target in targets:
+                    sink_records = routed.get(target)
+                    if sink_records is None:
+                        sink_records = routed[target] = []
+                    sink_records.append(record)
         return batch
 
     async def _store_and_commit(self, batch: _Batch) -> None:
@@ -195,14 +213,13 @@ class StreamProcessor:
             await self._dead_letter(batch.dead + self._sink_rejections())
             if self.on_batch is not None and batch.records:
                 await self.on_batch(batch.records)
-            offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.fetched.items()}
             try:
-                await self.consumer.commit(offsets)  # checkpoint: only after every sink and the DLQ acknowledged
+                await self.consumer.commit(batch.offsets)  # checkpoint: only after every sink and the DLQ acknowledged
             except CommitFailedError as exc:
                 # A rebalance took the partitions: the new owner replays from the last commit and the
                 # idempotent sinks make that replay harmless.
                 log.warning("commit refused during a rebalance (%s); the batch will be replayed idempotently", exc)
-        n = sum(len(m) for m in batch.fetched.values())
+        n = batch.size
         self.stats.consumed += n
         self.stats.stored += len(batch.records)
         self.stats.batches += 1
@@ -210,8 +227,8 @@ class StreamProcessor:
         self.stats.batch_ms.append((time.perf_counter() - batch.started) * 1000)
         await self._update_lag()
 
-    def _parse(self, msg: Any, tp: TopicPartition, known: set[str] | None) -> tuple[Record | None, str]:
-        raw = msg.value
+    def _parse(self, raw: bytes | None, known: set[str] | None) -> tuple[Event | None, str]:
+        """The validated event, or None and why it goes to the dead-letter topic."""
         if raw is None:
             return None, "empty record (no value)"
         if len(raw) > self.max_event_bytes:
@@ -226,7 +243,7 @@ class StreamProcessor:
             return None, f"invalid event: {where}: {err['msg']}"
         if known is not None and event.experiment_id is not None and event.experiment_id not in known:
             return None, f"unknown experiment {event.experiment_id!r}"
-        return Record(event, raw, tp.topic, tp.partition, msg.offset), ""
+        return event, ""
 
     async def _known_experiment_keys(self) -> set[str] | None:
         if self.known_experiments is None:

@@ -4,13 +4,21 @@ A sink collects records with `add(...)` and writes them with `flush()`. Every
 flush is idempotent, so a batch replayed after a crash (at-least-once
 delivery) leaves the stores exactly as one delivery would:
 
-- ClickHouse: raw JSON lines inserted with a deduplication token built from the
-  (topic, partition, first offset, last offset) range, on a table that also
-  deduplicates by event_id — so a replay with different fetch boundaries still
-  counts each event once.
+- ClickHouse: the validated records as one Arrow batch per topic-partition range
+  (the columns of `ingest.EVENT_SCHEMA`, `raw` = the original bytes), inserted
+  with a deduplication token built from the (topic, partition, first offset,
+  last offset) range, on a table that also deduplicates by event_id — so a
+  replay with different fetch boundaries still counts each event once.
 - PostgreSQL: exposures become assignments where the first assignment wins;
   lifecycle transitions already applied are no-ops.
 - Chroma: upserts keyed by stable ids.
+
+A `Record` is flat: the validated event's columns, not the pydantic model. The
+processor keeps up to two batches of records alive (one being stored, the next
+being prepared); flat records are one object each for the garbage collector
+instead of eight, which measured as a third of the processor's CPU time.
+`record.event` re-reads the full model from the raw bytes for the few sinks that
+need more (lifecycle transitions, journeys).
 
 A sink whose store is down raises `SinkUnavailable(retry_after)`: the
 processor backs off and retries the same batch without committing.
@@ -21,7 +29,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, Protocol
+
+import pyarrow as pa
 
 from mcp_servers.errors import BackendUnavailable, Conflict, ServiceError
 from schemas.events import Event, EventType
@@ -37,13 +48,46 @@ class SinkUnavailable(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    event: Event
+class Record(NamedTuple):
+    """One validated event: where it came from, its original bytes and the columns the sinks store.
+
+    `metric` and `value` carry the defaults of `Event.metric_name` / `Event.metric_value`
+    (a conversion measures "conversion" = 1, a revenue event "revenue").
+    """
+
     raw: bytes
     topic: str
     partition: int
     offset: int
+    event_type: EventType
+    event_id: str
+    user_id: str
+    timestamp: datetime
+    experiment_id: str | None
+    variant: str | None
+    metric: str | None
+    value: float | None
+    session_id: str | None
+    device: str | None
+    country: str | None
+    source: str | None
+    plan: str | None
+
+    @classmethod
+    def of(cls, event: Event, raw: bytes, topic: str, partition: int, offset: int) -> Record:
+        segment = event.segment
+        if segment is None:
+            device = country = source = plan = None
+        else:
+            device, country, source, plan = segment.device, segment.country, segment.source, segment.plan
+        return cls(raw, topic, partition, offset, event.event_type, event.event_id, event.user_id, event.timestamp,
+                   event.experiment_id, event.variant, event.metric_name, event.metric_value, event.session_id,
+                   device, country, source, plan)
+
+    @property
+    def event(self) -> Event:
+        """The full validated model, re-read from the raw bytes (they passed this validation already)."""
+        return Event.model_validate_json(self.raw)
 
 
 class Sink(Protocol):
@@ -60,11 +104,34 @@ def _unavailable(name: str, exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(name, f"{type(exc).__name__}: {exc}")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+_STRING_COLUMNS = ("event_id", "event_type", "experiment_id", "variant", "user_id", "metric", "session_id",
+                   "device", "country", "source", "plan")
+
+
+def records_to_arrow(records: list[Record]) -> pa.Table:
+    """Validated records -> a batch in the columns of `mcp_servers.clickhouse.ingest.EVENT_SCHEMA`.
+
+    Missing optional values are nulls (the service stores them as '' / NULL, as the JSON path does);
+    timestamps are UTC milliseconds, like ClickHouse's DateTime64(3); `raw` is the original bytes.
+    """
+    columns: dict[str, Any] = {}
+    for name in _STRING_COLUMNS:
+        index = Record._fields.index(name)
+        columns[name] = pa.array([r[index] for r in records], pa.string())
+    columns["value"] = pa.array([r.value for r in records], pa.float64())
+    columns["timestamp"] = pa.array([(r.timestamp - _EPOCH) // _MILLISECOND for r in records],
+                                    pa.timestamp("ms", tz="UTC"))
+    columns["raw"] = pa.array([r.raw for r in records], pa.binary()).cast(pa.string())
+    return pa.table(columns)
+
+
 @dataclass
 class ClickHouseSink:
-    """Raw event JSON into ClickHouse, one idempotent insert per topic-partition range."""
+    """Validated events into ClickHouse as Arrow, one idempotent insert per topic-partition range."""
 
-    service: Any  # mcp_servers.clickhouse service (ingest_json)
+    service: Any  # mcp_servers.clickhouse service (ingest_arrow)
     name: str = "clickhouse"
     pending: dict[tuple[str, int], list[Record]] = field(default_factory=lambda: defaultdict(list))
 
@@ -76,7 +143,7 @@ class ClickHouseSink:
         for (topic, partition), records in list(self.pending.items()):
             token = f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}"
             try:
-                await self.service.ingest_json(b"\n".join(r.raw for r in records), token=token)
+                await self.service.ingest_arrow(records_to_arrow(records), token=token)
             except BackendUnavailable as exc:
                 raise _unavailable(self.name, exc) from exc
             except ServiceError:
@@ -99,7 +166,7 @@ class PostgresSink:
     rejected: list[tuple[Record, str]] = field(default_factory=list)
 
     def add(self, record: Record) -> None:
-        if record.event.event_type is EventType.EXPOSURE:
+        if record.event_type is EventType.EXPOSURE:
             self.exposures.append(record)
         else:
             self.lifecycle.append(record)
@@ -108,14 +175,10 @@ class PostgresSink:
         written = 0
         try:
             if self.exposures:
-                from mcp_servers.postgres.models import ExposureRecord
-
-                batch = [r for r in self.exposures if r.event.variant]
-                # The events were validated against the event schema already: construct, don't re-validate.
-                outcome = await self.service.record_exposures([
-                    ExposureRecord.model_construct(experiment_key=r.event.experiment_id, user_id=r.event.user_id,
-                                                   variant_key=r.event.variant, assigned_at=r.event.timestamp)
-                    for r in batch])
+                batch = [r for r in self.exposures if r.variant]
+                # The events were validated against the event schema already: plain rows, no models.
+                outcome = await self.service.record_exposure_rows(
+                    [(r.experiment_id, r.user_id, r.variant, r.timestamp) for r in batch])
                 for index, reason in outcome.rejected:
                     self.rejected.append((batch[index], reason))
                 written += outcome.recorded
@@ -166,12 +229,11 @@ class ChromaSink:
         written = 0
         try:
             for record in self.pending:
-                event = record.event
-                if event.event_type is EventType.JOURNEY_COMPLETED:
-                    await self.service.store_user_journey(journey_from_event(event))
+                if record.event_type is EventType.JOURNEY_COMPLETED:
+                    await self.service.store_user_journey(journey_from_event(record.event))
                     written += 1
-                elif event.event_type is EventType.EXPERIMENT_CONCLUDED and self.describe_experiment is not None:
-                    context = await self.describe_experiment(event.experiment_id)
+                elif record.event_type is EventType.EXPERIMENT_CONCLUDED and self.describe_experiment is not None:
+                    context = await self.describe_experiment(record.experiment_id)
                     if context is not None:
                         await self.service.store_experiment_context(context)
                         written += 1

@@ -693,39 +693,60 @@ class ExperimentService:
         Refused per record (returned, never raised): unknown experiment or
         variant, or an experiment in draft or archived.
         """
-        parsed: list[ExposureRecord] = []
+        rows: list[tuple[str, str, str, datetime | None]] = []
         rejected: list[tuple[int, str]] = []
         good_index: list[int] = []
         for index, item in enumerate(exposures):
             try:
-                parsed.append(_parse(ExposureRecord, item))
-                good_index.append(index)
+                exposure = _parse(ExposureRecord, item)
             except InvalidInput as exc:
                 rejected.append((index, str(exc)))
-        index_by_key = await self.store.variant_index(sorted({e.experiment_key for e in parsed}))
-        rows: list[tuple[int, str, int, datetime | None]] = []
+                continue
+            rows.append((exposure.experiment_key, exposure.user_id, exposure.variant_key, exposure.assigned_at))
+            good_index.append(index)
+        outcome = await self.record_exposure_rows(rows)
+        rejected.extend((good_index[i], reason) for i, reason in outcome.rejected)
+        rejected.sort()
+        return ExposureOutcome(recorded=outcome.recorded, duplicates=outcome.duplicates, rejected=rejected)
+
+    async def record_exposure_rows(self, rows: Sequence[tuple[str, str, str, datetime | None]]) -> ExposureOutcome:
+        """`record_exposures` for rows already validated upstream (the stream processor's exposure events):
+        (experiment_key, user_id, variant_key, assigned_at) tuples, no model per row.
+
+        Refused per row like `record_exposures` (returned, never raised): a user id that is not 1..256
+        characters, an unknown experiment or variant, an experiment in draft or archived.
+        """
+        rejected: list[tuple[int, str]] = []
+        index_by_key = await self.store.variant_index(sorted({row[0] for row in rows if isinstance(row[0], str)}))
+        out: list[tuple[int, str, int, datetime | None]] = []
         seen: set[tuple[int, str]] = set()
         duplicates = 0
-        for index, exposure in zip(good_index, parsed, strict=True):
-            found = index_by_key.get(exposure.experiment_key)
+        for index, (experiment_key, user_id, variant_key, assigned_at) in enumerate(rows):
+            if type(user_id) is not str or not 0 < len(user_id) <= 256:
+                rejected.append((index, f"invalid ExposureRecord: user_id: must be 1..256 characters, got {user_id!r:.80}"))
+                continue
+            if assigned_at is not None and not isinstance(assigned_at, datetime):
+                rejected.append((index, f"invalid ExposureRecord: assigned_at: not a datetime: {assigned_at!r:.80}"))
+                continue
+            found = index_by_key.get(experiment_key) if isinstance(experiment_key, str) else None
             if found is None:
-                rejected.append((index, f"unknown experiment {exposure.experiment_key!r}"))
+                rejected.append((index, f"unknown experiment {experiment_key!r}"))
                 continue
             experiment_id, status, variant_ids = found
             if status in ("draft", "archived"):
-                rejected.append((index, f"experiment {exposure.experiment_key!r} is {status}"))
+                rejected.append((index, f"experiment {experiment_key!r} is {status}"))
                 continue
-            if exposure.variant_key not in variant_ids:
-                rejected.append((index, f"unknown variant {exposure.variant_key!r} of {exposure.experiment_key!r}"))
+            variant_id = variant_ids.get(variant_key) if isinstance(variant_key, str) else None
+            if variant_id is None:
+                rejected.append((index, f"unknown variant {variant_key!r} of {experiment_key!r}"))
                 continue
-            if (experiment_id, exposure.user_id) in seen:
+            if (experiment_id, user_id) in seen:
                 duplicates += 1
                 continue
-            seen.add((experiment_id, exposure.user_id))
-            rows.append((experiment_id, exposure.user_id, variant_ids[exposure.variant_key], exposure.assigned_at))
-        recorded = await self.store.insert_exposures(rows)
-        rejected.sort()
-        return ExposureOutcome(recorded=recorded, duplicates=duplicates + len(rows) - recorded, rejected=rejected)
+            seen.add((experiment_id, user_id))
+            out.append((experiment_id, user_id, variant_id, assigned_at))
+        recorded = await self.store.insert_exposures(out)
+        return ExposureOutcome(recorded=recorded, duplicates=duplicates + len(out) - recorded, rejected=rejected)
 
     # ------------------------------------------------------------ results
 

@@ -505,15 +505,15 @@ class PostgresStore:
         """Insert SDK-reported exposures, first one wins; returns how many were new."""
         if not rows:
             return 0
-        inserted = await self.assignment_pool.fetch(
+        experiment_ids, user_ids, variant_ids, assigned_at = (list(column) for column in zip(*rows, strict=True))
+        status = await self.assignment_pool.execute(
             f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
             SELECT e, u, v, 'exposure', COALESCE(t, now())
             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[]) AS x(e, u, v, t)
-            ON CONFLICT (experiment_id, user_id) DO NOTHING
-            RETURNING 1""",
-            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+            ON CONFLICT (experiment_id, user_id) DO NOTHING""",
+            experiment_ids, user_ids, variant_ids, assigned_at,
         )
-        return len(inserted)
+        return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows inserted>"
 
     # ------------------------------------------------------------ results
 

@@ -133,6 +133,7 @@ class PairResult:
     p_harm: float = 1.0
     power: float | None = None
     days_left: float | None = None
+    conditional_power: float | None = None  # P(significant by the maximum duration | the current trend)
     p_adjusted: float | None = None
     significant: bool = False
     error: str | None = None
@@ -163,6 +164,7 @@ def compare_pair(
     metric: str, role: str, direction: str, variant: str, control: str,
     control_row: Mapping[str, Any], treatment_row: Mapping[str, Any], opts: Settings, *,
     n_star: float, margin: float | None = None, units_per_day: float | None = None, n_comparisons: int = 1,
+    remaining_days: float | None = None,
 ) -> PairResult:
     """Every view of one treatment-vs-control comparison on one metric."""
     lower = direction == "lower"
@@ -225,6 +227,12 @@ def compare_pair(
             result.power, result.days_left = left.current_power, left.days_left
         elif left.error == stats_messages.SAMPLE_SIZE_NOT_ATTAINABLE:
             result.days_left = math.inf  # the MDE is out of reach at any duration (futility)
+        if remaining_days is not None:
+            cp = stats.conditional_power(c_stat, t_stat, units_per_day * max(remaining_days, 0.0), relative=True,
+                                         alpha=opts.alpha, n_comparisons=n_comparisons, sequential=opts.sequential,
+                                         n_star=n_star)
+            if cp.ok:
+                result.conditional_power = cp.conditional_power
     return result
 
 

@@ -12,8 +12,10 @@ otherwise). Applied in this order, first match wins:
   R4 primary_win         primary significantly better (decision p,
                          corrected) and chance to win ≥ threshold   → ship
   R5 primary_loss        primary significantly worse                → roll_back
-  R6 futility            not significant and the MDE is not
-                         reachable within the maximum duration     → needs_review (stop for futility)
+  R6 futility            not significant, the MDE is not reachable
+                         within the maximum duration, and the
+                         conditional power under the current trend
+                         is below 20%                               → needs_review (stop for futility)
   R7 no_effect           not significant although powered for
                          the MDE                                    → needs_review (no effect at that size)
   R8 underpowered        otherwise                                  → keep_running, with days left
@@ -26,7 +28,12 @@ others continue), else review.
 
 Confidence is always a stated computed quantity: 1 − p(SRM); the power not yet
 reached (1 − power) for R2/R8; 1 − p(harm) for R3; the chance to win for R4;
-1 − chance to win for R5; 1 − power now for R6; the power reached for R7.
+1 − chance to win for R5; 1 − conditional power for R6; the power reached for R7.
+
+Futility needs both: a planned MDE out of reach in the time left says the test
+was sized too small, not that the arm is hopeless — an arm whose observed effect
+is already large keeps a high conditional power (the chance of significance by
+the maximum duration if the current estimate is the truth) and keeps running.
 
 Autopilot policies (from the orchestration design's environment settings: confidence
 threshold, risk tolerance = the largest degradation tolerated before an automatic
@@ -56,6 +63,7 @@ from dataclasses import dataclass, field
 from .narrative import days, pct, pct_interval, prob
 
 SRM_RULE_THRESHOLD = 0.001
+FUTILITY_CONDITIONAL_POWER = 0.2  # below this chance of significance by the maximum duration, stop (R6)
 DEFAULT_MIN_UNITS = 100  # per arm, when the experiment states no min_sample_size
 
 RULES: dict[str, str] = {
@@ -64,7 +72,8 @@ RULES: dict[str, str] = {
     "guardrail_failure": "R3: a guardrail fails non-inferiority and its degradation is significant",
     "primary_win": "R4: the primary metric is significantly better and the chance to win reaches the threshold",
     "primary_loss": "R5: the primary metric is significantly worse",
-    "futility": "R6: not significant, and the MDE cannot be reached within the maximum duration",
+    "futility": "R6: not significant, the MDE cannot be reached within the maximum duration, and the conditional "
+                "power under the current trend is below 20%",
     "no_effect": "R7: not significant although powered to detect the MDE",
     "underpowered": "R8: not significant and not yet powered: keep collecting data",
     "analysis_error": "R0: the comparison could not be computed",
@@ -103,6 +112,7 @@ class ArmEvidence:
     days_left: float | None
     guardrails: tuple[GuardrailEvidence, ...] = ()
     error: str | None = None
+    conditional_power: float | None = None  # P(significant by the maximum duration | current trend)
 
 
 @dataclass(frozen=True)
@@ -192,13 +202,20 @@ def arm_verdict(arm: ArmEvidence, inputs: VerdictInputs) -> Outcome:
             f"(interval {pct_interval(arm.ci)}), p = {arm.p_value:.2g}.",
             _clip(1.0 - arm.chance_to_win), "1 - chance to win", arm.variant, 0.0)
     remaining = inputs.max_duration_days - inputs.days_observed
-    if arm.days_left is not None and arm.days_left > max(remaining, 0.0):
+    cp = arm.conditional_power
+    if (arm.days_left is not None and arm.days_left > max(remaining, 0.0)
+            and (cp is None or cp < FUTILITY_CONDITIONAL_POWER)):
+        trend = (f"; if the current {pct(arm.relative_lift)} is the true effect, the chance of significance by then "
+                 f"is {prob(cp)}" if cp is not None else "")
         return Outcome(
             "needs_review", "futility",
             f"{arm.variant}: no significant effect on {arm.metric} ({pct(arm.relative_lift)}, p = {arm.p_value:.2g}) "
             f"and reaching {prob(inputs.target_power)} power for a {inputs.mde:.1%} effect needs {days(arm.days_left)}, "
-            f"beyond the {inputs.max_duration_days:.0f}-day maximum ({remaining:.1f} days remain): stop for futility.",
-            _clip(1.0 - power), "1 - power now", arm.variant, arm.days_left)
+            f"beyond the {inputs.max_duration_days:.0f}-day maximum ({remaining:.1f} days remain){trend}: "
+            f"stop for futility.",
+            _clip(1.0 - (cp if cp is not None else power)),
+            "1 - conditional power under the current trend" if cp is not None else "1 - power now",
+            arm.variant, arm.days_left)
     if arm.days_left is not None and arm.days_left <= 0:
         return Outcome(
             "needs_review", "no_effect",

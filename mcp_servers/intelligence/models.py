@@ -121,6 +121,9 @@ class MetricResult(BaseModel):
     cuped: CupedInfo
     power: float | None = Field(default=None, description="Power now to detect the MDE (primary metric).")
     days_left: float | None = Field(default=None, description="Days until the target power at current traffic.")
+    conditional_power: float | None = Field(
+        default=None, description="Chance of a significant result by the maximum duration if the current estimate "
+        "is the true effect (primary metric; futility below 20%).")
     guardrail: GuardrailResult | None = None
     error: str | None = None
 

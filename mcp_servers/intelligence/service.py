@@ -270,7 +270,8 @@ class IntelligenceService:
                 pair_rate = units_per_day * (shares.get(control, 0.0) + shares.get(t, 0.0))
                 pairs.append(calc.compare_pair(
                     spec.name, spec.role, spec.direction, t, control, c_row, t_row, math_opts, n_star=n_star,
-                    margin=spec.margin, units_per_day=pair_rate or None, n_comparisons=max(len(treatments), 1)))
+                    margin=spec.margin, units_per_day=pair_rate or None, n_comparisons=max(len(treatments), 1),
+                    remaining_days=opts.max_duration_days - days_observed))
         if missing:
             notes.append("No exposed users yet for: " + ", ".join(missing) + ".")
         calc.adjust([p for p in pairs if p.role == "primary"], opts.multiple_testing, opts.alpha)
@@ -291,7 +292,7 @@ class IntelligenceService:
                 variant=p.variant, n=p.n, control_n=p.control_n, metric=p.metric, relative_lift=decision.effect,
                 ci=calc.interval(decision.ci), p_value=p.p_adjusted if p.p_adjusted is not None else decision.p_value,
                 better=p.better, chance_to_win=p.bayes.chance_to_win, power=p.power, days_left=p.days_left,
-                guardrails=guards, error=p.error))
+                guardrails=guards, error=p.error, conditional_power=p.conditional_power))
         for t in treatments:  # an arm with no data at all still has a verdict
             if not any(a.variant == t for a in arms):
                 arms.append(ArmEvidence(t, users.get(t, 0), users.get(control, 0), primary.name, 0.0, (None, None),
@@ -459,6 +460,7 @@ class IntelligenceService:
                 evidence = {"rule_id": o.rule_id, "relative_lift": arm.decision.effect,
                             "interval": list(calc.interval(arm.decision.ci)), "p_value": arm.p_adjusted,
                             "chance_to_win": arm.bayes.chance_to_win, "power": arm.power, "days_left": arm.days_left,
+                            "conditional_power": arm.conditional_power,
                             "users": {a.control: arm.control_n, arm.variant: arm.n}}
                 if o.verdict == "ship":
                     add("ship", o.variant, f"Ship {o.variant}", o.rule, evidence, o.confidence)
@@ -1102,7 +1104,7 @@ def _metric_result(p: calc.PairResult) -> MetricResult:
                         relative_lift_unadjusted=p.unadjusted.effect if p.unadjusted else None,
                         p_value_unadjusted=p.unadjusted.p_value if p.unadjusted else None),
         power=p.power, days_left=p.days_left if p.days_left is None or math.isfinite(p.days_left) else None,
-        guardrail=GuardrailResult(**g) if g else None)
+        conditional_power=p.conditional_power, guardrail=GuardrailResult(**g) if g else None)
 
 
 def _rule(o: Outcome) -> RuleOutcome:

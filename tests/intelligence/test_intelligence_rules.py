@@ -81,6 +81,18 @@ class TestVerdictRules:
         assert (running.verdict, running.rule_id, running.days_left) == ("keep_running", "underpowered", 12.0)
         assert running.confidence == pytest.approx(0.7)
 
+    def test_futility_needs_a_low_conditional_power_too(self) -> None:
+        # The MDE is out of reach in time for both arms; only the flat one is hopeless.
+        flat = ArmEvidence("treatment", 20_000, 20_000, "conversion", 0.002, (-0.02, 0.024), 0.8, None, 0.55, 0.1,
+                           100.0, conditional_power=0.04)
+        verdict, _ = decide_verdict(inputs(flat))
+        assert (verdict.verdict, verdict.rule_id) == ("needs_review", "futility")
+        assert verdict.confidence == pytest.approx(0.96) and "chance of significance by then is 4.0%" in verdict.rule
+        promising = ArmEvidence("treatment", 20_000, 20_000, "conversion", 0.09, (-0.004, 0.18), 0.06, None, 0.97,
+                                0.1, 100.0, conditional_power=0.72)
+        verdict, _ = decide_verdict(inputs(promising))
+        assert (verdict.verdict, verdict.rule_id) == ("keep_running", "underpowered")
+
     def test_several_arms_ship_the_best_and_remove_a_harmful_one(self) -> None:
         good = arm("t2", **{**WIN, "chance": 0.99999})
         verdict, per_arm = decide_verdict(inputs(arm("t1", **WIN), good, arm("t3", guardrails=(FAILING,))))

@@ -1,4 +1,4 @@
-"""Power, MDE, sample size, duration and days left."""
+"""Power, MDE, sample size, duration, days left and conditional power."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 
 from mcp_servers.intelligence.stats import (
+    FrequentistConfig,
     ProportionStatistic,
     SampleMeanStatistic,
+    SequentialConfig,
     compare,
+    conditional_power,
     days_left,
     mde,
     power,
     sample_size,
+    sequential_compare,
 )
 from mcp_servers.intelligence.stats import messages as m
 from mcp_servers.intelligence.stats._numeric import norm_ppf
@@ -118,3 +122,41 @@ def test_days_left_is_zero_when_already_powered() -> None:
 def test_planning_errors(call, error) -> None:
     assert call().error == error
 
+
+
+def _continue(stat: SampleMeanStatistic, more: np.ndarray) -> SampleMeanStatistic:
+    return SampleMeanStatistic(stat.n + len(more), stat.sum + float(more.sum()), stat.sum_squares + float((more**2).sum()))
+
+
+@pytest.mark.parametrize("true_lift", [0.0, 0.02, 0.04])
+def test_conditional_power_agrees_with_simulated_continuations(true_lift: float) -> None:
+    """Simulate the rest of the experiment with the current estimate as the truth; count significant ends."""
+    rng = np.random.default_rng(int(true_lift * 1000) + 5)
+    n_now, n_more, sd = 3000, 3000, 2.0
+    c0, t0 = rng.normal(10.0, sd, n_now), rng.normal(10.0 * (1 + true_lift), sd, n_now)
+    control = SampleMeanStatistic(n_now, float(c0.sum()), float((c0**2).sum()))
+    treatment = SampleMeanStatistic(n_now, float(t0.sum()), float((t0**2).sum()))
+    for sequential in (False, True):
+        predicted = conditional_power(control, treatment, 2 * n_more, relative=False, sequential=sequential)
+        assert predicted.ok
+        hits, reps = 0, 2000
+        mean_c, mean_t = c0.mean(), t0.mean()  # the current trend, taken as the truth
+        for _ in range(reps):
+            final_c = _continue(control, rng.normal(mean_c, sd, n_more))
+            final_t = _continue(treatment, rng.normal(mean_t, sd, n_more))
+            if sequential:
+                hits += sequential_compare(final_c, final_t, SequentialConfig(relative=False)).significant
+            else:
+                hits += compare(final_c, final_t, FrequentistConfig(relative=False)).significant
+        assert hits / reps == pytest.approx(predicted.conditional_power, abs=0.035), (true_lift, sequential)
+
+
+def test_conditional_power_separates_a_promising_arm_from_a_flat_one() -> None:
+    flat = conditional_power(ProportionStatistic(20_000, 2000.0), ProportionStatistic(20_000, 2010.0), 40_000)
+    promising = conditional_power(ProportionStatistic(20_000, 2000.0), ProportionStatistic(20_000, 2100.0), 40_000)
+    assert flat.conditional_power < 0.1 < 0.6 < promising.conditional_power
+    # Nothing more to come: significant now or never.
+    now = compare(ProportionStatistic(20_000, 2000.0), ProportionStatistic(20_000, 2100.0))
+    done = conditional_power(ProportionStatistic(20_000, 2000.0), ProportionStatistic(20_000, 2100.0), 0)
+    assert done.conditional_power == float(now.significant)
+    assert conditional_power(ProportionStatistic(10, 1.0), ProportionStatistic(10, 2.0), -5).error == m.INVALID_TRAFFIC

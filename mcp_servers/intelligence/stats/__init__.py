@@ -17,6 +17,7 @@ vectors). Public API:
 ``srm_check``               χ² sample-ratio-mismatch check, flagged at p < 0.001
 ``holm`` / ``benjamini_hochberg``  multiple-testing adjustment with adjusted CIs
 ``power`` / ``mde`` / ``sample_size`` / ``days_left``  planning and duration
+``conditional_power``       futility: P(significant at the end | the current trend)
 ``thompson_weights``        bandit traffic weights (floor, burn-in, seeded)
 ``non_inferiority``         guardrail test with a margin
 ==========================  =====================================================
@@ -28,7 +29,17 @@ from .cuped import CupedResult, cuped_adjust
 from .frequentist import FrequentistConfig, TestResult, compare
 from .guardrails import NonInferiorityResult, non_inferiority
 from .multiple_testing import MultipleTestingResult, benjamini_hochberg, holm
-from .power_analysis import DaysLeftResult, PowerResult, SampleSizeResult, days_left, mde, power, sample_size
+from .power_analysis import (
+    ConditionalPowerResult,
+    DaysLeftResult,
+    PowerResult,
+    SampleSizeResult,
+    conditional_power,
+    days_left,
+    mde,
+    power,
+    sample_size,
+)
 from .sequential import SequentialConfig, sequential_compare
 from .srm import SRM_THRESHOLD, SrmResult, srm_check
 from .statistics import (
@@ -74,6 +85,8 @@ __all__ = [
     "mde",
     "sample_size",
     "days_left",
+    "conditional_power",
+    "ConditionalPowerResult",
     "PowerResult",
     "SampleSizeResult",
     "DaysLeftResult",

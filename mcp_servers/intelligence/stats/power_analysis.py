@@ -16,6 +16,17 @@ plan asks for more units). One-sided tests use the single tail.
 The module is called ``power_analysis`` (not ``power``) so that the public
 function ``stats.power`` does not shadow it.
 
+Conditional power (``conditional_power``) answers a different question mid-experiment:
+given the data so far, how likely is a significant result at the end if the
+true effect is what we observe now (the "current trend")? With n units now,
+E more to come and N = n + E, the final estimate is (n·θ̂ + E·θ̂_new)/N, so given
+today it is normal with mean θ̂ and standard deviation se·sqrt(n·E)/N, and
+
+    conditional power = Φ((θ̂ − h_N)/s) + Φ((−θ̂ − h_N)/s),   s = se·sqrt(n·E)/N
+
+with h_N the half-width that will be read at N (Jennison & Turnbull, *Group
+Sequential Methods*, ch. 10; the B-value form of Lan & Wittes 1988).
+
 Reference: gbstats ``power/midexperimentpower.py`` (mid-experiment power and
 the scaling factor for the additional sample needed).
 """
@@ -409,3 +420,77 @@ def days_left(
             return failed(messages.SAMPLE_SIZE_NOT_ATTAINABLE)
     extra = brentq(lambda x: power_after(x) - target_power, 0.0, hi, xtol=1e-6, rtol=1e-12)
     return DaysLeftResult(extra / units_per_day, math.ceil(extra), now, target_power, mde, relative, sequential)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalPowerResult:
+    """P(significant at the end | the data so far, true effect = the current estimate).
+
+    additional_units: units still to come over both arms; estimate: the current
+    effect taken as the truth; final_halfwidth: the interval half-width at the end.
+    """
+
+    conditional_power: float
+    additional_units: float
+    estimate: float
+    final_halfwidth: float
+    relative: bool
+    sequential: bool
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return jsonable(self)
+
+
+def conditional_power(
+    control: Statistic,
+    treatment: Statistic,
+    additional_units: float,
+    *,
+    relative: bool = True,
+    alpha: float = 0.05,
+    n_comparisons: int = 1,
+    sequential: bool = False,
+    n_star: float = DEFAULT_N_STAR,
+) -> ConditionalPowerResult:
+    """Chance of a significant two-sided result once ``additional_units`` more arrive, under the current trend.
+
+    What: the futility check of a running experiment. An effect already large
+    but not yet significant keeps a high conditional power even when the
+    planned MDE cannot be powered in time; a flat result does not.
+    When: deciding whether to stop for futility.
+    Returns: :class:`ConditionalPowerResult` (with ``error`` if the comparison
+    itself is impossible). With no units to come it is 1 if the result is
+    significant now, else 0.
+    """
+    def failed(error: str) -> ConditionalPowerResult:
+        return ConditionalPowerResult(0.0, additional_units, 0.0, 0.0, relative, sequential, error)
+
+    if not (is_finite(alpha) and 0.0 < alpha < 1.0):
+        return failed(messages.INVALID_ALPHA)
+    if not (is_finite(additional_units) and additional_units >= 0):
+        return failed(messages.INVALID_TRAFFIC)
+    if not (is_whole(n_comparisons) and n_comparisons >= 1):
+        return failed(messages.INVALID_COMPARISONS)
+    if not (is_finite(n_star) and n_star > 0):
+        return failed(messages.INVALID_TUNING)
+    m = effect_moments(control, treatment, relative)
+    if m.error:
+        return failed(m.error)
+    a = alpha / n_comparisons
+    n_now, n_final = float(m.n), float(m.n) + additional_units
+    se_final = m.se * math.sqrt(n_now / n_final)
+    if sequential:
+        half = sequential_halfwidth(se_final, n_final, sequential_rho(a, n_star), a)  # type: ignore[arg-type]
+    else:
+        half = norm_ppf(1.0 - a / 2.0) * se_final
+    spread = m.se * math.sqrt(n_now * additional_units) / n_final
+    if spread <= 0.0:
+        cp = 1.0 if abs(m.estimate) > half else 0.0
+    else:
+        cp = power_from_se(m.estimate, spread, half)
+    return ConditionalPowerResult(min(1.0, cp), additional_units, m.estimate, half, relative, sequential)

@@ -6,8 +6,9 @@ Both read the same pre-produced topics from the embedded tansu broker:
   PostgreSQL sinks, DLQ, commit after flush).
 Prints events/s for each and the ratio (goal: ≥150k events/s and ≥0.8× the baseline), with the
 CPU seconds of this process and of the PostgreSQL server during each run, the NeonBlue per-stage wall
-times (prepare = parse/validate/classify; each sink's flush; sinks flush concurrently and the next
-batch is prepared while the previous one is stored) and the load average (the box is shared).
+times (fetch = the consumer's getmany; prepare = parse/validate/classify; store+commit = the sinks'
+flushes, run concurrently, then the DLQ and the commit; the next batch is fetched and prepared while
+the previous one is stored) and the load average (the box is shared).
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_m
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_cpu() -> float:
+    """CPU seconds of this process's main thread (the event loop: everything that holds the GIL there)."""
+    fields = Path(f"/proc/self/task/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds of one process (the broker)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def postgres_cpu(data_dir: Path) -> float:
@@ -90,24 +106,29 @@ GC = GcClock()
 class Meter:
     """Wall and CPU seconds of a run, this process's and PostgreSQL's, with the load average."""
 
-    def __init__(self, pg_dir: Path) -> None:
+    def __init__(self, pg_dir: Path, broker_pid: int | None) -> None:
         self.pg_dir = pg_dir
+        self.broker_pid = broker_pid
 
     def __enter__(self) -> Meter:
         GC.reset()
         self.wall, self.cpu, self.pg = time.perf_counter(), time.process_time(), postgres_cpu(self.pg_dir)
+        self.main = main_thread_cpu()
+        self.broker = process_cpu(self.broker_pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
+        self.main = main_thread_cpu() - self.main
+        self.broker = process_cpu(self.broker_pid) - self.broker
         self.pg = postgres_cpu(self.pg_dir) - self.pg
         self.load = os.getloadavg()
         self.gc = str(GC)
 
     def __str__(self) -> str:
         load = " ".join(f"{x:.2f}" for x in self.load)
-        return f"wall {self.wall:.1f}s, CPU: this process {self.cpu:.1f}s, PostgreSQL {self.pg:.1f}s; garbage collector {self.gc}; load {load}"
+        return f"wall {self.wall:.1f}s, CPU: this process {self.cpu:.1f}s (main thread {self.main:.1f}s), PostgreSQL {self.pg:.1f}s, broker {self.broker:.1f}s; garbage collector {self.gc}; load {load}"
 
 
 def timed(stages: dict[str, float], name: str, fn):
@@ -149,8 +170,18 @@ async def baseline(settings: Settings, clickhouse, total: int) -> float:
 async def pipeline(settings: Settings, services: dict, total: int, stages: dict[str, float]) -> float:
     processor = build_processor(settings, services)
     processor._prepare = timed(stages, "prepare", processor._prepare)  # noqa: SLF001 - measured, not changed
+    processor._store_and_commit = timed(stages, "store+commit", processor._store_and_commit)  # noqa: SLF001
     for name, sink in processor.sinks.items():
         sink.flush = timed(stages, f"{name} sink", sink.flush)
+    getmany = AIOKafkaConsumer.getmany
+    AIOKafkaConsumer.getmany = timed(stages, "fetch", getmany)  # the processor's consumer (the baseline's is done)
+    try:
+        return await _run_pipeline(processor, total)
+    finally:
+        AIOKafkaConsumer.getmany = getmany
+
+
+async def _run_pipeline(processor, total: int) -> float:
     task = asyncio.create_task(processor.run())
     while processor.stats.consumed == 0:  # noqa: ASYNC110 - polls the stats, as a user would
         await asyncio.sleep(0.001)
@@ -194,11 +225,11 @@ async def main(users: int) -> None:
             print(f"produced {total} events in {time.perf_counter() - t0:.1f}s "
                   f"({total / (time.perf_counter() - t0):,.0f} events/s)")
             print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            with Meter(pg.data_dir) as meter:
+            with Meter(pg.data_dir, kafka.process.pid()) as meter:
                 base_rate = await baseline(settings, clickhouse_base, total)
             print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s  [{meter}]")
             stages: dict[str, float] = {}
-            with Meter(pg.data_dir) as meter:
+            with Meter(pg.data_dir, kafka.process.pid()) as meter:
                 rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total, stages)
             print(f"NeonBlue  (validate, classify, ClickHouse+PostgreSQL sinks, commit): {rate:,.0f} events/s  [{meter}]")
             print("NeonBlue stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))

@@ -502,17 +502,23 @@ class PostgresStore:
         return {r["key"]: (r["id"], r["status"], r["variants"]) for r in rows}
 
     async def insert_exposures(self, rows: Sequence[tuple[int, str, int, datetime | None]]) -> int:
-        """Insert SDK-reported exposures, first one wins; returns how many were new."""
+        """Insert SDK-reported exposures, first one wins; returns how many were new.
+
+        The rows are COPYed into a per-session temporary table, then inserted with ON CONFLICT DO
+        NOTHING: binary COPY costs the client about half of encoding the same rows as unnest()
+        arrays (measured with 100k stream exposures; the server's work is the same).
+        """
         if not rows:
             return 0
-        experiment_ids, user_ids, variant_ids, assigned_at = (list(column) for column in zip(*rows, strict=True))
-        status = await self.assignment_pool.execute(
-            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
-            SELECT e, u, v, 'exposure', COALESCE(t, now())
-            FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[]) AS x(e, u, v, t)
-            ON CONFLICT (experiment_id, user_id) DO NOTHING""",
-            experiment_ids, user_ids, variant_ids, assigned_at,
-        )
+        async with self.assignment_pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS exposures_in (e bigint, u text, v bigint, t timestamptz) "
+                "ON COMMIT DELETE ROWS")
+            await conn.copy_records_to_table("exposures_in", records=rows)
+            status = await conn.execute(
+                f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
+                SELECT e, u, v, 'exposure', COALESCE(t, now()) FROM exposures_in
+                ON CONFLICT (experiment_id, user_id) DO NOTHING""")
         return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows inserted>"
 
     # ------------------------------------------------------------ results

@@ -167,8 +167,9 @@ async def baseline(settings: Settings, clickhouse, total: int) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def pipeline(settings: Settings, services: dict, total: int, stages: dict[str, float]) -> float:
-    processor = build_processor(settings, services)
+async def pipeline(settings: Settings, services: dict, total: int, stages: dict[str, float],
+                   **overrides) -> float:
+    processor = build_processor(settings, services, **overrides)
     processor._prepare = timed(stages, "prepare", processor._prepare)  # noqa: SLF001 - measured, not changed
     processor._store_and_commit = timed(stages, "store+commit", processor._store_and_commit)  # noqa: SLF001
     for name, sink in processor.sinks.items():
@@ -198,7 +199,7 @@ async def _run_pipeline(processor, total: int) -> float:
     return (total - first) / elapsed
 
 
-async def main(users: int) -> None:
+async def main(users: int, max_batch: int | None = None) -> None:
     base = Path(tempfile.mkdtemp(prefix="neonblue-bench-stream-"))
     pg = EmbeddedPostgres(base / "pg", free_port())
     kafka = EmbeddedKafka(free_port(), base / "run", base / "logs")
@@ -230,7 +231,8 @@ async def main(users: int) -> None:
             print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s  [{meter}]")
             stages: dict[str, float] = {}
             with Meter(pg.data_dir, kafka.process.pid()) as meter:
-                rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total, stages)
+                rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total, stages,
+                                      **({"max_batch": max_batch} if max_batch else {}))
             print(f"NeonBlue  (validate, classify, ClickHouse+PostgreSQL sinks, commit): {rate:,.0f} events/s  [{meter}]")
             print("NeonBlue stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
             print(f"ratio NeonBlue/baseline: {rate / base_rate:.2f} (goal ≥ 0.8; absolute goal ≥ 150k events/s)")
@@ -243,4 +245,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=100_000, help="simulated users (≈2.4 events each)")
-    asyncio.run(main(parser.parse_args().users))
+    parser.add_argument("--max-batch", type=int, default=None, help="the processor's max_batch (default: its own)")
+    args = parser.parse_args()
+    asyncio.run(main(args.users, args.max_batch))

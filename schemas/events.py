@@ -39,6 +39,8 @@ class EventType(StrEnum):
 
 # Event types that carry a measured value for a metric.
 VALUE_EVENT_TYPES = frozenset({EventType.CONVERSION, EventType.METRIC, EventType.REVENUE, EventType.LLM_RESPONSE})
+# The metric an event measures when it names none.
+DEFAULT_METRICS = {EventType.CONVERSION: "conversion", EventType.REVENUE: "revenue"}
 LIFECYCLE_EVENT_TYPES = frozenset(
     {
         EventType.EXPERIMENT_CREATED,
@@ -126,7 +128,7 @@ class Event(BaseModel):
         """The metric this event measures, with defaults per event type."""
         if self.metric is not None:
             return self.metric
-        return {EventType.CONVERSION: "conversion", EventType.REVENUE: "revenue"}.get(self.event_type)
+        return DEFAULT_METRICS.get(self.event_type)
 
     @property
     def metric_value(self) -> float | None:

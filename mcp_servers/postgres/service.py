@@ -18,6 +18,8 @@ assignment is recorded once.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +28,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
+import asyncpg
 import orjson
 from pydantic import BaseModel, ValidationError
 
@@ -236,6 +239,38 @@ def _not_running(definition: _Definition, user_id: str) -> VariantAssignment:
 MAX_RESULT_VALUE = 1e15  # far beyond any metric (revenue, latency, tokens); keeps Σx² finite
 
 
+def _refused_by_postgres(exc: asyncpg.DataError) -> InvalidInput:
+    """A value PostgreSQL cannot store (SQLSTATE class 22, data exception) -> the caller's error, named."""
+    text = str(exc)
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError) or "0x00" in text:
+        return InvalidInput("text cannot contain NUL characters (\\u0000): PostgreSQL text and JSON refuse them")
+    if "64-bit range" in text:
+        return InvalidInput("integers inside JSON values (config, metadata, targeting) must fit in 64 bits")
+    return InvalidInput(f"value refused by PostgreSQL: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def _data_errors_are_invalid_input(cls: type) -> type:
+    """Every public method: a value PostgreSQL refuses is InvalidInput (422), not a server error.
+
+    Inputs reach SQL from many places (refs, user ids, names, free-form JSON), and what the
+    database cannot store is the database's to say; this turns its verdict into a clear error.
+    """
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.iscoroutinefunction(method):
+            continue
+
+        @functools.wraps(method)
+        async def guarded(self: Any, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            try:
+                return await __method(self, *args, **kwargs)
+            except asyncpg.DataError as exc:
+                raise _refused_by_postgres(exc) from exc
+
+        setattr(cls, name, guarded)
+    return cls
+
+
+@_data_errors_are_invalid_input
 class ExperimentService:
     """The PostgreSQL server's capabilities as plain async methods."""
 
@@ -714,16 +749,21 @@ class ExperimentService:
         (experiment_key, user_id, variant_key, assigned_at) tuples, no model per row.
 
         Refused per row like `record_exposures` (returned, never raised): a user id that is not 1..256
-        characters, an unknown experiment or variant, an experiment in draft or archived.
+        characters or holds a NUL, an unknown experiment or variant, an experiment in draft or archived.
         """
         rejected: list[tuple[int, str]] = []
-        index_by_key = await self.store.variant_index(sorted({row[0] for row in rows if isinstance(row[0], str)}))
+        # A NUL cannot be stored (nor looked up) in PostgreSQL text: such rows are refused below, one by one.
+        index_by_key = await self.store.variant_index(
+            sorted({row[0] for row in rows if isinstance(row[0], str) and "\x00" not in row[0]}))
         out: list[tuple[int, str, int, datetime | None]] = []
         seen: set[tuple[int, str]] = set()
         duplicates = 0
         for index, (experiment_key, user_id, variant_key, assigned_at) in enumerate(rows):
             if type(user_id) is not str or not 0 < len(user_id) <= 256:
                 rejected.append((index, f"invalid ExposureRecord: user_id: must be 1..256 characters, got {user_id!r:.80}"))
+                continue
+            if "\x00" in user_id:
+                rejected.append((index, "invalid ExposureRecord: user_id: contains a NUL character (\\u0000)"))
                 continue
             if assigned_at is not None and not isinstance(assigned_at, datetime):
                 rejected.append((index, f"invalid ExposureRecord: assigned_at: not a datetime: {assigned_at!r:.80}"))

@@ -252,6 +252,27 @@ async def test_exposures_from_sdks_are_recorded_first_one_wins(service):
     assert (repeat.recorded, repeat.duplicates) == (0, 1)
 
 
+async def test_nul_characters_are_refused_per_exposure_and_as_invalid_input_elsewhere(service):
+    # PostgreSQL text cannot hold U+0000: such exposures are refused one by one, the rest recorded.
+    await running(service)
+    outcome = await service.record_exposures([
+        {"experiment_key": "prompt-test", "user_id": "nul\x00user", "variant_key": "control"},
+        {"experiment_key": "prompt\x00test", "user_id": "sdk-9", "variant_key": "control"},
+        {"experiment_key": "prompt-test", "user_id": "sdk-10", "variant_key": "control"},
+    ])
+    assert outcome.recorded == 1
+    assert [i for i, _ in outcome.rejected] == [0, 1]
+    assert "NUL" in outcome.rejected[0][1] and "unknown experiment" in outcome.rejected[1][1]
+    with pytest.raises(InvalidInput, match="NUL characters"):
+        await service.get_variant("prompt-test", "u\x001")
+    with pytest.raises(InvalidInput, match="NUL characters"):
+        await service.list_experiments(search="a\x00")
+    with pytest.raises(InvalidInput, match="64 bits"):
+        await service.create_experiment({"key": "big", "name": "big", "type": "ui", "primary_metric": "conversion",
+                                         "variants": [{"key": "c", "is_control": True, "config": {"n": 2**64}},
+                                                      {"key": "t"}]})
+
+
 async def test_results_need_an_assignment_and_a_started_experiment(service):
     await service.create_experiment({"key": "later", "name": "l", "type": "model", "primary_metric": "accuracy",
                                      "variants": [{"key": "a", "is_control": True}, {"key": "b"}]})

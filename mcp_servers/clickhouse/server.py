@@ -89,7 +89,9 @@ def build_server(service: ClickHouseService) -> MCPServer:
         metric summed per user over the pre-period (pre_sum, pre_sum_squares,
         post_pre_sum_of_products); for ratio metrics denominator_sum,
         denominator_sum_squares and m_d_sum_of_products. Compute means/variances
-        from them (mean = sum/n).
+        from them (mean = sum/n). The whole-experiment window without a segment
+        filter is answered from a per-user rollup kept current (fast); other
+        windows and segments read the events; `computed_from` says which.
 
         Example: {"experiment_id": "checkout-1step", "metrics": ["revenue", "conversion"], "cuped": true,
         "ratio_metrics": [{"name": "revenue_per_session", "numerator": "revenue", "denominator": "sessions"}],

@@ -510,7 +510,9 @@ class PostgresStore:
         """
         if not rows:
             return 0
-        async with self.assignment_pool.acquire() as conn, conn.transaction():
+        # The durable pool: the stream processor commits Kafka offsets once this returns, so these
+        # exposures must survive a database crash (one WAL flush per batch costs nothing here).
+        async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS exposures_in (e bigint, u text, v bigint, t timestamptz) "
                 "ON COMMIT DELETE ROWS")

@@ -87,6 +87,23 @@ def is_whole(n: Any) -> bool:
     return math.isfinite(f) and f.is_integer()
 
 
+class Result:
+    """What every result of the engine offers: ``ok`` (no ``error``) and a JSON-safe ``as_dict``.
+
+    A base for the frozen, slotted result dataclasses, each of which has an ``error`` field.
+    """
+
+    __slots__ = ()
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return jsonable(self)
+
+
 def jsonable(value: Any) -> Any:
     """Convert a result (nested dataclasses, tuples) to JSON-safe builtins.
 

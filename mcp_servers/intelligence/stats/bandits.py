@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import messages
-from ._numeric import is_finite, is_whole, jsonable
+from ._numeric import Result, is_finite, is_whole
 from .bayesian import GaussianPrior
 from .statistics import (
     RegressionAdjustedRatioStatistic,
@@ -39,7 +39,7 @@ DEFAULT_N_SAMPLES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class BanditResult:
+class BanditResult(Result):
     """Traffic weights for the next period.
 
     weights: one per arm, summing to 1; the input ``current_weights`` (or an
@@ -58,13 +58,6 @@ class BanditResult:
     reason: str | None
     seed: int
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def thompson_weights(

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from . import messages
-from ._numeric import is_finite, jsonable, norm_cdf, norm_ppf, positive_part_mean
+from ._numeric import Result, is_finite, norm_cdf, norm_ppf, positive_part_mean
 from .effect import EffectMoments, effect_moments
 from .statistics import Statistic
 
@@ -51,7 +51,7 @@ class BayesianConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BayesianResult:
+class BayesianResult(Result):
     """Posterior summary of the treatment − control effect.
 
     effect / se: posterior mean and standard deviation.
@@ -75,13 +75,6 @@ class BayesianResult:
     control_mean: float = 0.0
     treatment_mean: float = 0.0
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def _failed(config: BayesianConfig, error: str) -> BayesianResult:

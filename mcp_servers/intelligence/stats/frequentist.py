@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from . import messages
-from ._numeric import is_finite, jsonable, t_cdf, t_ppf
+from ._numeric import Result, is_finite, jsonable, t_cdf, t_ppf
 from .effect import EffectMoments, effect_moments
 from .statistics import Statistic
 
@@ -45,7 +45,7 @@ class FrequentistConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TestResult:
+class TestResult(Result):
     """Outcome of a frequentist comparison of treatment against control.
 
     effect: treatment − control, absolute or relative (see ``relative``).
@@ -77,10 +77,6 @@ class TestResult:
     error: str | None = None
 
     __test__ = False  # not a pytest test class despite the name
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
     @property
     def significant(self) -> bool:

@@ -23,14 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import messages
-from ._numeric import is_finite, jsonable
+from ._numeric import Result, is_finite
 from .frequentist import FrequentistConfig, compare
 from .sequential import DEFAULT_N_STAR, SequentialConfig, sequential_compare
 from .statistics import Statistic
 
 
 @dataclass(frozen=True, slots=True)
-class NonInferiorityResult:
+class NonInferiorityResult(Result):
     """Outcome of a guardrail check.
 
     effect: treatment − control (relative or absolute).
@@ -50,13 +50,6 @@ class NonInferiorityResult:
     alpha: float
     sequential: bool
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def non_inferiority(

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import messages
-from ._numeric import is_finite, jsonable
+from ._numeric import Result, is_finite
 from .frequentist import TestResult
 
 
 @dataclass(frozen=True, slots=True)
-class MultipleTestingResult:
+class MultipleTestingResult(Result):
     """Adjusted p-values, decisions and (for test results) adjusted intervals.
 
     Entries are in input order. Test results that carry an ``error`` are left
@@ -47,13 +47,6 @@ class MultipleTestingResult:
     ci_alpha: float | None
     family_size: int
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def _holm(p: list[float]) -> list[float]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from scipy.optimize import brentq
 
 from . import messages
-from ._numeric import is_finite, is_whole, jsonable, norm_cdf, norm_ppf
+from ._numeric import Result, is_finite, is_whole, norm_cdf, norm_ppf
 from .effect import effect_moments
 from .frequentist import ALTERNATIVES, Alternative
 from .sequential import DEFAULT_N_STAR, sequential_halfwidth, sequential_rho
@@ -49,7 +49,7 @@ MAX_N = 1e12
 
 
 @dataclass(frozen=True, slots=True)
-class PowerResult:
+class PowerResult(Result):
     """Power of a planned test, or the MDE it can detect.
 
     power: probability of a significant result when the true effect is ``mde``.
@@ -66,16 +66,9 @@ class PowerResult:
     sequential: bool
     error: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
-
 
 @dataclass(frozen=True, slots=True)
-class SampleSizeResult:
+class SampleSizeResult(Result):
     """Units needed to detect ``mde`` with ``power``.
 
     n_per_variant / total_n: whole units per arm and over all arms.
@@ -91,16 +84,9 @@ class SampleSizeResult:
     sequential: bool
     error: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
-
 
 @dataclass(frozen=True, slots=True)
-class DaysLeftResult:
+class DaysLeftResult(Result):
     """How much longer a running experiment needs to reach the target power.
 
     days_left: 0 when already powered; additional_units: over both arms.
@@ -117,15 +103,8 @@ class DaysLeftResult:
     error: str | None = None
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
     def powered(self) -> bool:
         return self.error is None and self.days_left == 0.0
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +402,7 @@ def days_left(
 
 
 @dataclass(frozen=True, slots=True)
-class ConditionalPowerResult:
+class ConditionalPowerResult(Result):
     """P(significant at the end | the data so far, true effect = the current estimate).
 
     additional_units: units still to come over both arms; estimate: the current
@@ -437,13 +416,6 @@ class ConditionalPowerResult:
     relative: bool
     sequential: bool
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def conditional_power(

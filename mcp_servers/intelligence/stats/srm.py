@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import messages
-from ._numeric import chi2_sf, is_finite, is_whole, jsonable
+from ._numeric import Result, chi2_sf, is_finite, is_whole
 
 SRM_THRESHOLD = 0.001
 WEIGHT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
-class SrmResult:
+class SrmResult(Result):
     """Outcome of the SRM check.
 
     p_value / chi2 / df: the χ² test over the arms with positive weight.
@@ -42,13 +42,6 @@ class SrmResult:
     flagged: bool
     threshold: float
     error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_dict(self) -> dict:
-        return jsonable(self)
 
 
 def srm_check(counts: Sequence[int], weights: Sequence[float], threshold: float = SRM_THRESHOLD) -> SrmResult:

@@ -23,8 +23,15 @@ already merged into one part costs nothing to read FINAL.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 SEGMENT_DIMENSIONS = ("device", "country", "source", "plan")
+
+
+def epoch_ms(moment: datetime) -> int:
+    """A time as the Unix milliseconds the `{…_ms:Int64}` parameters below take."""
+    return int(moment.timestamp() * 1000)
+
 
 _MS = "fromUnixTimestamp64Milli({%s:Int64}, 'UTC')"
 IN_WINDOW = f"timestamp >= {_MS % 'start_ms'} AND timestamp < {_MS % 'end_ms'}"
@@ -80,6 +87,18 @@ def per_user_sql(
     return sql
 
 
+def _variant_sums(n_metrics: int, ratio_pairs: Sequence[tuple[int, int]], *, cuped: bool) -> str:
+    """The per-(variant, mixed) sums over per-user rows with assigned, mixed, x{i} [and y{i}]."""
+    aggregates = ["assigned AS variant", "mixed", "count() AS n"]
+    for i in range(n_metrics):
+        aggregates += [f"sum(x{i}) AS s{i}", f"sum(x{i} * x{i}) AS q{i}", f"countIf(x{i} != 0) AS z{i}"]
+        if cuped:
+            aggregates += [f"sum(y{i}) AS a{i}", f"sum(y{i} * y{i}) AS b{i}", f"sum(x{i} * y{i}) AS c{i}"]
+    for k, (i, j) in enumerate(ratio_pairs):
+        aggregates.append(f"sum(x{i} * x{j}) AS r{k}")
+    return ", ".join(aggregates)
+
+
 def variant_statistics_sql(
     db: str,
     n_metrics: int,
@@ -90,16 +109,9 @@ def variant_statistics_sql(
 ) -> str:
     """Per (variant, mixed): n and, per metric i, s{i}=Σx q{i}=Σx² z{i}=#x≠0 [a{i}=Σy b{i}=Σy² c{i}=Σxy];
     per ratio k over metrics (i, j): r{k}=Σx_i·x_j."""
-    aggregates = ["assigned AS variant", "mixed", "count() AS n"]
-    for i in range(n_metrics):
-        aggregates += [f"sum(x{i}) AS s{i}", f"sum(x{i} * x{i}) AS q{i}", f"countIf(x{i} != 0) AS z{i}"]
-        if cuped:
-            aggregates += [f"sum(y{i}) AS a{i}", f"sum(y{i} * y{i}) AS b{i}", f"sum(x{i} * y{i}) AS c{i}"]
-    for k, (i, j) in enumerate(ratio_pairs):
-        aggregates.append(f"sum(x{i} * x{j}) AS r{k}")
     inner = per_user_sql(db, n_metrics, cuped=cuped, segment_filters=segment_filters)
     return f"""
-    SELECT {', '.join(aggregates)}
+    SELECT {_variant_sums(n_metrics, ratio_pairs, cuped=cuped)}
     FROM ({inner})
     GROUP BY variant, mixed
     ORDER BY variant, mixed
@@ -312,15 +324,8 @@ def rollup_statistics_sql(db: str, n_metrics: int, ratio_pairs: Sequence[tuple[i
         columns.append(f"metric_values[{{m{i}:String}}] AS x{i}")
         if cuped:
             columns.append(f"pre_values[{{m{i}:String}}] AS y{i}")
-    aggregates = ["assigned AS variant", "mixed", "count() AS n"]
-    for i in range(n_metrics):
-        aggregates += [f"sum(x{i}) AS s{i}", f"sum(x{i} * x{i}) AS q{i}", f"countIf(x{i} != 0) AS z{i}"]
-        if cuped:
-            aggregates += [f"sum(y{i}) AS a{i}", f"sum(y{i} * y{i}) AS b{i}", f"sum(x{i} * y{i}) AS c{i}"]
-    for k, (i, j) in enumerate(ratio_pairs):
-        aggregates.append(f"sum(x{i} * x{j}) AS r{k}")
     return f"""
-    SELECT {', '.join(aggregates)}
+    SELECT {_variant_sums(n_metrics, ratio_pairs, cuped=cuped)}
     FROM (SELECT {', '.join(columns)} FROM ({rollup_rows_sql(db)}) WHERE exposures > 0)
     GROUP BY variant, mixed
     ORDER BY variant, mixed"""

@@ -48,6 +48,7 @@ import pyarrow as pa
 from mcp_servers.errors import BackendUnavailable, NotFound
 
 from . import queries
+from .queries import epoch_ms as _ms
 from .store import ClickHouseStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ class RollupWindow:
     metrics: tuple[str, ...]
     base: int  # version of the last rebuild's rows
     refreshed_rows: int = 0  # rows written by refreshes since (a read pays for them: rebuild when many)
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class UserRollup:

@@ -60,6 +60,7 @@ from .models import (
     VariantForecast,
     VariantStatistics,
 )
+from .queries import epoch_ms as _ms
 from .rollup import UserRollup
 from .sql_guard import check_ast, check_text
 from .store import ClickHouseStore, StoreError
@@ -81,10 +82,6 @@ def token_digest(token: str) -> str:
     if not token or len(token) > 512:
         raise InvalidInput("idempotency token must be 1..512 characters")
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def _day_start(day: date) -> datetime:
@@ -154,10 +151,7 @@ class ClickHouseService:
     def _changed(self, users: pa.Array | pa.ChunkedArray | None) -> None:
         """Record the users of a stored batch (None: unknown) so the rollup recomputes them."""
         if self.store.change_log is not None:
-            if users is not None:
-                users = pc.unique(users)
-                users = users.combine_chunks() if isinstance(users, pa.ChunkedArray) else users
-            self.store.change_log.append(users)
+            self.store.change_log.append(None if users is None else pc.unique(users))
 
     @property
     def db(self) -> str:

@@ -287,8 +287,9 @@ class ChdbStore:
     async def query(self, sql: str, params: Params | None = None) -> pa.Table:
         return await anyio.to_thread.run_sync(self._run, sql, params, "ArrowTable")
 
-    def _insert_from_python(self, sql: str, batch: pa.Table) -> None:
-        _with_python_source(self._entry.session, sql, batch, "CSV")
+    async def execute_with_source(self, sql: str, params: Params | None, source: pa.Table) -> None:
+        """Run a statement (INSERT ... SELECT) that reads the Arrow table `source` where `sql` says `{source}`."""
+        await anyio.to_thread.run_sync(_with_python_source, self._entry.session, sql, source, "CSV", params)
 
     async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)
@@ -296,20 +297,7 @@ class ChdbStore:
             f"INSERT INTO {self.database}.{table} ({cols}){_settings_clause(insert_settings(token_digest))} "
             f"SELECT {cols} FROM {{source}}"
         )
-        await anyio.to_thread.run_sync(self._insert_from_python, sql, data)
-
-    async def query_with_source(self, sql: str, params: Params | None, source: pa.Table) -> pa.Table:
-        """Run a SELECT that reads the Arrow table `source` where `sql` says `{source}`."""
-
-        return await anyio.to_thread.run_sync(self._query_source, sql, params, source, "ArrowTable")
-
-    def _query_source(self, sql: str, params: Params | None, source: pa.Table, fmt: str) -> Any:
-        return _with_python_source(self._entry.session, sql, source, fmt, params)
-
-    async def execute_with_source(self, sql: str, params: Params | None, source: pa.Table) -> None:
-        """Run a statement (INSERT ... SELECT) that reads the Arrow table `source` where `sql` says `{source}`."""
-
-        await anyio.to_thread.run_sync(self._query_source, sql, params, source, "CSV")
+        await self.execute_with_source(sql, None, data)
 
     async def insert_json_select(
         self, table: str, columns: Sequence[str], select_from_raw: str, data: bytes, token_digest: str | None
@@ -318,11 +306,7 @@ class ChdbStore:
         # materialized views), so the lines go in as an Arrow column through Python().
         cols = ", ".join(f"`{c}`" for c in columns)
         sql = f"INSERT INTO {self.database}.{table} ({cols}){_settings_clause(insert_settings(token_digest))} {select_from_raw}"
-
-        def run() -> None:
-            self._insert_from_python(sql, split_json_lines(data))
-
-        await anyio.to_thread.run_sync(run)
+        await self.execute_with_source(sql, None, await anyio.to_thread.run_sync(split_json_lines, data))
 
     def _sandbox(self) -> Any:
         key = (self.database, self.limits)

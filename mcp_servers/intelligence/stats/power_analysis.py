@@ -158,6 +158,19 @@ def power_from_se(effect: float, se: float, halfwidth: float, one_sided: bool = 
     return upper if one_sided else upper + norm_cdf((-d - halfwidth) / se)
 
 
+def _check_test(alpha: float, n_comparisons: int, n_star: float, alternative: str = "two-sided") -> str | None:
+    """What is wrong with the settings of the test a plan is for, if anything."""
+    if not (is_finite(alpha) and 0.0 < alpha < 1.0):
+        return messages.INVALID_ALPHA
+    if alternative not in ALTERNATIVES:
+        return messages.INVALID_ALTERNATIVE
+    if not (is_whole(n_comparisons) and n_comparisons >= 1):
+        return messages.INVALID_COMPARISONS
+    if not (is_finite(n_star) and n_star > 0):
+        return messages.INVALID_TUNING
+    return None
+
+
 def _check_common(
     mean: float,
     variance: float | None,
@@ -167,14 +180,9 @@ def _check_common(
     n_comparisons: int,
     n_star: float,
 ) -> str | None:
-    if not (is_finite(alpha) and 0.0 < alpha < 1.0):
-        return messages.INVALID_ALPHA
-    if alternative not in ALTERNATIVES:
-        return messages.INVALID_ALTERNATIVE
-    if not (is_whole(n_comparisons) and n_comparisons >= 1):
-        return messages.INVALID_COMPARISONS
-    if not (is_finite(n_star) and n_star > 0):
-        return messages.INVALID_TUNING
+    error = _check_test(alpha, n_comparisons, n_star, alternative)
+    if error:
+        return error
     if not is_finite(mean) or (relative and mean == 0):
         return messages.INVALID_BASELINE
     if variance is None:
@@ -442,14 +450,11 @@ def conditional_power(
     def failed(error: str) -> ConditionalPowerResult:
         return ConditionalPowerResult(0.0, additional_units, 0.0, 0.0, relative, sequential, error)
 
-    if not (is_finite(alpha) and 0.0 < alpha < 1.0):
-        return failed(messages.INVALID_ALPHA)
+    error = _check_test(alpha, n_comparisons, n_star)
+    if error:
+        return failed(error)
     if not (is_finite(additional_units) and additional_units >= 0):
         return failed(messages.INVALID_TRAFFIC)
-    if not (is_whole(n_comparisons) and n_comparisons >= 1):
-        return failed(messages.INVALID_COMPARISONS)
-    if not (is_finite(n_star) and n_star > 0):
-        return failed(messages.INVALID_TUNING)
     m = effect_moments(control, treatment, relative)
     if m.error:
         return failed(m.error)

@@ -30,6 +30,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from _timing import timed  # bench/ is on sys.path when a script runs
 
 from mcp_servers.clickhouse import open_service, queries
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
@@ -64,16 +65,6 @@ def json_lines(table: pa.Table) -> bytes:
         out.append(orjson.dumps(row))
     return b"\n".join(out)
 
-
-async def timed(fn, repeat: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds per run; CPU is this process's (chDB runs in it), so it shows the
-    work independent of other load on the machine (background merges included)."""
-    runs = []
-    for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        await fn()
-        runs.append((time.perf_counter() - started, time.process_time() - cpu))
-    return runs
 
 
 async def main(args: argparse.Namespace, home: Path) -> None:

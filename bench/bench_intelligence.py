@@ -27,6 +27,7 @@ from pathlib import Path
 
 import anyio
 import pyarrow.compute as pc
+from _timing import timed  # bench/ is on sys.path when a script runs
 from mcp import Client
 
 from mcp_router.embedded import EmbeddedPostgres, free_port
@@ -50,16 +51,6 @@ async def call(client: Client, tool: str, args: dict) -> dict:
         raise RuntimeError(f"{tool}: {result.content[0].text}")
     return result.structured_content  # type: ignore[return-value]
 
-
-async def timed(fn, repeat: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds per run. CPU is this process's: chDB, the stores' clients and the intelligence
-    server all run in it, so CPU time shows the work independent of other load on the machine."""
-    runs = []
-    for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        await fn()
-        runs.append((time.perf_counter() - started, time.process_time() - cpu))
-    return runs
 
 
 def report(label: str, runs: list[tuple[float, float]]) -> None:

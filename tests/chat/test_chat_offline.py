@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_calls import call  # type: ignore[import-not-found]
 
 from mcp_router.chat.session import ChatOptions, ChatSession
 from mcp_router.serving import open_router
@@ -88,11 +89,6 @@ async def offline_router(settings, chroma_path, **targets: Any) -> AsyncIterator
         client = await stack.enter_async_context(Client(router.server))
         yield client
 
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool}: {result.content[0].text}"
-    return result.structured_content
 
 
 async def remember_past_experiments(client: Client) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp_calls import call, refusal  # type: ignore[import-not-found]
 
 from mcp_servers.chroma import build_server, open_service
 
@@ -27,16 +28,6 @@ EXPERIMENT = {"key": "checkout-1step", "name": "2-step vs 1-step checkout", "typ
               "segment": "mobile users", "variants": [{"key": "two_step", "is_control": True}, {"key": "one_step"}]}
 
 
-async def call(client: Client, tool: str, arguments: dict) -> dict:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, (tool, result.content[0].text if result.content else result)
-    return result.structured_content
-
-
-async def refusal(client: Client, tool: str, arguments: dict) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, tool
-    return result.content[0].text
 
 
 async def test_the_catalogue_has_typed_schemas_and_honest_annotations(service):

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_calls import call  # type: ignore[import-not-found]
 
 from mcp_router.serving import open_router
 from mcp_servers.chroma import build_server as build_chroma_server
@@ -57,12 +58,6 @@ def open_stack(chroma_path: Path) -> Callable[[Settings], Any]:
 
     return opened
 
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Call a tool through the router; fail the test with the tool's own message on isError."""
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool} failed: {result.content[0].text if result.content else result}"
-    return result.structured_content  # type: ignore[return-value]
 
 
 @dataclass

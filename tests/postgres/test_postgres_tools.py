@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp_calls import call, refusal  # type: ignore[import-not-found]
 
 from mcp_servers.postgres import build_server, open_service
 from mcp_servers.postgres.assignment import assign
@@ -39,16 +40,6 @@ async def service(pg_dsn):
         yield svc
 
 
-async def call(client: Client, tool: str, arguments: dict) -> dict:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, (tool, result.content[0].text if result.content else result)
-    return result.structured_content
-
-
-async def refusal(client: Client, tool: str, arguments: dict) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, tool
-    return result.content[0].text
 
 
 async def test_the_catalogue_has_typed_schemas_and_honest_annotations(service):

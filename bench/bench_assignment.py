@@ -20,7 +20,6 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 from growthbook.core import chooseVariation, gbhash, getBucketRanges
 from mcp import Client
@@ -28,6 +27,8 @@ from mcp.client.stdio import StdioServerParameters
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _databases import drop_database, fresh_database  # noqa: E402 - bench/ is on sys.path
 
 from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from mcp_servers.postgres import open_service  # noqa: E402
@@ -64,24 +65,6 @@ def percentile(samples: list[float], q: float) -> float:
 
 def user_ids(n: int, prefix: str = "") -> list[str]:
     return [f"{prefix}{uuid.UUID(int=i * 2654435761 + 12345)}" for i in range(n)]
-
-
-async def fresh_database(admin_dsn: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_database(admin_dsn: str, dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def stdio_latency(dsn: str, calls: int) -> dict[str, list[float]]:

@@ -30,14 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _databases import drop_database, fresh_database  # noqa: E402 - bench/ is on sys.path
 
 from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
 
@@ -151,24 +151,6 @@ def report(name: str, latencies: list[float], elapsed: float) -> None:
 # ---------------------------------------------------------------- main
 
 
-async def fresh_database(admin_dsn: str) -> str:
-    name = f"bench_rest_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_database(admin_dsn: str, dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def wait_up(url: str, proc: asyncio.subprocess.Process, within: float = 120) -> None:
     async with httpx.AsyncClient(base_url=url) as client:
         deadline = time.perf_counter() + within
@@ -258,7 +240,7 @@ async def main() -> None:
         base = Path(tempfile.mkdtemp(prefix="nb-bench-rest-"))
         server = EmbeddedPostgres(base / "pgdata", port=free_port())
         admin = server.start()
-    dsn = await fresh_database(admin)
+    dsn = await fresh_database(admin, "bench_rest")
     try:
         await run(args, dsn)
     finally:

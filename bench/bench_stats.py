@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     ProportionStatistic,

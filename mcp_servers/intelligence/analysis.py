@@ -10,7 +10,7 @@ metrics the denominator's sums and Σm·d. They map onto the engine's dataclasse
     with CUPED                          → RegressionAdjustedStatistic(post, pre, Σxy)
     ratio                               → RatioStatistic(numerator, denominator, Σm·d)
 
-Every comparison is computed with `mcp_servers.intelligence.stats` (Welch,
+Every comparison is computed with `mcp_servers.stats` (Welch,
 always-valid confidence sequence, Gaussian Bayesian, CUPED, non-inferiority,
 power and days left); this module only chooses the inputs and collects outputs.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import stats
-from .stats import (
+from mcp_servers import stats
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     ProportionStatistic,
@@ -34,7 +34,7 @@ from .stats import (
     SequentialConfig,
     Statistic,
 )
-from .stats import messages as stats_messages
+from mcp_servers.stats import messages as stats_messages
 
 DEFAULT_N_STAR = 5000.0
 

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from . import stats
+from mcp_servers import stats
 
 
 @dataclass(frozen=True)

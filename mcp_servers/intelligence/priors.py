@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .stats._numeric import norm_cdf, norm_ppf
+from mcp_servers.stats._numeric import norm_cdf, norm_ppf
 
 MIN_NEIGHBOURS = 5
 SIMILARITY_FLOOR = 0.45  # all-MiniLM-L6-v2 cosine: related experiment texts score ~0.55-0.8, unrelated ≤ 0.3

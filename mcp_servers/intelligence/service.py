@@ -28,11 +28,13 @@ from typing import Any
 
 import anyio
 
+from mcp_servers import stats
 from mcp_servers.errors import InvalidInput, NotFound, ServiceError
+from mcp_servers.stats._numeric import norm_cdf
 from schemas.settings import Settings
 
 from . import analysis as calc
-from . import behavior, charts, planning, priors, stats
+from . import behavior, charts, planning, priors
 from .decisions import (
     DEFAULT_MIN_UNITS,
     POLICIES,
@@ -82,7 +84,6 @@ from .models import (
 )
 from .narrative import analysis_narrative, days, pct, prob
 from .peers import CHROMA, Peers, ToolBackend
-from .stats._numeric import norm_cdf
 
 log = logging.getLogger(__name__)
 

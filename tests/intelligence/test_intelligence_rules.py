@@ -19,7 +19,7 @@ from mcp_servers.intelligence.decisions import (
     decide_autopilot,
     decide_verdict,
 )
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     ProportionStatistic,
     RegressionAdjustedStatistic,
     SampleMeanStatistic,

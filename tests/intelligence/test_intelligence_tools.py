@@ -9,7 +9,7 @@ import sys
 
 from mcp import Client, StdioServerParameters
 
-from mcp_servers.intelligence import stats
+from mcp_servers import stats
 from stream_processor.generator import ArmTruth
 
 TOOLS = {

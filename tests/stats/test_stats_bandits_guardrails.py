@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     GaussianPrior,
     ProportionStatistic,
     RegressionAdjustedStatistic,
@@ -14,8 +14,8 @@ from mcp_servers.intelligence.stats import (
     non_inferiority,
     thompson_weights,
 )
-from mcp_servers.intelligence.stats import messages as m
-from mcp_servers.intelligence.stats._numeric import norm_cdf
+from mcp_servers.stats import messages as m
+from mcp_servers.stats._numeric import norm_cdf
 
 ARMS = [ProportionStatistic(2000, 200), ProportionStatistic(2000, 230), ProportionStatistic(2000, 260)]
 

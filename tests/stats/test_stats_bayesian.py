@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     GaussianPrior,
@@ -18,8 +18,8 @@ from mcp_servers.intelligence.stats import (
     bayesian_compare,
     compare,
 )
-from mcp_servers.intelligence.stats import messages as m
-from mcp_servers.intelligence.stats.bayesian import expected_losses
+from mcp_servers.stats import messages as m
+from mcp_servers.stats.bayesian import expected_losses
 
 CONTROL = ProportionStatistic(n=5000, sum=500)
 TREATMENT = ProportionStatistic(n=5000, sum=540)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     FrequentistConfig,
     RatioStatistic,
     RegressionAdjustedRatioStatistic,
@@ -14,7 +14,7 @@ from mcp_servers.intelligence.stats import (
     compare,
     cuped_adjust,
 )
-from mcp_servers.intelligence.stats import messages as m
+from mcp_servers.stats import messages as m
 
 
 def _s(x: np.ndarray) -> SampleMeanStatistic:

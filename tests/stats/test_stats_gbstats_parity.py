@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     GaussianPrior,
@@ -46,7 +46,7 @@ from mcp_servers.intelligence.stats import (
     sequential_compare,
     srm_check,
 )
-from mcp_servers.intelligence.stats.cuped import pooled_theta
+from mcp_servers.stats.cuped import pooled_theta
 
 GBSTATS_VERSION = "0.8.0"
 REPO = Path(__file__).resolve().parents[2]

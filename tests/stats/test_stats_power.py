@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     FrequentistConfig,
     ProportionStatistic,
     SampleMeanStatistic,
@@ -20,8 +20,8 @@ from mcp_servers.intelligence.stats import (
     sample_size,
     sequential_compare,
 )
-from mcp_servers.intelligence.stats import messages as m
-from mcp_servers.intelligence.stats._numeric import norm_ppf
+from mcp_servers.stats import messages as m
+from mcp_servers.stats._numeric import norm_ppf
 
 
 def test_sample_size_matches_the_textbook_formula_for_a_mean() -> None:

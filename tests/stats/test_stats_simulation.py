@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     FrequentistConfig,
     ProportionStatistic,
     RatioStatistic,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     SRM_THRESHOLD,
     FrequentistConfig,
     SampleMeanStatistic,
@@ -21,7 +21,7 @@ from mcp_servers.intelligence.stats import (
     sequential_compare,
     srm_check,
 )
-from mcp_servers.intelligence.stats import messages as m
+from mcp_servers.stats import messages as m
 
 # --- SRM ------------------------------------------------------------------------------------------
 

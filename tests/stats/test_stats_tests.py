@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     ProportionStatistic,
@@ -28,7 +28,7 @@ from mcp_servers.intelligence.stats import (
     compare,
     sequential_compare,
 )
-from mcp_servers.intelligence.stats import messages as m
+from mcp_servers.stats import messages as m
 
 # --- sufficient statistics ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from mcp_servers.intelligence.stats import (
+from mcp_servers.stats import (
     BayesianConfig,
     FrequentistConfig,
     GaussianPrior,
@@ -25,9 +25,9 @@ from mcp_servers.intelligence.stats import (
     days_left,
     sequential_compare,
 )
-from mcp_servers.intelligence.stats.bayesian import expected_losses
-from mcp_servers.intelligence.stats.cuped import pooled_theta
-from mcp_servers.intelligence.stats.messages import ZERO_VARIANCE
+from mcp_servers.stats.bayesian import expected_losses
+from mcp_servers.stats.cuped import pooled_theta
+from mcp_servers.stats.messages import ZERO_VARIANCE
 
 S = SampleMeanStatistic
 

@@ -25,7 +25,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 
-from mcp_servers.errors import BackendUnavailable, ServiceError
+from schemas.errors import BackendUnavailable, ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -254,7 +254,7 @@ def _run_chat_command(main):
     import anyio
 
     from mcp_router.chat import ChatSetupError
-    from mcp_servers.errors import ServiceError
+    from schemas.errors import ServiceError
 
     def setup_error(exc: BaseException) -> BaseException | None:
         if isinstance(exc, ChatSetupError | ServiceError):
@@ -395,7 +395,7 @@ def sync_memory() -> None:
 
 
 def main() -> None:
-    from mcp_servers.errors import ServiceError
+    from schemas.errors import ServiceError
 
     try:
         cli.main(standalone_mode=True)

@@ -22,14 +22,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.errors import ConfigError  # re-exported: the router's modules import it from here
+
 log = logging.getLogger(__name__)
 
 # pgserver's import asks platformdirs for a runtime dir and warns when XDG_RUNTIME_DIR is unset.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-
-
-class ConfigError(RuntimeError):
-    """Bad configuration: the message names the setting and fits on one line."""
 
 
 @dataclass(frozen=True)

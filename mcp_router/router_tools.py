@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mcp_router.classifier import DataClassification, classify_event
 from mcp_router.query_routing import RoutePlan, plan_query
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 from schemas.events import Event, event_json_schema
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)

@@ -17,8 +17,8 @@ from mcp_router.backends import Backend, Target
 from mcp_router.embedded import ConfigError
 from mcp_router.router import Router, connected
 from mcp_router.router_tools import build_router_tools
-from mcp_servers.errors import BackendUnavailable
 from mcp_servers.registry import SERVERS
+from schemas.errors import BackendUnavailable
 from schemas.settings import Settings
 
 log = logging.getLogger("neonblue.serving")

@@ -58,7 +58,7 @@ def stdio_main(name: str) -> int:
 
     import anyio
 
-    from mcp_servers.errors import ServiceError
+    from schemas.errors import ServiceError
     from schemas.settings import get_settings
 
     settings = get_settings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mcp_router.embedded import ConfigError
+from schemas.errors import ConfigError
 from schemas.settings import Settings
 from stream_processor.optimization import OptimizationLoop, autopilot_via
 from stream_processor.processor import StreamProcessor, StreamStats

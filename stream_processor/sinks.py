@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
 
-from mcp_servers.errors import BackendUnavailable, Conflict, ServiceError
+from schemas.errors import BackendUnavailable, Conflict, ServiceError
 from schemas.events import Event, EventType
 
 log = logging.getLogger(__name__)

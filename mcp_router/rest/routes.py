@@ -24,7 +24,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from mcp_router.router import Router
-from mcp_servers.errors import ServiceError
 from mcp_servers.postgres.models import (
     BatchAssignment,
     Experiment,
@@ -37,6 +36,7 @@ from mcp_servers.postgres.models import (
     ResultRecorded,
     VariantAssignment,
 )
+from schemas.errors import ServiceError
 
 from .models import (
     ActorQuery,

@@ -19,8 +19,8 @@ from typing import Any
 
 import anyio
 
-from mcp_servers.errors import ServiceError
 from mcp_servers.registry import SERVERS
+from schemas.errors import ServiceError
 from schemas.settings import get_settings
 
 from . import open_service

@@ -26,7 +26,7 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from mcp_servers.errors import BackendUnavailable, InvalidInput
+from schemas.errors import BackendUnavailable, InvalidInput
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 
 from .documents import epoch_seconds
 

@@ -24,7 +24,7 @@ import anyio.to_thread
 from chromadb.errors import ChromaError, InvalidArgumentError
 from pydantic import BaseModel, ValidationError
 
-from mcp_servers.errors import BackendUnavailable, InvalidInput, ServiceError
+from schemas.errors import BackendUnavailable, InvalidInput, ServiceError
 
 from .documents import (
     CONTENT_HASH_KEY,

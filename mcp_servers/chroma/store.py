@@ -34,7 +34,7 @@ from chromadb.api.types import Documents, EmbeddingFunction
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError, UniqueConstraintError
 
-from mcp_servers.errors import BackendUnavailable, Conflict
+from schemas.errors import BackendUnavailable, Conflict
 
 from .embeddings import embedding_identity, identity_of
 from .filters import FIELDS

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 from schemas.events import Event, EventType
 
 EVENT_SCHEMA = pa.schema(

@@ -45,7 +45,7 @@ from typing import Any
 import anyio
 import pyarrow as pa
 
-from mcp_servers.errors import BackendUnavailable, NotFound
+from schemas.errors import BackendUnavailable, NotFound
 
 from . import queries
 from .queries import epoch_ms as _ms

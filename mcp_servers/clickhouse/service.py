@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as scipy_stats
 
-from mcp_servers.errors import BackendUnavailable, InvalidInput, NotFound, QueryRefused
+from schemas.errors import BackendUnavailable, InvalidInput, NotFound, QueryRefused
 from schemas.events import Event
 
 from . import ddl, forecast, queries

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mcp_servers.errors import QueryRefused
+from schemas.errors import QueryRefused
 
 MAX_SQL_CHARS = 20_000
 ALLOWED_KINDS = ("select", "with", "show", "describe", "desc", "explain")

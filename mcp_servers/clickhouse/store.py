@@ -31,7 +31,7 @@ import anyio
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mcp_servers.errors import BackendUnavailable
+from schemas.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

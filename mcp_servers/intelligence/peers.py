@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from mcp_servers.errors import BackendUnavailable
+from schemas.errors import BackendUnavailable
 
 POSTGRES, CLICKHOUSE, CHROMA = "postgres", "clickhouse", "chromadb"
 

@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 
 from mcp_servers import stats
-from mcp_servers.errors import InvalidInput, NotFound, ServiceError
 from mcp_servers.stats._numeric import norm_cdf
+from schemas.errors import InvalidInput, NotFound, ServiceError
 from schemas.settings import Settings
 
 from . import analysis as calc

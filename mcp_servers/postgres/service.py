@@ -1,7 +1,7 @@
 """The experiment registry's logic: lifecycle rules, assignment, results, analysis, audit.
 
 Plain async methods over the store; no MCP types. Every refusal is one of
-mcp_servers.errors (InvalidInput, NotFound, Conflict, QueryRefused) with a
+schemas.errors (InvalidInput, NotFound, Conflict, QueryRefused) with a
 message that says what to do instead.
 
 Lifecycle: draft -> running -> stopped -> concluded, and archived from any
@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from mcp_servers.errors import Conflict, InvalidInput, NotFound
+from schemas.errors import Conflict, InvalidInput, NotFound
 
 from . import targeting
 from .assignment import AssignmentSpec, assign, assign_batch

@@ -23,7 +23,7 @@ import pglast
 from pglast import ast
 from pglast.visitors import Visitor
 
-from mcp_servers.errors import QueryRefused
+from schemas.errors import QueryRefused
 
 MAX_SQL_CHARS = 20_000
 

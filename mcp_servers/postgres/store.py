@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
-from mcp_servers.errors import BackendUnavailable, InvalidInput, QueryRefused
+from schemas.errors import BackendUnavailable, InvalidInput, QueryRefused
 
 from .models import (
     ChangeLogEntry,

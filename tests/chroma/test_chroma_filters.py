@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_servers.chroma.filters import validate_where
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 
 QUERY = "experiments that improved conversion"
 

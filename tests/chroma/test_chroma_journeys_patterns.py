@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 
 JOURNEYS = [
     {"journey_id": "j-mobile-buy-1", "steps": ["landing_page", "product_detail", "add_to_cart", "checkout", "purchase"],

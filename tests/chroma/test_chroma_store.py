@@ -13,7 +13,7 @@ import pytest
 
 from mcp_servers.chroma import open_service
 from mcp_servers.chroma.embeddings import make_embedding_function
-from mcp_servers.errors import BackendUnavailable, Conflict
+from schemas.errors import BackendUnavailable, Conflict
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ async def test_a_second_process_cannot_open_the_same_embedded_store(chroma_path,
         proc = run_python(f"""
             import anyio
             from mcp_servers.chroma import open_service
-            from mcp_servers.errors import BackendUnavailable
+            from schemas.errors import BackendUnavailable
             async def main():
                 try:
                     async with open_service(path={str(chroma_path)!r}, warm_up=False):

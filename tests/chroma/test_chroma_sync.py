@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_servers.errors import InvalidInput
+from schemas.errors import InvalidInput
 
 
 def records(corpus, n=None):

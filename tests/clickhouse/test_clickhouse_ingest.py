@@ -14,7 +14,7 @@ import pytest
 from mcp_servers.clickhouse import open_service
 from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.store import ChdbStore
-from mcp_servers.errors import BackendUnavailable, InvalidInput
+from schemas.errors import BackendUnavailable, InvalidInput
 from schemas.events import Event
 from schemas.settings import Settings
 

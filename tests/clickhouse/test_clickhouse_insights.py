@@ -13,7 +13,7 @@ import pytest
 from mcp_servers.clickhouse import open_service
 from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
-from mcp_servers.errors import InvalidInput, NotFound
+from schemas.errors import InvalidInput, NotFound
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -15,7 +15,7 @@ import pytest
 from mcp_servers.clickhouse import QueryLimits, ddl, open_service
 from mcp_servers.clickhouse.sql_guard import check_ast, check_text, tokenize
 from mcp_servers.clickhouse.store import StoreError
-from mcp_servers.errors import InvalidInput, QueryRefused
+from schemas.errors import InvalidInput, QueryRefused
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -19,7 +19,7 @@ import pytest
 from mcp_servers.clickhouse import open_service
 from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.store import StoreError
-from mcp_servers.errors import InvalidInput, QueryRefused
+from schemas.errors import InvalidInput, QueryRefused
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -21,7 +21,7 @@ from mcp_servers.clickhouse import open_service
 from mcp_servers.clickhouse.ingest import EVENT_SCHEMA, events_to_arrow
 from mcp_servers.clickhouse.models import RatioMetric, SegmentFilter
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
-from mcp_servers.errors import InvalidInput, NotFound
+from schemas.errors import InvalidInput, NotFound
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -11,7 +11,7 @@ import pytest
 
 from mcp_servers.clickhouse import forecast, open_service
 from mcp_servers.clickhouse.ingest import EVENT_SCHEMA
-from mcp_servers.errors import InvalidInput, NotFound
+from schemas.errors import InvalidInput, NotFound
 from schemas.settings import Settings
 
 FIRST_DAY = date(2025, 1, 6)  # a Monday

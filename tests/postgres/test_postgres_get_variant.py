@@ -10,8 +10,8 @@ import pytest
 from growthbook import Experiment as GBExperiment
 from growthbook import GrowthBook
 
-from mcp_servers.errors import Conflict, InvalidInput, NotFound
 from mcp_servers.postgres import open_service
+from schemas.errors import Conflict, InvalidInput, NotFound
 
 
 @pytest.fixture

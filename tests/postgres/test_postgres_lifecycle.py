@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_servers.errors import Conflict, InvalidInput, NotFound
 from mcp_servers.postgres import open_service
+from schemas.errors import Conflict, InvalidInput, NotFound
 
 
 @pytest.fixture

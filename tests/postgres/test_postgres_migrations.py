@@ -7,9 +7,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from mcp_servers.errors import BackendUnavailable
 from mcp_servers.postgres import open_service
 from mcp_servers.postgres.store import load_migrations, migrate
+from schemas.errors import BackendUnavailable
 
 TABLES = {"experiments", "variants", "assignments", "results", "decisions", "experiment_changes", "schema_migrations"}
 

@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 from mcp import Client
 
-from mcp_servers.errors import InvalidInput, QueryRefused
 from mcp_servers.postgres import build_server, open_service
 from mcp_servers.postgres.sql_guard import GuardedQuery, check_read_only
+from schemas.errors import InvalidInput, QueryRefused
 
 ESCAPE_ATTEMPTS = [
     # plain writes and DDL

@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from mcp_servers.errors import Conflict, InvalidInput, NotFound
 from mcp_servers.postgres import open_service
+from schemas.errors import Conflict, InvalidInput, NotFound
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Errors a service raises for the caller to read.
+"""Errors every room shares: what a service raises for the caller to read, and bad configuration.
 
-They subclass the MCP SDK's `ToolError`, so an MCP tool that lets one escape
+The service errors subclass the MCP SDK's `ToolError`, so an MCP tool that lets one escape
 returns `isError` with this exact message (any other exception reaches the
 client only as "Error executing tool X"). The REST API maps `status_code`.
 """
@@ -8,6 +8,10 @@ client only as "Error executing tool X"). The REST API maps `status_code`.
 from __future__ import annotations
 
 from mcp.server.mcpserver.exceptions import ToolError
+
+
+class ConfigError(RuntimeError):
+    """Bad configuration: the message names the setting and fits on one line."""
 
 
 class ServiceError(ToolError):

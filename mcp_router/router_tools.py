@@ -9,10 +9,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from mcp_router.classifier import DataClassification, classify_event
 from mcp_router.query_routing import RoutePlan, plan_query
 from schemas.errors import InvalidInput
 from schemas.events import Event, event_json_schema
+from schemas.routing import DataClassification, classify_event
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 

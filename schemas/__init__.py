@@ -1,4 +1,8 @@
-"""Shared contracts: the one settings model and the Kafka event schema."""
+"""The ground floor: the contracts every room shares — the one settings model, the
+Kafka event schema, the errors, and the rules that route each event to its stores.
+
+It imports nothing from the rooms above it (the router, the servers, the stream processor).
+"""
 
 from schemas.settings import Settings, get_settings
 

@@ -2,7 +2,7 @@
 
 For every fetched batch:
   1. parse (orjson) and validate each record against the event schema;
-  2. classify it with the router's classifier and hand it to the sinks of its
+  2. classify it by the shared rules (schemas.routing) and hand it to the sinks of its
      target servers (ClickHouse, PostgreSQL, Chroma);
   3. send what cannot be used to the dead-letter topic with the original bytes,
      its coordinates and the reason (bad JSON, wrong types, unknown experiment,
@@ -38,8 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
-from mcp_router.classifier import classify_event
 from schemas.events import MAX_EVENT_BYTES, Event
+from schemas.routing import classify_event
 from stream_processor.sinks import Record, Sink, SinkUnavailable
 
 log = logging.getLogger(__name__)

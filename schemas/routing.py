@@ -1,9 +1,11 @@
-"""One classifier for Kafka events and agent requests.
+"""Event classification rules: which stores take each Kafka event.
 
-Events are classified by deterministic rules on their fields (it runs per
-event, so it must be cheap and predictable). The result is the seeds'
-DataClassification: what the data is, how urgent, which servers take it
-(primary first, then secondaries), how to process it and how long to keep it.
+A contract every room shares: the stream processor routes events by it and the
+router's `classify_event` tool shows it to agents. Events are classified by
+deterministic rules on their fields (it runs per event, so it must be cheap and
+predictable). The result is the seeds' DataClassification: what the data is, how
+urgent, which servers take it (primary first, then secondaries), how to process
+it and how long to keep it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Literal
 
 from . import messages
 from ._numeric import Result, is_finite, jsonable, t_cdf, t_ppf
+from .confidence_sequence import sequential_halfwidth
 from .effect import EffectMoments, effect_moments
 from .statistics import Statistic
 
@@ -102,8 +103,6 @@ class TestResult(Result):
         if not (is_finite(alpha) and 0.0 < alpha < 1.0):
             return (-math.inf, math.inf)
         if self.method == METHOD_SEQUENTIAL and self.rho is not None:
-            from .sequential import sequential_halfwidth
-
             half = sequential_halfwidth(self.se, self.n, self.rho, alpha, self.alternative != "two-sided")
         elif self.df is not None:
             q = 1.0 - alpha / 2.0 if self.alternative == "two-sided" else 1.0 - alpha

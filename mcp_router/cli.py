@@ -324,7 +324,7 @@ def stream() -> None:
     configure_logging(settings.log_level)
     import asyncio
 
-    from stream_processor.runner import run_standalone
+    from mcp_router.stream_main import run_standalone
 
     asyncio.run(run_standalone(settings))
 

@@ -1,9 +1,8 @@
-"""Wire the stream processor to the stores: in the stack's owner process (sharing its
-services) or standalone against production servers (`neonblue stream`)."""
+"""Wire the stream processor to the stores' services, however they were opened: the
+stack's owner process shares its own, and `neonblue stream` opens them on its own."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from schemas.errors import ConfigError
@@ -11,8 +10,6 @@ from schemas.settings import Settings
 from stream_processor.optimization import OptimizationLoop, autopilot_via
 from stream_processor.processor import StreamProcessor, StreamStats
 from stream_processor.sinks import ChromaSink, ClickHouseSink, PostgresSink
-
-log = logging.getLogger(__name__)
 
 
 def experiment_keys_loader(postgres: Any):
@@ -69,21 +66,3 @@ def build_processor(settings: Settings, services: dict[str, Any], stats: StreamS
     options.update(overrides)
     return StreamProcessor(**options)
 
-
-async def run_standalone(settings: Settings) -> None:
-    """`neonblue stream`: open the servers (in-process, or remote per NEONBLUE_BACKENDS) through the
-    router's own assembly, then consume until SIGTERM."""
-    from mcp_router.serving import open_router
-    from mcp_router.stack import Stack
-
-    embedded = not settings.clickhouse_url or not settings.chroma_url
-    if embedded and Stack(settings).owner.pid() is not None:
-        raise ConfigError(
-            "CLICKHOUSE_URL: the running stack's owner process already runs the stream processor "
-            "(chDB and Chroma allow one owning process); use `neonblue status`"
-        )
-    stats = StreamStats()
-    async with open_router(settings, stream_stats=stats.snapshot) as router:
-        processor = build_processor(settings, router.services, stats, intelligence=router.backends.get("intelligence"))
-        log.info("stream processor: group %s on %s", settings.kafka_group_id, settings.kafka_topics)
-        await processor.run(install_signal_handlers=True)

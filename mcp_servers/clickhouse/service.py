@@ -31,8 +31,8 @@ import anyio
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats as scipy_stats
 
+from mcp_servers import stats
 from schemas.errors import BackendUnavailable, InvalidInput, NotFound, QueryRefused
 from schemas.events import Event
 
@@ -68,7 +68,6 @@ from .store import ClickHouseStore, StoreError
 log = logging.getLogger(__name__)
 
 MAX_METRICS = 20
-SRM_ALERT_P = 0.001
 VOLUME_DROP_RATIO = 0.5
 # Engine errors that mean "this batch is bad", not "the engine is down".
 _BAD_BATCH_CODES = {6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 395, 469, 1001}
@@ -116,19 +115,28 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def _welch(mean_v: float, var_v: float, n_v: int, mean_c: float, var_c: float, n_c: int):
-    """Difference, 95% CI and two-sided p of a Welch t-test from summary statistics."""
-    diff = mean_v - mean_c
-    if n_v < 2 or n_c < 2:
-        return diff, None, None, None, None
-    a, b = var_v / n_v, var_c / n_c
-    se = math.sqrt(a + b)
-    if se == 0:
-        return diff, diff, diff, None, 0.0
-    dof = (a + b) ** 2 / ((a * a) / (n_v - 1) + (b * b) / (n_c - 1)) if a + b > 0 else n_v + n_c - 2
-    q = float(scipy_stats.t.ppf(0.975, dof))
-    p = float(2 * scipy_stats.t.sf(abs(diff / se), dof))
-    return diff, diff - q * se, diff + q * se, p, se
+WELCH_95 = stats.FrequentistConfig(relative=False)  # the absolute difference, two-sided, 95%
+
+
+def _statistic(row: dict[str, Any], i: int) -> stats.SampleMeanStatistic:
+    """Metric ``i`` of one breakdown cell as the engine's sufficient statistic (n, Σx, Σx²)."""
+    return stats.SampleMeanStatistic(row["n"], float(row[f"s{i}"]), float(row[f"q{i}"]))
+
+
+def _welch(variant: stats.SampleMeanStatistic, control: stats.SampleMeanStatistic):
+    """95% CI (low, high) and two-sided p of variant − control by the engine's Welch test.
+
+    None where no test is possible; two constant arms give the exact difference as a zero-width interval.
+    """
+    if variant.n < 2 or control.n < 2:
+        return None, None, None
+    if variant.variance <= 0 and control.variance <= 0:
+        diff = variant.mean - control.mean
+        return diff, diff, None
+    result = stats.compare(control, variant, WELCH_95)
+    if result.error:
+        return None, None, None
+    return result.ci[0], result.ci[1], result.p_value
 
 
 def _mean_var(n: int, s: float, q: float) -> tuple[float, float]:
@@ -424,7 +432,8 @@ class ClickHouseService:
                                                       std_dev=math.sqrt(var_v), difference=None,
                                                       relative_lift=None, ci95_low=None, p_value=None))
                     continue
-                diff, lo, hi, p, _ = _welch(mean_v, var_v, n_v, mean_c, var_c, n_c)
+                diff = mean_v - mean_c
+                lo, hi, p = _welch(_statistic(cells[("all", "", variant)], i), _statistic(cells[("all", "", control)], i))
                 metric_table.append(MetricSummary(
                     metric=metric, variant=variant, users=n_v, mean=mean_v, std_dev=math.sqrt(var_v),
                     difference=diff, relative_lift=diff / mean_c if mean_c else None,
@@ -475,19 +484,18 @@ class ClickHouseService:
         # Sample ratio mismatch: χ² of users per variant against the intended split.
         weights = expected_weights or {v: 1.0 for v in variants}
         unknown = sorted(set(weights) - set(variants))
-        observed = np.array([users.get(v, 0) for v in weights], dtype=float)
-        w = np.array(list(weights.values()), dtype=float)
-        if len(weights) >= 2 and total and w.sum() > 0 and not unknown:
-            expected = w / w.sum() * observed.sum()
-            chi2, p = scipy_stats.chisquare(observed, expected)
-            if p < SRM_ALERT_P:
+        weight_sum = math.fsum(weights.values())
+        if len(weights) >= 2 and total and weight_sum > 0 and not unknown:
+            shares = [w / weight_sum for w in weights.values()]
+            srm = stats.srm_check([users.get(v, 0) for v in weights], shares)
+            if srm.flagged:
                 flags.append(DataQualityFlag(
                     code="sample_ratio_mismatch", severity="critical",
-                    message=(f"Sample ratio mismatch: users per variant {dict(zip(weights, observed.astype(int).tolist(), strict=True))} "
-                             f"vs expected shares {dict(zip(weights, np.round(w / w.sum(), 4).tolist(), strict=True))} "
-                             f"(chi2 = {chi2:.1f}, p = {p:.2g} < {SRM_ALERT_P})."),
-                    details={"chi2": float(chi2), "p_value": float(p), "observed": users,
-                             "expected": dict(zip(weights, expected.tolist(), strict=True))}))
+                    message=(f"Sample ratio mismatch: users per variant {dict(zip(weights, srm.observed, strict=True))} "
+                             f"vs expected shares {dict(zip(weights, [round(x, 4) for x in shares], strict=True))} "
+                             f"(chi2 = {srm.chi2:.1f}, p = {srm.p_value:.2g} < {stats.SRM_THRESHOLD})."),
+                    details={"chi2": srm.chi2, "p_value": srm.p_value, "observed": users,
+                             "expected": dict(zip(weights, srm.expected, strict=True))}))
         if mixed_users:
             share = mixed_users / (total + mixed_users)
             flags.append(DataQualityFlag(

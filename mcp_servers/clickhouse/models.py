@@ -132,6 +132,19 @@ class VariantStatistics(_Model):
         raise KeyError((variant, metric))
 
 
+class PeriodExposures(_Model):
+    start: datetime
+    end: datetime = Field(description="Exclusive")
+    users: dict[str, int] = Field(description="Per variant: users whose first exposure falls in [start, end)")
+
+
+class ExposuresByPeriod(_Model):
+    experiment_id: str
+    periods: list[PeriodExposures] = Field(description="One per consecutive pair of boundaries, in order")
+    deduplication: str = "events read with FINAL; users exposed to more than one variant are left out"
+    elapsed_ms: float
+
+
 # ------------------------------------------------------------------ insights
 
 

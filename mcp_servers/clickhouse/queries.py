@@ -154,6 +154,22 @@ def _assignment(db: str, windowed: bool) -> str:
         HAVING min(variant) = max(variant)"""
 
 
+def exposures_by_period_sql(db: str, n_cuts: int) -> str:
+    """Single-variant users of {exp:String} by variant and the period of their first exposure in the window.
+
+    Periods split [{start_ms}, {end_ms}) at the increasing cuts {cut<i>:Int64} (Unix ms): period k holds the
+    users whose first exposure is at or after cut k-1 and before cut k.
+    """
+    cuts = [f"first_exposure < {_MS % f'cut{i}'}, {i}" for i in range(n_cuts)]
+    period = f"multiIf({', '.join(cuts)}, {n_cuts})" if n_cuts else "0"
+    return f"""
+    SELECT assigned AS variant, {period} AS period, count() AS users
+    FROM ({_assignment(db, windowed=True)})
+    GROUP BY variant, period
+    ORDER BY period, variant
+    {PER_PARTITION_FINAL}"""
+
+
 def refresh_daily_metrics_sql(db: str) -> str:
     """Recompute every day of one experiment from the deduplicated events."""
     return f"""

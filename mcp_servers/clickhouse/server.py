@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -14,6 +14,7 @@ from schemas.events import Event
 from .models import (
     AnalyticsInsights,
     ExperimentKey,
+    ExposuresByPeriod,
     IdempotencyToken,
     IngestResult,
     MetricName,
@@ -31,6 +32,7 @@ NeonBlue's event analytics on ClickHouse. Events (exposures, conversions, metric
 LLM responses) live in the `events` table keyed by experiment, user and event_id; each event counts
 once however often it was sent. Use get_variant_statistics for the per-variant sufficient statistics
 (n, sum, sum of squares, CUPED and ratio cross-products) that significance tests need,
+get_exposures_by_period for users per variant split by when they were first exposed,
 generate_analytics_insights for a computed overview with segment differences and data-quality flags,
 predict_experiment_trends for forecasts of a daily metric, clickhouse_query for your own read-only SQL
 (see list_tables for the columns), ingest_events to store events idempotently."""
@@ -100,6 +102,30 @@ def build_server(service: ClickHouseService) -> MCPServer:
         return await service.get_variant_statistics(
             experiment_id, metrics, ratio_metrics, start_date=start_date, end_date=end_date, segment=segment,
             cuped=cuped, cuped_lookback_days=cuped_lookback_days)
+
+    @mcp.tool(annotations=_READ)
+    async def get_exposures_by_period(
+        experiment_id: ExperimentKey,
+        boundaries: Annotated[
+            list[datetime],
+            Field(min_length=2, max_length=101, description="Increasing times (UTC when no offset): the window's "
+                  "start, any cut points, the window's end (exclusive)"),
+        ],
+    ) -> ExposuresByPeriod:
+        """Count users per variant by the period in which they were first exposed.
+
+        Use it when the traffic split changed during an experiment: each period
+        between two consecutive boundaries gets its own per-variant user counts, so
+        a sample-ratio check can compare each period with the weights then in force.
+        Users are those first exposed in [first boundary, last boundary) to one
+        variant only (users seen in two variants are left out, as in
+        get_variant_statistics). Returns one entry per period with start, end and
+        users per variant.
+
+        Example: {"experiment_id": "checkout-1step", "boundaries": ["2025-01-06T00:00:00Z",
+        "2025-01-09T12:00:00Z", "2025-01-13T00:00:00Z"]}
+        """
+        return await service.get_exposures_by_period(experiment_id, boundaries)
 
     @mcp.tool(annotations=_IDEMPOTENT_WRITE)
     async def generate_analytics_insights(

@@ -45,10 +45,12 @@ from .models import (
     DailyValue,
     DailyVolume,
     DataQualityFlag,
+    ExposuresByPeriod,
     ForecastPoint,
     IngestResult,
     MetricSufficientStatistics,
     MetricSummary,
+    PeriodExposures,
     QueryResult,
     RatioMetric,
     SegmentDifference,
@@ -364,6 +366,27 @@ class ClickHouseService:
             )
             written += int(count.column("n")[0].as_py())
         return written
+
+    async def get_exposures_by_period(self, experiment_id: str, boundaries: Sequence[datetime]) -> ExposuresByPeriod:
+        """Users per variant by the period of their first exposure, periods split at `boundaries`.
+
+        Counts the users first exposed in [boundaries[0], boundaries[-1]) to one variant only (as
+        `get_variant_statistics` does), per period [boundaries[k], boundaries[k+1]). Naive times are UTC.
+        """
+        started = time.perf_counter()
+        bounds = [_utc(b) for b in boundaries]
+        if len(bounds) < 2 or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+            raise InvalidInput("boundaries must be at least two strictly increasing times")
+        params: dict[str, Any] = {"exp": experiment_id, "start_ms": _ms(bounds[0]), "end_ms": _ms(bounds[-1])}
+        params.update({f"cut{i}": _ms(b) for i, b in enumerate(bounds[1:-1])})
+        rows = _rows(await self.store.query(queries.exposures_by_period_sql(self.db, len(bounds) - 2), params))
+        users: list[dict[str, int]] = [{} for _ in bounds[:-1]]
+        for row in rows:
+            users[int(row["period"])][str(row["variant"])] = int(row["users"])
+        return ExposuresByPeriod(
+            experiment_id=experiment_id,
+            periods=[PeriodExposures(start=bounds[k], end=bounds[k + 1], users=users[k]) for k in range(len(users))],
+            elapsed_ms=(time.perf_counter() - started) * 1000)
 
     # ------------------------------------------------------------------ daily rollups
 

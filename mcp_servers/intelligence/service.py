@@ -4,7 +4,7 @@ Plain async methods, no MCP types. Data comes from the other servers through
 their MCP tools (`peers.Peers`): the registry (postgres: get_experiment,
 set_variant_weights, stop_experiment, record_decision, list_decisions), the
 event store (clickhouse: get_variant_statistics, generate_analytics_insights,
-predict_experiment_trends, clickhouse_query) and memory (chromadb:
+predict_experiment_trends, get_exposures_by_period) and memory (chromadb:
 semantic_experiment_search, search_optimization_patterns,
 find_similar_user_journeys). Every number is computed by the statistics engine
 (`stats`) from sufficient statistics; every sentence is a template over those
@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import statistics as pystats
 import time
 from collections.abc import Mapping, Sequence
@@ -89,7 +88,6 @@ log = logging.getLogger(__name__)
 
 ACTOR = "intelligence"
 AUTOPILOT_ACTOR = "autopilot"
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_PLOT_DAYS = 60
 SIMILAR_CACHE_SECONDS = 300.0
 JOURNEY_CANDIDATES = 100  # nearest journeys retrieved before voting (the Chroma server's maximum)
@@ -242,7 +240,7 @@ class IntelligenceService:
         units_per_day = total / days_observed
 
         expected, weights_changed = await self._expected_counts(experiment, order, observed, window_start,
-                                                                window_end, notes)
+                                                                window_end)
         srm = calc.srm_from_counts(observed, expected) if total else stats.srm_check(observed, [1 / len(order)] * len(order))
         shares = {v: (e / sum(expected) if sum(expected) else 0.0) for v, e in zip(order, expected, strict=True)}
         variant_summaries = [
@@ -330,7 +328,7 @@ class IntelligenceService:
         return Analysed(experiment, result, pairs, rows, control, treatments, weights, n_star, specs, verdict, per_arm)
 
     async def _expected_counts(self, experiment: dict[str, Any], order: list[str], observed: list[int],
-                               start: datetime, end: datetime, notes: list[str]) -> tuple[list[float], bool]:
+                               start: datetime, end: datetime) -> tuple[list[float], bool]:
         """Expected users per variant under the weights in effect over the window (weight changes split it)."""
         changes = sorted(
             ((_ts(c["created_at"]), c["changes"]["weights"]) for c in experiment.get("change_log", [])
@@ -345,28 +343,10 @@ class IntelligenceService:
             w = calc.weights_at(start, initial, history)
             wsum = sum(w.get(v, 0.0) for v in order) or 1.0
             return [total * w.get(v, 0.0) / wsum for v in order], False
-        key = experiment["key"]
-        if not _SAFE_KEY.match(key):
-            notes.append("Weights changed during the window but the key cannot be queried per period; "
-                         "SRM uses the current weights.")
-            return [total * current.get(v, 0.0) for v in order], True
         bounds = [start, *inside, end]
-        period = "multiIf(" + ", ".join(
-            f"first < toDateTime64('{b.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC'), {i}"
-            for i, b in enumerate(bounds[1:-1])) + f", {len(inside)})"
-        # The first-exposure variant gets its own alias: named `variant`, it would shadow the column
-        # inside HAVING's min()/max() and ClickHouse refuses the nested aggregate.
-        sql = (f"SELECT first_variant AS variant, {period} AS period, count() AS users FROM ("
-               f"SELECT user_id, argMin(variant, timestamp) AS first_variant, min(timestamp) AS first "
-               f"FROM events FINAL "
-               f"WHERE experiment_id = '{key}' AND event_type = 'exposure' "
-               f"AND timestamp >= toDateTime64('{start.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC') "
-               f"AND timestamp < toDateTime64('{end.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC') "
-               f"GROUP BY user_id HAVING min(variant) = max(variant)) GROUP BY first_variant, period")
-        result = await self.peers.clickhouse("clickhouse_query", sql=sql, max_rows=10_000)
-        per_period: list[dict[str, int]] = [{} for _ in bounds[:-1]]
-        for variant, index, count in result["rows"]:
-            per_period[int(index)][str(variant)] = int(count)
+        result = await self.peers.clickhouse("get_exposures_by_period", experiment_id=experiment["key"],
+                                             boundaries=[b.isoformat() for b in bounds])
+        per_period: list[dict[str, int]] = [p["users"] for p in result["periods"]]
         periods = [(per_period[i], calc.weights_at(bounds[i], initial, history)) for i in range(len(per_period))]
         return calc.expected_counts(periods, order), True
 

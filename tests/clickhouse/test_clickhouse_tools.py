@@ -18,7 +18,7 @@ from mcp_servers.clickhouse import build_server, open_service
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-READ_ONLY = {"get_variant_statistics", "clickhouse_query", "list_tables"}
+READ_ONLY = {"get_variant_statistics", "get_exposures_by_period", "clickhouse_query", "list_tables"}
 IDEMPOTENT_WRITES = {"ingest_events", "generate_analytics_insights", "predict_experiment_trends"}
 
 

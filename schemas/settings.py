@@ -38,6 +38,24 @@ class Settings(BaseSettings):
         default=None, description="ClickHouse HTTP URL (clickhouse-connect). Unset: embedded chDB."
     )
     clickhouse_database: str = Field(default="neonblue", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Limits of the clickhouse_query tool (user SQL), enforced by the engine per query.
+    clickhouse_query_timeout_seconds: int = Field(
+        default=10, ge=1, le=600, description="clickhouse_query: execution-time limit of one query (seconds)."
+    )
+    clickhouse_query_max_memory_mb: int = Field(
+        default=1024, ge=16, le=1_048_576, description="clickhouse_query: memory one query may use (MiB)."
+    )
+    clickhouse_query_max_result_rows: int = Field(
+        default=10_000, ge=1, le=10_000,
+        description="clickhouse_query: rows the engine returns at most (the tool's max_rows is capped by it).",
+    )
+    clickhouse_query_max_result_mb: int = Field(
+        default=50, ge=1, le=4096, description="clickhouse_query: result size the engine returns at most (MiB)."
+    )
+    clickhouse_query_concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="clickhouse_query: queries running at once (each may use the memory limit); more wait.",
+    )
     chroma_url: str | None = Field(
         default=None, description="Chroma server URL (HttpClient). Unset: embedded PersistentClient."
     )

@@ -32,13 +32,13 @@ async def open_service(settings: Settings | None = None, **overrides: Any) -> As
 
     Overrides: database (default settings.clickhouse_database), chdb_path (default
     settings.chdb_dir), clickhouse_url (default settings.clickhouse_url; "" forces chDB),
-    limits (a QueryLimits for clickhouse_query).
+    limits (a QueryLimits for clickhouse_query; default from the settings' clickhouse_query_* fields).
     """
     settings = settings or get_settings()
     database: str = overrides.pop("database", None) or settings.clickhouse_database
     chdb_path = Path(overrides.pop("chdb_path", None) or settings.chdb_dir)
     url = overrides.pop("clickhouse_url", settings.clickhouse_url)
-    limits: QueryLimits | None = overrides.pop("limits", None)
+    limits: QueryLimits = overrides.pop("limits", None) or QueryLimits.from_settings(settings)
     if overrides:
         raise TypeError(f"unknown open_service overrides: {sorted(overrides)}")
     store: ClickHouseStore

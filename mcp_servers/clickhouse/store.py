@@ -4,12 +4,24 @@
   directory. chDB can open ONE data path per process, so every store of a
   process shares one writer `Session` per path (`_PATHS`, a registry keyed by
   path) and isolates by database name: all internal SQL names its tables as
-  `database.table`. User SQL (the `clickhouse_query` tool) runs in a separate
-  sandbox session per (path, database) whose current database is the store's
-  and which is switched to `readonly=1` with execution-time and result-size
-  limits at creation, so no statement it runs can change a setting or write.
+  `database.table`. User SQL (the `clickhouse_query` tool) runs on a small pool
+  of sandbox sessions per (path, database) whose current database is the
+  store's and which are switched to `readonly=1` with time, memory and
+  result-size limits at creation, so no statement they run can change a
+  setting or write.
 - `ServerStore` talks to a ClickHouse server over HTTP (clickhouse-connect);
   the same SQL, limits passed as per-query settings (HTTP parameters).
+
+Two facts about a chDB Session (measured on chDB 4.4) shape `_Connection`:
+it runs its queries one at a time (a second caller waits for the first), and a
+query that fails after its output format wrote its first bytes (Arrow writes
+the file header and schema at once; text formats write rows) leaves those bytes
+in the session's result buffer, where the NEXT query's result is appended to
+them: that caller gets "Invalid flatbuffers message." (or, in a text format,
+the failed query's rows). So every session is used by one query at a time and
+is drained by a throwaway query after any failure, before anyone else gets it;
+user SQL gets its own sessions, one per running query, so a heavy query only
+ever holds its own.
 
 Both take values as bound parameters (`{name:Type}` placeholders) and return
 query results as Arrow tables. Blocking calls run in a worker thread
@@ -21,6 +33,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,23 +77,69 @@ def _short_message(text: str) -> str:
 
 @dataclass(frozen=True)
 class QueryLimits:
-    """Limits applied to user SQL (the sandbox), on both engines."""
+    """Limits applied to user SQL (the sandbox), on both engines (see `Settings.clickhouse_query_*`)."""
 
     max_execution_seconds: int = 10
     max_result_rows: int = 10_000
-    max_result_bytes: int = 50_000_000
+    max_result_bytes: int = 50 * 2**20
+    max_memory_bytes: int = 2**30
+    max_concurrent: int = 4  # sandbox queries running at once (chDB: sessions in the pool)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> QueryLimits:
+        return cls(
+            max_execution_seconds=settings.clickhouse_query_timeout_seconds,
+            max_result_rows=settings.clickhouse_query_max_result_rows,
+            max_result_bytes=settings.clickhouse_query_max_result_mb * 2**20,
+            max_memory_bytes=settings.clickhouse_query_max_memory_mb * 2**20,
+            max_concurrent=settings.clickhouse_query_concurrency,
+        )
+
+    @property
+    def wait_seconds(self) -> float:
+        """How long a caller waits at most: for a free session, then the query, then a grace.
+
+        The engine stops a query at max_execution_time; the bound also answers a caller
+        whose query sits in a stage that does not check the time (its session stays out
+        of the pool until the engine lets go).
+        """
+        return 2 * self.max_execution_seconds + _GRACE_SECONDS
 
     def as_settings(self) -> dict[str, Any]:
         # readonly last: the other limits are applied before it forbids changes.
         return {
             "max_execution_time": self.max_execution_seconds,
             "timeout_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory_bytes,
             # "break" stops at a block boundary; the service trims to the limit and reports truncation.
             "max_result_rows": self.max_result_rows + 1,
             "max_result_bytes": self.max_result_bytes,
             "result_overflow_mode": "break",
             "readonly": 1,
         }
+
+
+_GRACE_SECONDS = 3.0
+TIMEOUT_EXCEEDED = 159  # ClickHouse's code, also used when the store stops waiting
+TOO_MANY_SIMULTANEOUS_QUERIES = 202  # ClickHouse's code, used when no sandbox session frees up in time
+
+
+async def _bounded(limits: QueryLimits, fn: Any, *args: Any) -> Any:
+    """Run blocking `fn(*args, abandoned)` in a thread; stop waiting after `limits.wait_seconds`.
+
+    `abandoned` is set once nobody waits for the answer (time-out or the caller was
+    cancelled), so a call still queued for a session does not start its query.
+    """
+    abandoned = threading.Event()
+    try:
+        with anyio.fail_after(limits.wait_seconds):
+            return await anyio.to_thread.run_sync(fn, *args, abandoned, abandon_on_cancel=True)
+    except TimeoutError:
+        raise StoreError(
+            f"Timeout exceeded: no answer within {limits.wait_seconds:g} s", TIMEOUT_EXCEEDED
+        ) from None
+    finally:
+        abandoned.set()
 
 
 def insert_settings(token_digest: str | None) -> dict[str, Any]:
@@ -203,11 +262,116 @@ class ChangeLog:
         return pc.unique(pa.chunked_array(arrays, pa.string()).combine_chunks())
 
 
+class _Connection:
+    """One chDB Session, used by one query at a time and drained after a failure.
+
+    A query that fails after its output started leaves that output in the session's
+    result buffer, in front of the next query's result (see the module docstring).
+    `query` holds the session until a throwaway query has consumed the leftover, so
+    no other caller ever reads it. A session whose drain fails is `broken`.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.broken = False
+        self._lock = threading.Lock()
+
+    def query(self, sql: str, fmt: str, params: Params | None = None) -> Any:
+        with self._lock:
+            try:
+                return self.session.query(sql, fmt, params=dict(params) if params else None)
+            except Exception as exc:
+                self._drain()
+                raise StoreError.from_engine(exc) from exc
+
+    def _drain(self) -> None:
+        try:
+            leftover = self.session.query("SELECT 1", "CSV").bytes()
+        except Exception as exc:  # the session is unusable: its owner replaces it
+            self.broken = True
+            log.warning("chDB session could not be drained after a failed query: %s", _short_message(str(exc)))
+            return
+        if leftover != b"1\n":
+            log.debug("drained %d bytes a failed query left in its chDB session", len(leftover) - 2)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.session.close()
+            except Exception:  # closing a session never matters more than the caller's error
+                log.debug("closing a chDB session failed", exc_info=True)
+
+
+class _SandboxPool:
+    """Read-only sessions for user SQL on one (path, database, limits): one per running query.
+
+    At most `limits.max_concurrent` sessions exist; a caller waits for a free one up
+    to the time limit (a running query ends by then) and is then told the server is
+    busy. Sessions are cheap (~0.5 ms) and kept for the life of the process.
+    """
+
+    def __init__(self, path: str, database: str, limits: QueryLimits) -> None:
+        self.path = path
+        self.database = database
+        self.limits = limits
+        self._idle: list[_Connection] = []
+        self._open = 0
+        self._changed = threading.Condition()
+
+    def _new(self) -> _Connection:
+        from chdb.session import Session
+
+        session = Session(self.path)  # same engine, its own current database and settings
+        session.query(f"USE `{self.database}`")
+        for name, value in self.limits.as_settings().items():
+            session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+        return _Connection(session)
+
+    def acquire(self, abandoned: threading.Event) -> _Connection | None:
+        """A session of this caller's own; None when the caller stopped waiting meanwhile."""
+        deadline = time.monotonic() + self.limits.max_execution_seconds
+        with self._changed:
+            while not self._idle and self._open >= self.limits.max_concurrent:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or abandoned.is_set():
+                    if abandoned.is_set():
+                        return None
+                    raise StoreError(
+                        f"{self._open} queries are running, the most this store runs at once",
+                        TOO_MANY_SIMULTANEOUS_QUERIES,
+                    )
+                self._changed.wait(min(remaining, 0.5))
+            if abandoned.is_set():
+                return None
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return self._new()
+        except Exception as exc:
+            self._forget()
+            raise StoreError.from_engine(exc) from exc
+
+    def release(self, conn: _Connection) -> None:
+        if conn.broken:
+            conn.close()
+            self._forget()
+            return
+        with self._changed:
+            self._idle.append(conn)
+            self._changed.notify()
+
+    def _forget(self) -> None:
+        with self._changed:
+            self._open -= 1
+            self._changed.notify()
+
+
 @dataclass
 class _ChdbPath:
     path: str
-    session: Any
-    sandboxes: dict[tuple[str, QueryLimits], Any] = field(default_factory=dict)
+    writer: _Connection
+    sandboxes: dict[tuple[str, QueryLimits], _SandboxPool] = field(default_factory=dict)
     changes: dict[str, ChangeLog] = field(default_factory=dict)  # per database
     users: int = 0
 
@@ -216,21 +380,19 @@ _PATHS: dict[str, _ChdbPath] = {}
 _PATHS_LOCK = threading.Lock()
 
 
-def _with_python_source(session: Any, sql: str, source: pa.Table, fmt: str, params: Params | None = None) -> Any:
+def _with_python_source(conn: _Connection, sql: str, source: pa.Table, fmt: str, params: Params | None = None) -> Any:
     """Run `sql` with `{source}` read from the Arrow table `source` by chDB's Python() table function.
 
     Python() resolves a variable *name* in the caller's namespace and reuses what it
     resolved for a name it has seen: with one fixed name, concurrent inserts all read
     the same batch (measured: 200 parallel inserts stored one batch 200 times). So each
     call binds its table to a name of its own in this module's globals, for the duration
-    of the query only; calls then run in parallel on the engine's threads.
+    of the query only.
     """
     name = f"_nb_source_{uuid.uuid4().hex}"
     globals()[name] = source
     try:
-        return session.query(sql.replace("{source}", f"Python({name})"), fmt, params=dict(params) if params else None)
-    except Exception as exc:
-        raise StoreError.from_engine(exc) from exc
+        return conn.query(sql.replace("{source}", f"Python({name})"), fmt, params)
     finally:
         del globals()[name]
 
@@ -250,7 +412,7 @@ def _chdb_path(path: Path) -> _ChdbPath:
 
             Path(key).mkdir(parents=True, exist_ok=True)
             try:
-                entry = _ChdbPath(key, Session(key))
+                entry = _ChdbPath(key, _Connection(Session(key)))
             except Exception as exc:  # a second process holding the path fails here
                 raise BackendUnavailable(f"cannot open chDB at {key}: {_short_message(str(exc))}") from exc
             _PATHS[key] = entry
@@ -274,12 +436,9 @@ class ChdbStore:
         with _PATHS_LOCK:
             self.change_log: ChangeLog | None = self._entry.changes.setdefault(database, ChangeLog())
 
-    # The writer session is shared by every store on the path; sessions are thread-safe.
+    # The writer session is shared by every store on the path (one query at a time: see _Connection).
     def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
-        try:
-            return self._entry.session.query(sql, fmt, params=dict(params) if params else None)
-        except Exception as exc:
-            raise StoreError.from_engine(exc) from exc
+        return self._entry.writer.query(sql, fmt, params)
 
     async def execute(self, sql: str, params: Params | None = None) -> None:
         await anyio.to_thread.run_sync(self._run, sql, params, "CSV")
@@ -289,7 +448,7 @@ class ChdbStore:
 
     async def execute_with_source(self, sql: str, params: Params | None, source: pa.Table) -> None:
         """Run a statement (INSERT ... SELECT) that reads the Arrow table `source` where `sql` says `{source}`."""
-        await anyio.to_thread.run_sync(_with_python_source, self._entry.session, sql, source, "CSV", params)
+        await anyio.to_thread.run_sync(_with_python_source, self._entry.writer, sql, source, "CSV", params)
 
     async def insert_arrow(self, table: str, data: pa.Table, token_digest: str | None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)
@@ -308,30 +467,26 @@ class ChdbStore:
         sql = f"INSERT INTO {self.database}.{table} ({cols}){_settings_clause(insert_settings(token_digest))} {select_from_raw}"
         await self.execute_with_source(sql, None, await anyio.to_thread.run_sync(split_json_lines, data))
 
-    def _sandbox(self) -> Any:
+    def _sandbox(self) -> _SandboxPool:
         key = (self.database, self.limits)
         with _PATHS_LOCK:
-            session = self._entry.sandboxes.get(key)
-            if session is not None:
-                return session
-            from chdb.session import Session
+            pool = self._entry.sandboxes.get(key)
+            if pool is None:
+                pool = self._entry.sandboxes[key] = _SandboxPool(self._entry.path, self.database, self.limits)
+            return pool
 
-            session = Session(self._entry.path)  # same engine, its own current database and settings
-            session.query(f"USE `{self.database}`")
-            for name, value in self.limits.as_settings().items():
-                session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
-            self._entry.sandboxes[key] = session
-            return session
-
-    def _sandbox_query(self, sql: str) -> pa.Table:
-        session = self._sandbox()
+    def _sandbox_query(self, sql: str, abandoned: threading.Event) -> pa.Table | None:
+        pool = self._sandbox()
+        conn = pool.acquire(abandoned)
+        if conn is None:
+            return None  # nobody waits for this answer any more
         try:
-            return session.query(sql, "ArrowTable")
-        except Exception as exc:
-            raise StoreError.from_engine(exc) from exc
+            return conn.query(sql, "ArrowTable")
+        finally:
+            pool.release(conn)
 
     async def sandbox_query(self, sql: str) -> pa.Table:
-        return await anyio.to_thread.run_sync(self._sandbox_query, sql)
+        return await _bounded(self.limits, self._sandbox_query, sql)
 
     async def close(self) -> None:
         # Sessions stay open for the life of the process: chDB cannot reopen another
@@ -420,11 +575,13 @@ class ServerStore:
             lambda: self._call(self._client.command, sql, data=data, settings=insert_settings(token_digest))
         )
 
+    def _sandbox_query(self, sql: str, abandoned: threading.Event) -> pa.Table | None:
+        if abandoned.is_set():
+            return None
+        return self._call(self._client.query_arrow, sql, settings=self.limits.as_settings(), use_strings=True)
+
     async def sandbox_query(self, sql: str) -> pa.Table:
-        settings = self.limits.as_settings()
-        return await anyio.to_thread.run_sync(
-            lambda: self._call(self._client.query_arrow, sql, settings=settings, use_strings=True)
-        )
+        return await _bounded(self.limits, self._sandbox_query, sql)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 import sys
 from pathlib import Path
 
@@ -177,11 +176,40 @@ def claude_config() -> None:
     executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "neonblue" else None
     command = str(executable) if executable and executable.exists() else sys.executable
     args = ["serve"] if executable else ["-m", "mcp_router", "serve"]
-    env = {"NEONBLUE_HOME": str(settings.neonblue_home), "HF_HUB_OFFLINE": "1"}
-    for name in ("DATABASE_URL", "CLICKHOUSE_URL", "CHROMA_URL", "KAFKA_BOOTSTRAP_SERVERS"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
+    env = {**stack_locating_env(settings), "HF_HUB_OFFLINE": "1"}
+    if settings.http_token is not None:
+        # Set explicitly (environment or .env), the stack serves this token and no run/http_token file
+        # exists, so the spawned `serve` needs it to attach. A generated token is never copied: `serve`
+        # reads it from NEONBLUE_HOME/run/http_token (0600) at start.
+        env["NEONBLUE_HTTP_TOKEN"] = settings.http_token.get_secret_value()
+        click.echo("neonblue: the entry carries NEONBLUE_HTTP_TOKEN (set in your environment): keep the config "
+                   "file private", err=True)
     click.echo(json.dumps({"mcpServers": {"neonblue": {"command": command, "args": args, "env": env}}}, indent=2))
+
+
+def stack_locating_env(settings: Settings) -> dict[str, str]:
+    """Every setting that says where this stack lives, as environment variables: the data directory,
+    the ports of its parts, and the store URLs and backends when set. A process started elsewhere
+    (Claude Desktop spawns `serve` in its own working directory, without this shell's environment or
+    .env) with these finds the same stack, not whatever runs on the default ports."""
+    env = {
+        "NEONBLUE_HOME": str(settings.neonblue_home),
+        "NEONBLUE_HTTP_HOST": settings.http_host,
+        "NEONBLUE_HTTP_PORT": str(settings.http_port),
+        "NEONBLUE_PG_PORT": str(settings.embedded_pg_port),
+        "NEONBLUE_KAFKA_PORT": str(settings.embedded_kafka_port),
+    }
+    optional = {
+        "DATABASE_URL": settings.database_url,
+        "CLICKHOUSE_URL": settings.clickhouse_url,
+        "CHROMA_URL": settings.chroma_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CLICKHOUSE_DATABASE": settings.clickhouse_database if "clickhouse_database" in settings.model_fields_set
+        else None,
+        "NEONBLUE_BACKENDS": json.dumps(settings.backends) if settings.backends else None,
+    }
+    env.update({name: value for name, value in optional.items() if value})
+    return env
 
 
 @cli.command()

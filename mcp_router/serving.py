@@ -104,16 +104,21 @@ def token_file(settings: Settings) -> Path:
 
 
 def resolve_token(settings: Settings, *, create: bool) -> str | None:
-    """The bearer token: NEONBLUE_HTTP_TOKEN, else the stack's generated one (0600 file under run/)."""
-    if settings.http_token is not None:
-        return settings.http_token.get_secret_value()
+    """The bearer token: NEONBLUE_HTTP_TOKEN, else the stack's generated one (0600 file under run/).
+
+    An empty or whitespace-only token, from either place, is no token: it is never returned (so it
+    can neither turn auth off nor be accepted); with `create`, a blank file is replaced by a fresh token.
+    """
+    if settings.http_token is not None and (explicit := settings.http_token.get_secret_value().strip()):
+        return explicit
     path = token_file(settings)
-    if path.exists():
-        return path.read_text().strip()
+    if path.exists() and (stored := path.read_text().strip()):
+        return stored
     if not create:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)  # a blank file may carry other permissions: write a fresh 0600 one
     path.touch(mode=0o600)
     path.write_text(token)
     return token
@@ -188,9 +193,9 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
     from mcp_router.rest import rest_routes
 
     token = resolve_token(settings, create=with_stream)
-    if token is None and not settings.http_is_loopback:
+    if token is None and not settings.http_is_loopback:  # resolve_token never returns a blank token
         raise ConfigError(
-            f"NEONBLUE_HTTP_TOKEN: required to serve on non-loopback address {settings.http_host}"
+            f"NEONBLUE_HTTP_TOKEN: a non-empty token is required to serve on non-loopback address {settings.http_host}"
         )
     if token is None:
         log.warning("serving HTTP on %s without a bearer token (loopback only)", settings.http_host)

@@ -10,12 +10,13 @@ a PersistentClient for Chroma and the tansu broker for Kafka, all under
 from __future__ import annotations
 
 import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")
 
@@ -73,11 +74,26 @@ class Settings(BaseSettings):
     http_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("NEONBLUE_HTTP_TOKEN", "HTTP_TOKEN"),
-        description="Bearer token required on /mcp and /api. Mandatory on non-loopback addresses.",
+        description="Bearer token required on /mcp, /api and /metrics. Mandatory on non-loopback addresses; "
+        "an empty or whitespace-only value counts as unset.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("NEONBLUE_ALLOWED_HOSTS"),
+        description="Extra Host header values the HTTP app accepts (comma-separated or a JSON list): `name`, "
+        "`name:port`, `name:*` (any port) or `*` (any host). The serving address, and the loopback names when "
+        "serving on loopback or on every interface, are always accepted. Bound to 0.0.0.0/:: with none "
+        "listed, the Host header is not checked (the token, mandatory there, guards every route).",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("NEONBLUE_ALLOWED_ORIGINS"),
+        description="Browser origins (e.g. `https://app.example.com`, `http://localhost:*`) allowed besides the "
+        "same origin; a request whose Origin is neither is refused (403).",
     )
 
     embedded_pg_port: int = Field(
-        default=54329, ge=1, le=65535, validation_alias=AliasChoices("NEONBLUE_PG_PORT", "EMBEDDED_PG_PORT"),
+        default=25432, ge=1, le=65535, validation_alias=AliasChoices("NEONBLUE_PG_PORT", "EMBEDDED_PG_PORT"),
         description="Port of the embedded PostgreSQL.",
     )
     embedded_kafka_port: int = Field(
@@ -96,10 +112,19 @@ class Settings(BaseSettings):
         '"chromadb": "http://host:8765/mcp"}. Unlisted servers run in-process.',
     )
     backend_timeout: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("NEONBLUE_BACKEND_TIMEOUT"))
-    rate_limit_per_minute: int = Field(default=600, ge=1, validation_alias=AliasChoices("NEONBLUE_RATE_LIMIT"))
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, validation_alias=AliasChoices("NEONBLUE_RATE_LIMIT"),
+        description="Requests per minute per principal (the token, or the client address without one) on /mcp "
+        "and /metrics.",
+    )
     api_rate_limit_per_minute: int = Field(
         default=120_000, ge=1, validation_alias=AliasChoices("NEONBLUE_API_RATE_LIMIT"),
-        description="Per-client limit on /api (application backends assign users at high rates).",
+        description="Per-principal limit on /api (application backends assign users at high rates).",
+    )
+    auth_failure_limit_per_minute: int = Field(
+        default=30, ge=1, validation_alias=AliasChoices("NEONBLUE_AUTH_FAILURE_LIMIT"),
+        description="Failed bearer-token attempts per minute per client address; past it, that address gets 429 "
+        "on every authenticated route until its budget refills.",
     )
 
     embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
@@ -111,6 +136,26 @@ class Settings(BaseSettings):
     )
     environment: Literal["production", "staging", "development"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        """An empty or whitespace token is no token (it must never turn auth off, nor be accepted)."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            raw = raw.strip()
+            return raw or None
+        return value
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
 
     @field_validator("neonblue_home", mode="after")
     @classmethod

@@ -192,7 +192,8 @@ async def test_status_codes_and_error_bodies(rest_api) -> None:
         too_many = await http.post(f"{BASE}/get-variant/batch", json={"experiment": "live",
                                                                       "user_ids": [f"u{i}" for i in range(1001)]})
         assert too_many.status_code == 422 and too_many.json()["errors"][0]["loc"] == ["body", "user_ids"]
-        huge = await http.post(f"{BASE}/get-variant", content=b" " * 1_100_000)
+        huge = await http.post(f"{BASE}/get-variant", content=b" " * 1_100_000,
+                                headers={"Content-Type": "application/json"})
         assert huge.status_code == 413 and huge.json()["error"] == "payload_too_large"
 
         not_allowed = await http.put(f"{BASE}/get-variant")

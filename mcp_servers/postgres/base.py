@@ -1,0 +1,63 @@
+"""What every registry capability shares: the store, the query limits, experiment lookup, input parsing.
+
+Each capability (lifecycle, user_assignment, results, audit_and_sql) is a class over this base;
+`service.ExperimentService` composes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.errors import InvalidInput, NotFound
+
+from .models import Experiment
+from .store import PostgresStore
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_input(model: type[_M], data: _M | Mapping[str, Any]) -> _M:
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid {model.__name__}: {problems}") from None
+
+
+def as_json(value: Any) -> Any:
+    """Model values as plain JSON for the change log."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    return value
+
+
+class RegistryBase:
+    """The state the capabilities share; no tool of its own."""
+
+    def __init__(self, store: PostgresStore, *, query_timeout_ms: int = 5000, max_query_rows: int = 1000,
+                 max_result_bytes: int = 1_000_000) -> None:
+        self.store = store
+        self.query_timeout_ms = query_timeout_ms
+        self.max_query_rows = max_query_rows
+        self.max_result_bytes = max_result_bytes
+        self._definitions: dict[str, Any] = {}  # user_assignment's cache of experiment definitions
+
+    async def _experiment(self, ref: str | int, conn: Any = None) -> Experiment:
+        experiment = await self.store.fetch_experiment(ref, conn)
+        if experiment is None:
+            raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
+        return experiment
+
+    async def _locked(self, conn: Any, ref: str | int) -> Experiment:
+        if await self.store.lock_experiment(conn, ref) is None:
+            raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
+        return await self._experiment(ref, conn)

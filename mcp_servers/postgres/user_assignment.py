@@ -1,0 +1,402 @@
+"""Which variant a user gets: get_variant (recorded once), predict_user_assignment (explained, nothing
+recorded), assign_many (vectorised), and exposures reported by SDKs.
+
+get_variant, in order: the experiment must be running (a concluded one serves its declared winner
+without recording); a QA-forced user gets the forced variant; a user with a recorded assignment
+keeps it forever (the first assignment wins, even if weights changed later); then targeting,
+namespace, and the GrowthBook-compatible hash (`assignment`) decide, and the assignment is
+recorded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from schemas.errors import InvalidInput, NotFound
+
+from . import targeting
+from .assignment import AssignmentSpec, assign, assign_batch
+from .base import RegistryBase, parse_input
+from .models import (
+    AssignmentPrediction,
+    BatchAssignment,
+    BucketRange,
+    Experiment,
+    ExposureOutcome,
+    ExposureRecord,
+    VariantAssignment,
+)
+
+MAX_ATTRIBUTES_BYTES = 16_384
+
+
+def _hash_reason(bucket: float | None, key: str, bucket_range: tuple[float, float]) -> str:
+    return f"hash bucket {bucket:.4f} is in {key!r}'s range [{bucket_range[0]:.4f}, {bucket_range[1]:.4f})"
+
+
+@lru_cache(maxsize=4096)
+def _spec(seed: str, weights: tuple[float, ...], coverage: float, version: int,
+          namespace: tuple[str, float, float] | None) -> AssignmentSpec:
+    return AssignmentSpec(seed=seed, weights=weights, coverage=coverage, hash_version=version, namespace=namespace)
+
+
+def assignment_spec(experiment: Experiment | Mapping[str, Any]) -> AssignmentSpec:
+    """The pure hashing spec of an experiment (for `assign` / `assign_batch` without a database)."""
+    if isinstance(experiment, Experiment):
+        ns = experiment.namespace
+        namespace = (ns.name, ns.start, ns.end) if ns else None
+        weights = tuple(v.weight for v in experiment.variants)
+        return _spec(experiment.hash_seed, weights, experiment.coverage, experiment.hash_version, namespace)
+    namespace = None
+    if experiment["namespace"] is not None:
+        namespace = (experiment["namespace"], experiment["namespace_start"], experiment["namespace_end"])
+    weights = tuple(v["weight"] for v in experiment["variants"])
+    return _spec(experiment["hash_seed"], weights, experiment["coverage"], experiment["hash_version"], namespace)
+
+
+_DEFINITION_CACHE_SIZE = 1024
+_RECORDED = "returning the user's recorded assignment (the first assignment wins)"
+
+
+@dataclass(frozen=True)
+class _Definition:
+    """What get_variant needs to know about an experiment, at one row version (`revision`)."""
+
+    id: int
+    key: str
+    status: str
+    revision: int
+    winner: str | None
+    targeting: dict[str, Any] | None
+    forced: dict[str, str]
+    variants: tuple[dict[str, Any], ...]
+    by_key: dict[str, dict[str, Any]]
+    by_id: dict[int, dict[str, Any]]
+    spec: AssignmentSpec | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> _Definition:
+        variants = tuple(row["variants"])
+        return cls(
+            id=row["id"], key=row["key"], status=row["status"], revision=row["revision"], winner=row["winner"],
+            targeting=row["targeting"], forced=row["forced_variations"], variants=variants,
+            by_key={v["key"]: v for v in variants}, by_id={v["id"]: v for v in variants},
+            spec=assignment_spec(row) if variants else None,
+        )
+
+
+def _answer(definition: _Definition, user_id: str, variant: dict[str, Any] | None, source: str, reason: str, *,
+            in_experiment: bool, bucket: float | None = None, new: bool = False) -> VariantAssignment:
+    return VariantAssignment(
+        experiment_key=definition.key, user_id=user_id, in_experiment=in_experiment,
+        variant_key=variant["key"] if variant else None, variant_name=variant["name"] if variant else None,
+        is_control=variant["is_control"] if variant else None, config=variant["config"] if variant else None,
+        source=source, bucket=bucket, newly_recorded=new, reason=reason,
+    )
+
+
+def _not_running(definition: _Definition, user_id: str) -> VariantAssignment:
+    if definition.status == "concluded" and definition.winner in definition.by_key:
+        return _answer(definition, user_id, definition.by_key[definition.winner], "winner",
+                       f"experiment concluded; serving the declared winner {definition.winner!r} to everyone "
+                       "(not recorded)", in_experiment=False)
+    return _answer(definition, user_id, None, "none", f"experiment is {definition.status}: nobody is assigned",
+                   in_experiment=False)
+
+
+
+class UserAssignment(RegistryBase):
+    _definitions: dict[str, _Definition]  # per experiment reference; checked against the row version on use
+
+    def _check_attributes(self, attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if attributes is None:
+            return None
+        if not isinstance(attributes, Mapping):
+            raise InvalidInput("attributes must be an object of user attributes")
+        try:
+            size = len(orjson.dumps(attributes))
+        except TypeError as exc:
+            raise InvalidInput(f"attributes must be JSON values: {exc}") from None
+        if size > MAX_ATTRIBUTES_BYTES:
+            raise InvalidInput(f"attributes are {size} bytes; the limit is {MAX_ATTRIBUTES_BYTES}")
+        return dict(attributes)
+
+    async def get_variant(self, ref: str | int, user_id: str, attributes: Mapping[str, Any] | None = None) -> VariantAssignment:
+        """Assign `user_id` (or return their recorded variant) and record the assignment once.
+
+        The experiment's definition is cached per reference; every call checks its
+        row version in the same round trip that reads or records the assignment, so
+        a change made by any process is seen by the next call.
+        """
+        if not user_id or len(user_id) > 256:
+            raise InvalidInput("user_id must be 1-256 characters")
+        attributes = self._check_attributes(attributes)
+        cache_key = str(ref)
+        cached = self._definitions.get(cache_key)
+        if cached is not None and user_id not in cached.forced:
+            answer = await self._get_variant_cached(cached, user_id, attributes)
+            if answer is not None:
+                return answer
+        row = await self.store.fetch_for_assignment(ref, user_id)
+        if row is None:
+            self._definitions.pop(cache_key, None)
+            raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
+        definition = _Definition.from_row(row)
+        if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
+            self._definitions.pop(next(iter(self._definitions)))
+        self._definitions[cache_key] = definition
+        return await self._get_variant_fresh(definition, row, user_id, attributes)
+
+    @staticmethod
+    def _decide(definition: _Definition, user_id: str, attributes: dict[str, Any] | None
+                ) -> tuple[dict[str, Any] | None, float | None, str]:
+        """Targeting, namespace, coverage and hash: (variant or None, bucket, reason)."""
+        if not targeting.evaluate(definition.targeting, attributes):
+            failed = "; ".join(targeting.explain(definition.targeting, attributes))
+            return None, None, f"user does not match the targeting: {failed}"
+        verdict = assign(definition.spec, user_id)
+        if not verdict.in_experiment:
+            return None, verdict.bucket, verdict.reason
+        variant = definition.variants[verdict.variation]
+        return variant, verdict.bucket, _hash_reason(verdict.bucket, variant["key"], definition.spec.ranges[verdict.variation])
+
+    async def _get_variant_cached(self, definition: _Definition, user_id: str,
+                                  attributes: dict[str, Any] | None) -> VariantAssignment | None:
+        """One round trip; None when the cache is stale or a race needs the full path."""
+        variant, bucket, reason = (None, None, "")
+        if definition.status == "running":
+            variant, bucket, reason = self._decide(definition, user_id, attributes)
+        row = await self.store.assign_if_current(definition.id, user_id, definition.revision,
+                                                 variant["id"] if variant else None, bucket, attributes)
+        if row is None or row["revision"] != definition.revision:
+            return None
+        status = definition.status
+        if status != "running":
+            return _not_running(definition, user_id)
+        if row["prior_variant"] is not None:
+            prior = definition.by_id.get(row["prior_variant"])
+            return None if prior is None else _answer(
+                definition, user_id, prior, "recorded", _RECORDED, in_experiment=True, bucket=row["prior_bucket"])
+        if row["inserted"]:
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
+        if variant is None:
+            return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
+        return None  # a concurrent first call recorded this user meanwhile
+
+    async def _get_variant_fresh(self, definition: _Definition, row: Any, user_id: str,
+                                 attributes: dict[str, Any] | None) -> VariantAssignment:
+        if definition.status != "running":
+            return _not_running(definition, user_id)
+        forced_key = definition.forced.get(user_id)
+        if forced_key in definition.by_key:
+            variant = definition.by_key[forced_key]
+            changed = await self.store.force_assignment(definition.id, user_id, variant["id"], attributes)
+            return _answer(definition, user_id, variant, "forced",
+                           f"user is forced to {forced_key!r} (QA override; excluded from analysis)",
+                           in_experiment=True, new=changed)
+        if row["assigned_variant_id"] is not None:
+            return _answer(definition, user_id, definition.by_id[row["assigned_variant_id"]], "recorded", _RECORDED,
+                           in_experiment=True, bucket=row["assigned_bucket"])
+        variant, bucket, reason = self._decide(definition, user_id, attributes)
+        if variant is None:
+            return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
+        if await self.store.insert_assignment(definition.id, user_id, variant["id"], "hash", bucket, attributes):
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
+        # Lost a race with a concurrent first call, or the experiment stopped meanwhile: re-read.
+        again = await self.store.fetch_for_assignment(definition.id, user_id)
+        if again is not None and again["status"] == "running" and again["assigned_variant_id"] is not None:
+            return _answer(definition, user_id, definition.by_id[again["assigned_variant_id"]], "recorded", _RECORDED,
+                           in_experiment=True, bucket=again["assigned_bucket"])
+        status = again["status"] if again is not None else "gone"
+        return _answer(definition, user_id, None, "none", f"experiment is {status}: nobody is assigned", in_experiment=False)
+
+    async def predict_user_assignment(self, ref: str | int, user_id: str,
+                                      attributes: Mapping[str, Any] | None = None) -> AssignmentPrediction:
+        """What get_variant would answer now, step by step, without recording anything."""
+        if not user_id or len(user_id) > 256:
+            raise InvalidInput("user_id must be 1-256 characters")
+        attributes = self._check_attributes(attributes)
+        row = await self.store.fetch_for_assignment(ref, user_id)
+        if row is None:
+            raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
+        variants = row["variants"]
+        by_id = {v["id"]: v for v in variants}
+        keys = [v["key"] for v in variants]
+        spec = assignment_spec(row) if variants else None
+        ranges = [BucketRange(variant_key=k, start=s, end=e) for k, (s, e) in zip(keys, spec.ranges if spec else [], strict=True)]
+        recorded = by_id[row["assigned_variant_id"]]["key"] if row["assigned_variant_id"] is not None else None
+        steps: list[str] = []
+
+        def result(in_exp: bool, key: str | None, decided_by: str, bucket: float | None = None) -> AssignmentPrediction:
+            return AssignmentPrediction(
+                experiment_key=row["key"], user_id=user_id, status=row["status"], would_be_in_experiment=in_exp,
+                variant_key=key, decided_by=decided_by, bucket=bucket, bucket_ranges=ranges,
+                recorded_variant=recorded, steps=steps,
+            )
+
+        status = row["status"]
+        if status == "concluded" and row["winner"] in keys:
+            steps.append(f"status is concluded: everyone is served the declared winner {row['winner']!r}; nothing recorded")
+            return result(False, row["winner"], "winner")
+        if status != "running":
+            steps.append(f"status is {status}: get_variant assigns nobody")
+            return result(False, None, "status")
+        steps.append("status is running")
+        forced_key = row["forced_variations"].get(user_id)
+        if forced_key in keys:
+            steps.append(f"user is in forced_variations -> {forced_key!r} (QA override, wins over everything else)")
+            return result(True, forced_key, "forced")
+        steps.append("user is not forced")
+        if recorded is not None:
+            steps.append(f"user already has a recorded assignment -> {recorded!r} (the first assignment wins)")
+            return result(True, recorded, "recorded", row["assigned_bucket"])
+        steps.append("no recorded assignment yet")
+        if row["targeting"]:
+            if not targeting.evaluate(row["targeting"], attributes):
+                steps.append("targeting fails: " + "; ".join(targeting.explain(row["targeting"], attributes)))
+                return result(False, None, "targeting")
+            steps.append("targeting passes")
+        else:
+            steps.append("no targeting: everyone is eligible")
+        verdict = assign(spec, user_id)
+        if spec.namespace is not None:
+            if verdict.bucket is None and not verdict.in_experiment:
+                steps.append(verdict.reason)
+                return result(False, None, "namespace")
+            steps.append(f"user is inside namespace {spec.namespace[0]!r} slice [{spec.namespace[1]:g}, {spec.namespace[2]:g})")
+        steps.append(f"hash v{spec.hash_version} of seed {spec.seed!r} and the user id gives bucket {verdict.bucket:.4f}")
+        if not verdict.in_experiment:
+            steps.append(verdict.reason)
+            return result(False, None, "coverage", verdict.bucket)
+        key = keys[verdict.variation]
+        steps.append(f"{_hash_reason(verdict.bucket, key, spec.ranges[verdict.variation])}; get_variant would record this")
+        return result(True, key, "hash", verdict.bucket)
+
+    async def assign_many(self, ref: str | int, user_ids: Sequence[str],
+                          attributes: Mapping[str, Mapping[str, Any]] | None = None,
+                          record: bool = True) -> BatchAssignment:
+        """Vectorised get_variant for many users (stream processors, back-fills).
+
+        Same rules as get_variant: recorded assignments win, forced users get their
+        override, targeting uses `attributes[user_id]` (missing = no attributes).
+        With record=False nothing is written (a batch predict).
+        """
+        experiment = await self._experiment(ref)
+        unique_ids = list(dict.fromkeys(user_ids))
+        if any(not u or len(u) > 256 for u in unique_ids):
+            raise InvalidInput("user ids must be 1-256 characters")
+        result: dict[str, str | None] = dict.fromkeys(unique_ids)
+        if experiment.status != "running" or not unique_ids:
+            return BatchAssignment(experiment_key=experiment.key, assigned=result, newly_recorded=0,
+                                   already_recorded=0, not_in_experiment=len(unique_ids))
+        by_id = {v.id: v for v in experiment.variants}
+        by_key = {v.key: v for v in experiment.variants}
+        recorded = await self.store.recorded_assignments(experiment.id, unique_ids)
+        pending: list[str] = []
+        newly = already = 0
+        for user_id in unique_ids:
+            forced_key = experiment.forced_variations.get(user_id)
+            if forced_key in by_key:
+                result[user_id] = forced_key
+                if record:
+                    if await self.store.force_assignment(experiment.id, user_id, by_key[forced_key].id, None):
+                        newly += 1
+                    else:
+                        already += 1
+            elif user_id in recorded:
+                result[user_id] = by_id[recorded[user_id][0]].key
+                already += 1
+            elif not experiment.targeting or targeting.evaluate(experiment.targeting, (attributes or {}).get(user_id)):
+                pending.append(user_id)
+        if pending:
+            variations, buckets = assign_batch(assignment_spec(experiment), pending)
+            chosen = [(u, int(i), float(b)) for u, i, b in zip(pending, variations, buckets, strict=True) if i >= 0]
+            for user_id, index, _ in chosen:
+                result[user_id] = experiment.variants[index].key
+            if record and chosen:
+                inserted = await self.store.insert_assignments(
+                    experiment.id, [c[0] for c in chosen], [experiment.variants[c[1]].id for c in chosen],
+                    [c[2] for c in chosen],
+                )
+                newly += len(inserted)
+                lost = [c[0] for c in chosen if c[0] not in inserted]
+                if lost:  # concurrent writers or a stop: report what is actually recorded
+                    again = await self.store.recorded_assignments(experiment.id, lost)
+                    for user_id in lost:
+                        result[user_id] = by_id[again[user_id][0]].key if user_id in again else None
+                        already += user_id in again
+        not_in = sum(1 for v in result.values() if v is None)
+        return BatchAssignment(experiment_key=experiment.key, assigned=result, newly_recorded=newly,
+                               already_recorded=already, not_in_experiment=not_in)
+
+    async def record_exposures(self, exposures: Sequence[ExposureRecord | Mapping[str, Any]]) -> ExposureOutcome:
+        """Record assignments reported by SDKs (Kafka exposure events); the first assignment wins.
+
+        Refused per record (returned, never raised): unknown experiment or
+        variant, or an experiment in draft or archived.
+        """
+        rows: list[tuple[str, str, str, datetime | None]] = []
+        rejected: list[tuple[int, str]] = []
+        good_index: list[int] = []
+        for index, item in enumerate(exposures):
+            try:
+                exposure = parse_input(ExposureRecord, item)
+            except InvalidInput as exc:
+                rejected.append((index, str(exc)))
+                continue
+            rows.append((exposure.experiment_key, exposure.user_id, exposure.variant_key, exposure.assigned_at))
+            good_index.append(index)
+        outcome = await self.record_exposure_rows(rows)
+        rejected.extend((good_index[i], reason) for i, reason in outcome.rejected)
+        rejected.sort()
+        return ExposureOutcome(recorded=outcome.recorded, duplicates=outcome.duplicates, rejected=rejected)
+
+    async def record_exposure_rows(self, rows: Sequence[tuple[str, str, str, datetime | None]]) -> ExposureOutcome:
+        """`record_exposures` for rows already validated upstream (the stream processor's exposure events):
+        (experiment_key, user_id, variant_key, assigned_at) tuples, no model per row.
+
+        Refused per row like `record_exposures` (returned, never raised): a user id that is not 1..256
+        characters or holds a NUL, an unknown experiment or variant, an experiment in draft or archived.
+        """
+        rejected: list[tuple[int, str]] = []
+        # A NUL cannot be stored (nor looked up) in PostgreSQL text: such rows are refused below, one by one.
+        index_by_key = await self.store.variant_index(
+            sorted({row[0] for row in rows if isinstance(row[0], str) and "\x00" not in row[0]}))
+        out: list[tuple[int, str, int, datetime | None]] = []
+        seen: set[tuple[int, str]] = set()
+        duplicates = 0
+        for index, (experiment_key, user_id, variant_key, assigned_at) in enumerate(rows):
+            if type(user_id) is not str or not 0 < len(user_id) <= 256:
+                rejected.append((index, f"invalid ExposureRecord: user_id: must be 1..256 characters, got {user_id!r:.80}"))
+                continue
+            if "\x00" in user_id:
+                rejected.append((index, "invalid ExposureRecord: user_id: contains a NUL character (\\u0000)"))
+                continue
+            if assigned_at is not None and not isinstance(assigned_at, datetime):
+                rejected.append((index, f"invalid ExposureRecord: assigned_at: not a datetime: {assigned_at!r:.80}"))
+                continue
+            found = index_by_key.get(experiment_key) if isinstance(experiment_key, str) else None
+            if found is None:
+                rejected.append((index, f"unknown experiment {experiment_key!r}"))
+                continue
+            experiment_id, status, variant_ids = found
+            if status in ("draft", "archived"):
+                rejected.append((index, f"experiment {experiment_key!r} is {status}"))
+                continue
+            variant_id = variant_ids.get(variant_key) if isinstance(variant_key, str) else None
+            if variant_id is None:
+                rejected.append((index, f"unknown variant {variant_key!r} of {experiment_key!r}"))
+                continue
+            if (experiment_id, user_id) in seen:
+                duplicates += 1
+                continue
+            seen.add((experiment_id, user_id))
+            out.append((experiment_id, user_id, variant_id, assigned_at))
+        recorded = await self.store.insert_exposures(out)
+        return ExposureOutcome(recorded=recorded, duplicates=duplicates + len(out) - recorded, rejected=rejected)

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 MAX_EVENT_BYTES = 64 * 1024
-Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_ID_CHARS = 128
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 class EventType(StrEnum):
@@ -39,8 +40,9 @@ class EventType(StrEnum):
 
 # Event types that carry a measured value for a metric.
 VALUE_EVENT_TYPES = frozenset({EventType.CONVERSION, EventType.METRIC, EventType.REVENUE, EventType.LLM_RESPONSE})
-# The metric an event measures when it names none.
+# The metric an event measures when it names none, and the value when it gives none.
 DEFAULT_METRICS = {EventType.CONVERSION: "conversion", EventType.REVENUE: "revenue"}
+DEFAULT_VALUES = {EventType.CONVERSION: 1.0}
 LIFECYCLE_EVENT_TYPES = frozenset(
     {
         EventType.EXPERIMENT_CREATED,
@@ -132,9 +134,10 @@ class Event(BaseModel):
 
     @property
     def metric_value(self) -> float | None:
+        """The measured value, with defaults per event type."""
         if self.value is not None:
             return self.value
-        return 1.0 if self.event_type is EventType.CONVERSION else None
+        return DEFAULT_VALUES.get(self.event_type)
 
 
 def event_json_schema() -> dict[str, Any]:

@@ -14,10 +14,11 @@ exactly-once. A sink that is down makes the processor retry the same batch
 with backoff, without committing. Scale-out is more members in the group.
 
 Throughput (bench/bench_stream.py): the event loop's CPU is the limit, so a batch
-is parsed into flat records (the pydantic model is dropped at once), in chunks
-that let the loop serve the fetcher and the batch being stored in between, with
-the garbage collector paused inside a chunk and the startup heap frozen while
-the processor runs (full collections otherwise re-walk every module and client).
+is parsed into flat records (the pydantic model is dropped at once, but for the few
+events whose sinks read more than the row), in chunks that let the loop serve the
+fetcher and the batch being stored in between, with the garbage collector paused
+inside a chunk and the startup heap frozen while the processor runs (full
+collections otherwise re-walk every module and client).
 """
 
 from __future__ import annotations

@@ -5,20 +5,21 @@ flush is idempotent, so a batch replayed after a crash (at-least-once
 delivery) leaves the stores exactly as one delivery would:
 
 - ClickHouse: the validated records as one Arrow batch per topic-partition range
-  (the columns of `ingest.EVENT_SCHEMA`, `raw` = the original bytes), inserted
-  with a deduplication token built from the (topic, partition, first offset,
-  last offset) range, on a table that also deduplicates by event_id — so a
-  replay with different fetch boundaries still counts each event once.
+  (`schemas.event_rows`: the rows the ingest tools store too, `raw` = the original
+  bytes), inserted with a deduplication token built from the (topic, partition,
+  first offset, last offset) range, on a table that also deduplicates by event_id —
+  so a replay with different fetch boundaries still counts each event once.
 - PostgreSQL: exposures become assignments where the first assignment wins;
   lifecycle transitions already applied are no-ops.
 - Chroma: upserts keyed by stable ids.
 
-A `Record` is flat: the validated event's columns, not the pydantic model. The
-processor keeps up to two batches of records alive (one being stored, the next
-being prepared); flat records are one object each for the garbage collector
-instead of eight, which measured as a third of the processor's CPU time.
-`record.event` re-reads the full model from the raw bytes for the few sinks that
-need more (lifecycle transitions, journeys).
+A `Record` is flat: the event's row (`schemas.event_rows.event_row`) and where it
+came from, not the pydantic model. The processor keeps up to two batches of
+records alive (one being stored, the next being prepared); flat records are one
+object each for the garbage collector instead of eight, which measured as a third
+of the processor's CPU time. The few events whose sinks read more than the row
+(lifecycle transitions, journeys) keep their parsed model in `record.event`, so
+nothing is parsed twice.
 
 A sink whose store is down raises `SinkUnavailable(retry_after)`: the
 processor backs off and retries the same batch without committing.
@@ -27,15 +28,13 @@ processor backs off and retries the same batch without committing.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Protocol
-
-import pyarrow as pa
+from typing import Any, Protocol
 
 from schemas.errors import BackendUnavailable, Conflict, ServiceError
-from schemas.events import Event, EventType
+from schemas.event_rows import EVENT_SCHEMA, event_row, rows_to_arrow
+from schemas.events import LIFECYCLE_EVENT_TYPES, Event, EventType
 
 log = logging.getLogger(__name__)
 
@@ -48,46 +47,25 @@ class SinkUnavailable(Exception):
         self.retry_after = retry_after
 
 
-class Record(NamedTuple):
-    """One validated event: where it came from, its original bytes and the columns the sinks store.
+# The events whose sinks read more than the row: a lifecycle event's transition and winner
+# (PostgreSQL), a journey's steps and outcome (Chroma). Their records keep the parsed model.
+MODEL_KEPT_FOR = LIFECYCLE_EVENT_TYPES | {EventType.JOURNEY_COMPLETED}
 
-    `metric` and `value` carry the defaults of `Event.metric_name` / `Event.metric_value`
+
+class Record(namedtuple("_Record", (*EVENT_SCHEMA.names, "topic", "partition", "offset", "event"))):
+    """One validated event: its row of `schemas.event_rows.EVENT_SCHEMA` (event_id, event_type, …,
+    plan, raw = the original bytes), where it came from, and its model if `MODEL_KEPT_FOR` (else None).
+
+    `event_type` is the `EventType`; `metric` and `value` carry the event schema's defaults
     (a conversion measures "conversion" = 1, a revenue event "revenue").
     """
 
-    raw: bytes
-    topic: str
-    partition: int
-    offset: int
-    event_type: EventType
-    event_id: str
-    user_id: str
-    timestamp: datetime
-    experiment_id: str | None
-    variant: str | None
-    metric: str | None
-    value: float | None
-    session_id: str | None
-    device: str | None
-    country: str | None
-    source: str | None
-    plan: str | None
+    __slots__ = ()
 
     @classmethod
     def of(cls, event: Event, raw: bytes, topic: str, partition: int, offset: int) -> Record:
-        segment = event.segment
-        if segment is None:
-            device = country = source = plan = None
-        else:
-            device, country, source, plan = segment.device, segment.country, segment.source, segment.plan
-        return cls(raw, topic, partition, offset, event.event_type, event.event_id, event.user_id, event.timestamp,
-                   event.experiment_id, event.variant, event.metric_name, event.metric_value, event.session_id,
-                   device, country, source, plan)
-
-    @property
-    def event(self) -> Event:
-        """The full validated model, re-read from the raw bytes (they passed this validation already)."""
-        return Event.model_validate_json(self.raw)
+        kept = event if event.event_type in MODEL_KEPT_FOR else None
+        return cls._make((*event_row(event, raw), topic, partition, offset, kept))
 
 
 class Sink(Protocol):
@@ -102,29 +80,6 @@ class Sink(Protocol):
 
 def _unavailable(name: str, exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(name, f"{type(exc).__name__}: {exc}")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-_STRING_COLUMNS = ("event_id", "event_type", "experiment_id", "variant", "user_id", "metric", "session_id",
-                   "device", "country", "source", "plan")
-
-
-def records_to_arrow(records: list[Record]) -> pa.Table:
-    """Validated records -> a batch in the columns of `mcp_servers.clickhouse.ingest.EVENT_SCHEMA`.
-
-    Missing optional values are nulls (the service stores them as '' / NULL, as the JSON path does);
-    timestamps are UTC milliseconds, like ClickHouse's DateTime64(3); `raw` is the original bytes.
-    """
-    columns: dict[str, Any] = {}
-    for name in _STRING_COLUMNS:
-        index = Record._fields.index(name)
-        columns[name] = pa.array([r[index] for r in records], pa.string())
-    columns["value"] = pa.array([r.value for r in records], pa.float64())
-    columns["timestamp"] = pa.array([(r.timestamp - _EPOCH) // _MILLISECOND for r in records],
-                                    pa.timestamp("ms", tz="UTC"))
-    columns["raw"] = pa.array([r.raw for r in records], pa.binary()).cast(pa.string())
-    return pa.table(columns)
 
 
 @dataclass
@@ -143,7 +98,7 @@ class ClickHouseSink:
         for (topic, partition), records in list(self.pending.items()):
             token = f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}"
             try:
-                await self.service.ingest_arrow(records_to_arrow(records), token=token)
+                await self.service.ingest_arrow(rows_to_arrow(records), token=token)
             except BackendUnavailable as exc:
                 raise _unavailable(self.name, exc) from exc
             except ServiceError:

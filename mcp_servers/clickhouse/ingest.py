@@ -1,20 +1,18 @@
-"""How events become rows of `events`: the canonical Arrow batch and the JSON mapping.
+"""The ClickHouse server's two input shapes onto one row: `schemas.event_rows`.
 
-Two input shapes, one row format:
-- Arrow (columnar): `normalize_event_table` checks and completes a caller's
-  table into `EVENT_SCHEMA`; `events_to_arrow` builds one from `Event` models.
+- Arrow (columnar): `normalize_event_table` checks a caller's table and completes
+  it to `EVENT_SCHEMA` (`ingest_arrow`; the stream sink's batches come this way,
+  and `ingest_events` builds its batch with `schemas.event_rows.events_to_arrow`).
 - Raw JSONEachRow bytes (one Kafka event JSON per line): `JSON_SELECT` maps each
   line to the same columns inside ClickHouse, keeping the line in `raw`.
 
-Both apply the defaults of `schemas.events.Event`: a conversion measures metric
-"conversion" with value 1, a revenue event metric "revenue"; timestamps are
-stored in UTC (naive Arrow timestamps are taken as UTC). `segment.device/country/source/plan` become columns.
+Both apply the row's defaults and column rules from `schemas.event_rows` (naive
+Arrow timestamps are taken as UTC).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -22,50 +20,16 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from schemas.errors import InvalidInput
-from schemas.events import Event, EventType
-
-EVENT_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("experiment_id", pa.string()),
-        ("variant", pa.string()),
-        ("user_id", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("timestamp", pa.timestamp("ms", tz="UTC")),
-        ("session_id", pa.string()),
-        ("device", pa.string()),
-        ("country", pa.string()),
-        ("source", pa.string()),
-        ("plan", pa.string()),
-        ("raw", pa.string()),
-    ]
+from schemas.event_rows import (
+    DEFAULT_METRIC_BY_TYPE,
+    DEFAULT_VALUE_BY_TYPE,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    ID_COLUMNS,
+    REQUIRED_COLUMNS,
+    SEGMENT_COLUMNS,
 )
-REQUIRED_COLUMNS = ("event_id", "event_type", "user_id", "timestamp")
-EVENT_TYPES = tuple(t.value for t in EventType)
-DEFAULT_METRIC = {"conversion": "conversion", "revenue": "revenue"}
-MAX_ID_CHARS = 128
-
-
-def events_to_arrow(events: Iterable[Event]) -> pa.Table:
-    """`Event` models -> a canonical batch (raw = the event's JSON without nulls)."""
-    columns: dict[str, list] = {name: [] for name in EVENT_SCHEMA.names}
-    for event in events:
-        segment = event.segment
-        columns["event_id"].append(event.event_id)
-        columns["event_type"].append(event.event_type.value)
-        columns["experiment_id"].append(event.experiment_id or "")
-        columns["variant"].append(event.variant or "")
-        columns["user_id"].append(event.user_id)
-        columns["metric"].append(event.metric_name or "")
-        columns["value"].append(event.metric_value)
-        columns["timestamp"].append(event.timestamp)
-        columns["session_id"].append(event.session_id or "")
-        for name in ("device", "country", "source", "plan"):
-            columns[name].append((getattr(segment, name) if segment else None) or "")
-        columns["raw"].append(event.model_dump_json(exclude_none=True))
-    return pa.table(columns, schema=EVENT_SCHEMA)
+from schemas.events import MAX_ID_CHARS
 
 
 def normalize_event_table(table: pa.Table) -> pa.Table:
@@ -113,32 +77,43 @@ def normalize_event_table(table: pa.Table) -> pa.Table:
             if pc.any(empty).as_py():
                 raise InvalidInput(f"{name} is empty in row {int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])}")
         out[name] = pc.fill_null(column, "")
-    for name in ("event_id", "user_id", "experiment_id", "variant", "metric", "session_id"):
+    for name in ID_COLUMNS:
         if n and pc.max(pc.utf8_length(out[name])).as_py() > MAX_ID_CHARS:
             raise InvalidInput(f"{name} longer than {MAX_ID_CHARS} characters")
     known = pc.is_in(out["event_type"], value_set=pa.array(EVENT_TYPES))
     if not pc.all(known).as_py():
         bad = pc.filter(out["event_type"], pc.invert(known))[0].as_py()
         raise InvalidInput(f"unknown event_type {bad!r}; known: {list(EVENT_TYPES)}")
-    # Event's defaults: conversions measure "conversion" = 1, revenue events "revenue".
-    metric = out["metric"]
-    for event_type, default in DEFAULT_METRIC.items():
+    # The event schema's defaults: conversions measure "conversion" = 1, revenue events "revenue".
+    metric, value = out["metric"], out["value"]
+    for event_type, default in DEFAULT_METRIC_BY_TYPE.items():
         metric = pc.if_else(pc.and_(pc.equal(metric, ""), pc.equal(out["event_type"], event_type)), default, metric)
-    out["metric"] = metric
-    is_conversion = pc.equal(out["event_type"], "conversion")
-    out["value"] = pc.if_else(pc.and_(pc.is_null(out["value"]), is_conversion), 1.0, out["value"])
+    for event_type, default in DEFAULT_VALUE_BY_TYPE.items():
+        value = pc.if_else(pc.and_(pc.is_null(value), pc.equal(out["event_type"], event_type)), default, value)
+    out["metric"], out["value"] = metric, value
     return pa.table(out, schema=EVENT_SCHEMA)
 
 
-# The JSON path: each line parsed once into a named tuple, mapped like `Event`.
+# The JSON path: each line parsed once into a named tuple, mapped like `event_row`.
 # A line without event_id/user_id/event_type or with an unknown event_type fails
 # the whole batch (nothing is written); the stream processor validates upstream.
-_JSON_TUPLE = (
-    "Tuple(event_id String, event_type String, user_id String, experiment_id String, variant String, "
-    "metric String, value Nullable(Float64), session_id String, "
-    "segment Tuple(device Nullable(String), country Nullable(String), source Nullable(String), plan Nullable(String)))"
+_JSON_FIELD_TYPES = {pa.string(): "String", pa.float64(): "Nullable(Float64)"}
+_JSON_TUPLE = "Tuple({}, segment Tuple({}))".format(
+    ", ".join(f"{f.name} {_JSON_FIELD_TYPES[f.type]}" for f in EVENT_SCHEMA
+              if f.name not in ("timestamp", "raw", *SEGMENT_COLUMNS)),
+    ", ".join(f"{name} Nullable(String)" for name in SEGMENT_COLUMNS),
 )
 _EVENT_TYPE_LIST = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+
+
+def _sql_defaults(column: str, missing: str, defaults: dict[str, object]) -> str:
+    """`column`, or where `missing` holds, the default of the event's type (as `normalize_event_table`)."""
+    for event_type, default in defaults.items():
+        column = f"if({missing} AND j.event_type = '{event_type}', {default!r}, {column})"
+    return column
+
+
+_SEGMENT = ",\n    ".join(f"ifNull(j.segment.{name}, '') AS {name}" for name in SEGMENT_COLUMNS)
 JSON_COLUMNS = EVENT_SCHEMA.names
 JSON_SELECT = f"""
 WITH JSONExtract(raw, '{_JSON_TUPLE}') AS j,
@@ -158,15 +133,11 @@ SELECT
     j.experiment_id AS experiment_id,
     j.variant AS variant,
     j.user_id AS user_id,
-    if(j.metric != '', j.metric, multiIf(j.event_type = 'conversion', 'conversion',
-                                         j.event_type = 'revenue', 'revenue', '')) AS metric,
-    if(j.value IS NULL AND j.event_type = 'conversion', 1.0, j.value) AS value,
+    {_sql_defaults('j.metric', "j.metric = ''", DEFAULT_METRIC_BY_TYPE)} AS metric,
+    {_sql_defaults('j.value', 'j.value IS NULL', DEFAULT_VALUE_BY_TYPE)} AS value,
     assumeNotNull(ts) AS timestamp,
     j.session_id AS session_id,
-    ifNull(j.segment.device, '') AS device,
-    ifNull(j.segment.country, '') AS country,
-    ifNull(j.segment.source, '') AS source,
-    ifNull(j.segment.plan, '') AS plan,
+    {_SEGMENT},
     raw
 FROM {{source}}
 WHERE raw != ''

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .ingest import EVENT_SCHEMA
+from schemas.event_rows import EVENT_SCHEMA
 
 DAY_MS = 86_400_000
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from mcp_servers.clickhouse import open_service
-from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.store import ChdbStore
 from schemas.errors import BackendUnavailable, InvalidInput
+from schemas.event_rows import events_to_arrow
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pytest
 
 from mcp_servers.clickhouse import open_service
-from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
 from schemas.errors import InvalidInput, NotFound
+from schemas.event_rows import events_to_arrow
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 
 from mcp_servers.clickhouse import open_service
-from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.models import RatioMetric, SegmentFilter
 from mcp_servers.clickhouse.store import ChangeLog
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
+from schemas.event_rows import events_to_arrow
 from schemas.events import Event
 from schemas.settings import Settings
 

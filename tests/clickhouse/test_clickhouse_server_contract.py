@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from mcp_servers.clickhouse import open_service
-from mcp_servers.clickhouse.ingest import events_to_arrow
 from mcp_servers.clickhouse.store import StoreError
 from schemas.errors import InvalidInput, QueryRefused
+from schemas.event_rows import events_to_arrow
 from schemas.events import Event
 from schemas.settings import Settings
 

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pytest
 
 from mcp_servers.clickhouse import open_service
-from mcp_servers.clickhouse.ingest import EVENT_SCHEMA, events_to_arrow
 from mcp_servers.clickhouse.models import RatioMetric, SegmentFilter
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
 from schemas.errors import InvalidInput, NotFound
+from schemas.event_rows import EVENT_SCHEMA, events_to_arrow
 from schemas.events import Event
 from schemas.settings import Settings
 

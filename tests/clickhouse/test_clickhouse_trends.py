@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from mcp_servers.clickhouse import forecast, open_service
-from mcp_servers.clickhouse.ingest import EVENT_SCHEMA
 from schemas.errors import InvalidInput, NotFound
+from schemas.event_rows import EVENT_SCHEMA
 from schemas.settings import Settings
 
 FIRST_DAY = date(2025, 1, 6)  # a Monday

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -66,7 +67,7 @@ from .models import (
 from .queries import epoch_ms as _ms
 from .rollup import UserRollup
 from .sql_guard import check_ast, check_text
-from .store import ClickHouseStore, StoreError
+from .store import TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES, ClickHouseStore, QueryLimits, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ _BAD_BATCH_CODES = {6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 395, 469, 1001}
 _BAD_QUERY_CODES = {
     1, 35, 36, 42, 43, 44, 46, 47, 48, 49, 53, 60, 62, 69, 70, 81, 107, 179, 184, 190, 215, 352, 386, 395, 407,
 }
+
+
+_ENGINE_NOISE = re.compile(r"^(?:Code:\s*\d+\.\s*)?(?:DB::Exception:\s*)?|\s*\([A-Z_]+\)\s*\.?$|\.?\s*Stack trace.*$")
+
+
+def _engine_reason(text: str) -> str:
+    """The engine's reason without its code, exception class and error name (the first line only)."""
+    first = text.strip().splitlines()[0] if text.strip() else "engine error"
+    return _ENGINE_NOISE.sub("", first).strip() or first
 
 
 def token_digest(token: str) -> str:
@@ -691,17 +701,33 @@ class ClickHouseService:
         return [r["name"] for r in _rows(await self.store.query("SELECT name FROM system.databases"))]
 
     def _query_error(self, exc: StoreError) -> Exception:
-        limits = getattr(self.store, "limits", None)
-        if exc.code == 159:
-            seconds = limits.max_execution_seconds if limits else "?"
-            return QueryRefused(f"the query exceeded the {seconds} s execution-time limit: {exc}")
+        """One line for the caller: which limit stopped the query and what to do, or the engine's reason."""
+        limits: QueryLimits = getattr(self.store, "limits", None) or QueryLimits()
+        reason = _engine_reason(str(exc))
+        if exc.code in (TIMEOUT_EXCEEDED, 160):  # 160: estimated to be too slow for the limit
+            return QueryRefused(
+                f"clickhouse_query stopped the query at its {limits.max_execution_seconds} s execution-time limit: "
+                "filter to fewer rows (an experiment_id, a time range), aggregate instead of listing rows, or "
+                "use approximate functions; the limit is the clickhouse_query_timeout_seconds setting")
+        if exc.code in (241, 173):  # MEMORY_LIMIT_EXCEEDED, CANNOT_ALLOCATE_MEMORY
+            return QueryRefused(
+                f"clickhouse_query stopped the query at its {limits.max_memory_bytes // 2**20} MB per-query "
+                "memory limit: filter rows first, group by fewer or lower-cardinality keys, or use approximate "
+                "functions (uniq, quantile) instead of exact ones; the limit is the clickhouse_query_max_memory_mb "
+                "setting")
+        if exc.code in (396, 158, 307):  # TOO_MANY_ROWS_OR_BYTES, TOO_MANY_ROWS, TOO_MANY_BYTES
+            return QueryRefused(
+                f"clickhouse_query stopped the query at its result-size limit ({limits.max_result_rows} rows, "
+                f"{limits.max_result_bytes // 2**20} MB): select fewer columns, aggregate or add LIMIT")
+        if exc.code == TOO_MANY_SIMULTANEOUS_QUERIES:
+            return BackendUnavailable(
+                f"clickhouse_query is busy: {limits.max_concurrent} queries are running, the most it runs at once "
+                "(the clickhouse_query_concurrency setting); try again in a few seconds")
         if exc.code == 164:
-            return QueryRefused(f"refused by readonly=1 (read-only access): {exc}")
-        if exc.code in (241, 396):
-            return QueryRefused(f"the query exceeded a memory or result-size limit: {exc}")
+            return QueryRefused(f"refused by readonly=1 (read-only access): {reason}")
         if exc.code in _BAD_QUERY_CODES or exc.code is None:
-            return InvalidInput(f"ClickHouse rejected the query: {exc}")
-        return BackendUnavailable(f"ClickHouse ({self.store.engine}) failed: {exc}")
+            return InvalidInput(f"ClickHouse rejected the query: {reason}")
+        return BackendUnavailable(f"ClickHouse ({self.store.engine}) failed: {reason}")
 
     async def run_query(self, sql: str, max_rows: int = 1000) -> QueryResult:
         """Run one read-only statement (guarded, readonly=1, limits) and return typed rows."""

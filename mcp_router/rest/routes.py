@@ -1,27 +1,28 @@
-"""The REST routes: one table of operations, from which both the Starlette routes and the
-OpenAPI document are built, so the two cannot drift apart.
+"""The REST endpoints as FastAPI path operations: each validates its path, query and body from
+the signature and calls ONE in-process service method (the one the MCP tool calls); the OpenAPI
+document is derived from the same signatures and pydantic models.
 
-Each route is thin: validate the path, query and body with pydantic models, call ONE
-ExperimentService method (the same one the MCP tool calls), answer its return model as
-JSON. Errors: a ServiceError answers its `status_code` as {"error", "detail"}; malformed
-JSON is 400; a validation error is 422 with the field paths in `errors`.
+`JsonRoute` keeps two rules FastAPI has no switch for: a body is validated strictly against the
+raw JSON ("5" is not an integer, nor "true" a boolean) and may not exceed MAX_BODY_BYTES; and a
+ServiceError answers its `status_code` as {"error", "detail"}, never a stack trace.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime,
+# and /analyze's query model is a local variable.
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.datastructures import QueryParams
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Message, Receive, Scope, Send
 
 from mcp_router.router import Router
 from mcp_servers.postgres.models import (
@@ -43,343 +44,55 @@ from .models import (
     AnalyzeQuery,
     BatchGetVariantRequest,
     ErrorBody,
-    FieldError,
     GetQuery,
     GetVariantRequest,
     ListQuery,
     RecordResultRequest,
     StopQuery,
+    intelligence_analyze_query,
 )
 
 log = logging.getLogger("neonblue.rest")
 
 PREFIX = "/api/v1/experiments"
-OPENAPI_PATH = "/openapi.json"
 MAX_BODY_BYTES = 1_048_576
-JSON = "application/json"
 
-_REF = TypeAdapter(ExperimentRef)
+ERRORS = {
+    400: "Malformed JSON body (`invalid_json`).",
+    401: "Missing or wrong bearer token (`unauthorized`).",
+    404: "No experiment with this key or id (`not_found`).",
+    409: "Refused in the experiment's current state, or the key is taken (`conflict`).",
+    413: f"Request body over {MAX_BODY_BYTES} bytes (`payload_too_large`).",
+    422: "Invalid input (`invalid_input`); `errors` lists the field paths, e.g. [\"body\", \"variants\", 0, \"key\"].",
+    429: "Over the per-client rate limit (`rate_limited`); retry after the Retry-After header.",
+    503: "The postgres server is not available in this process (`backend_unavailable`).",
+}
+ALWAYS = (401, 429, 503)  # middleware and availability: every operation can answer these
+
+CREATE_EXAMPLE = {
+    "key": "checkout-1step", "name": "One-step checkout", "type": "ui",
+    "primary_metric": {"name": "conversion", "direction": "higher"},
+    "secondary_metrics": ["revenue"],
+    "variants": [{"key": "control", "is_control": True, "config": {"steps": 3}},
+                 {"key": "one-step", "config": {"steps": 1}}],
+    "min_sample_size": 100,
+}
+
+Ref = Annotated[ExperimentRef, Path(description="Experiment key or numeric id.",
+                                    openapi_examples={"key": {"value": "checkout-1step"}})]
 
 
-class ApiError(Exception):
-    """An answer other than success, raised anywhere in a request and rendered once."""
+class ApiError(HTTPException):
+    """An answer other than success, raised anywhere in a request; the app renders it as ErrorBody."""
 
-    def __init__(self, status: int, kind: str, detail: str, errors: list[FieldError] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.kind, self.detail, self.errors, self.headers = status, kind, detail, errors, headers
-
-    def response(self) -> Response:
-        body = ErrorBody(error=self.kind, detail=self.detail, errors=self.errors)
-        return Response(body.model_dump_json(exclude_none=True), status_code=self.status, media_type=JSON,
-                        headers=self.headers)
+    def __init__(self, status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, detail, headers)
+        self.kind = kind
 
 
 def _kind(exc: ServiceError) -> str:
     """NotFound -> not_found, Conflict -> conflict, InvalidInput -> invalid_input, ..."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
-
-
-def _invalid(exc: ValidationError, where: str) -> ApiError:
-    problems = exc.errors(include_url=False, include_input=False, include_context=False)
-    if where == "body" and any(p["type"] == "json_invalid" for p in problems):
-        return ApiError(400, "invalid_json", f"request body is not valid JSON: {problems[0]['msg']}")
-    errors = [FieldError(loc=[where, *p["loc"]], msg=p["msg"], type=p["type"]) for p in problems]
-    detail = "; ".join(f"{'.'.join(str(part) for part in e.loc)}: {e.msg}" for e in errors)
-    return ApiError(422, "invalid_input", detail, errors)
-
-
-# ---------------------------------------------------------------- one request, parsed
-
-
-@dataclass
-class Call:
-    """What a handler gets: the service, the router, and the validated path, query and body."""
-
-    router: Router
-    service: Any  # mcp_servers.postgres.ExperimentService
-    ref: str | None = None
-    query: Any = None
-    body: Any = None
-
-
-Handler = Callable[[Call], Awaitable[BaseModel | tuple[BaseModel, int]]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str  # OpenAPI path; `{id}` is the experiment key or numeric id
-    operation_id: str
-    summary: str
-    description: str
-    handler: Handler
-    response: type[BaseModel] | tuple[type[BaseModel], ...]  # a tuple: any one of them (anyOf)
-    status: int = 200
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    errors: tuple[int, ...] = (422,)
-    extra_statuses: tuple[int, ...] = ()  # other success codes the handler may answer
-    aliases: tuple[str, ...] = field(default=())  # extra paths served but not documented (no trailing slash)
-
-
-# ---------------------------------------------------------------- handlers: one service call each
-
-
-async def _create(c: Call) -> tuple[BaseModel, int]:
-    return await c.service.create_experiment(c.body, actor=c.query.actor), 201
-
-
-async def _start(c: Call) -> BaseModel:
-    return await c.service.start_experiment(c.ref, actor=c.query.actor, reason=c.query.reason)
-
-
-async def _stop(c: Call) -> BaseModel:
-    return await c.service.stop_experiment(c.ref, winner=c.query.declare_winner, actor=c.query.actor,
-                                           reason=c.query.reason)
-
-
-async def _list(c: Call) -> BaseModel:
-    q: ListQuery = c.query
-    return await c.service.list_experiments(status=q.status, type=q.type, owner=q.owner, tag=q.tag, search=q.search,
-                                            limit=q.limit, offset=q.offset)
-
-
-async def _get(c: Call) -> BaseModel:
-    return await c.service.get_experiment(c.ref, include_change_log=c.query.include_change_log)
-
-
-async def _archive(c: Call) -> BaseModel:
-    return await c.service.archive_experiment(c.ref, actor=c.query.actor, reason=c.query.reason)
-
-
-async def _get_variant(c: Call) -> BaseModel:
-    b: GetVariantRequest = c.body
-    return await c.service.get_variant(b.experiment, b.user_id, b.attributes)
-
-
-async def _get_variant_batch(c: Call) -> BaseModel:
-    b: BatchGetVariantRequest = c.body
-    return await c.service.assign_many(b.experiment, b.user_ids, b.attributes, record=b.record)
-
-
-async def _record_result(c: Call) -> tuple[BaseModel, int]:
-    b: RecordResultRequest = c.body
-    result = await c.service.record_result(b.experiment, b.user_id, b.metric, b.value, event_id=b.event_id,
-                                           metadata=b.metadata)
-    return result, 200 if result.duplicate else 201
-
-
-async def _analyze(c: Call) -> BaseModel:
-    q: AnalyzeQuery = c.query
-    intelligence = c.router.services.get("intelligence")
-    if q.source == "registry" or (q.source == "auto" and intelligence is None):
-        return await c.service.analyze_experiment_data(c.ref, metrics=q.metrics, aggregation=q.aggregation)
-    if intelligence is None:
-        raise ApiError(503, "backend_unavailable", "the intelligence server does not run in this process; "
-                       "use source=registry for the registry's descriptive statistics")
-    # Resolve the experiment here: across the intelligence server's tool hop a NotFound arrives as a plain 400.
-    experiment = await c.service.get_experiment(c.ref)
-    from mcp_servers.intelligence.models import AnalysisOptions
-
-    options = {name: getattr(q, name) for name in q.model_fields_set if name in AnalysisOptions.model_fields}
-    return await intelligence.analyze_experiment_performance(experiment.key, {**options, "record_decision": False})
-
-
-async def _summary(c: Call) -> BaseModel:
-    return await c.service.get_experiment_summary(c.ref)
-
-
-def operations(intelligence: bool = False) -> tuple[Operation, ...]:
-    """The table; /analyze's parameters and answer depend on whether the intelligence server runs here."""
-    return (
-        Operation(
-            "POST", f"{PREFIX}/", "createExperiment", "Create an experiment (as a draft)",
-            "Define an experiment: unique key, type, primary metric and variants (exactly one control; "
-            "weights as fractions summing to 1, or omit all weights for an equal split). It assigns nobody "
-            "until started. A metric may be given as a bare name instead of {name, direction}.",
-            _create, Experiment, status=201, body=ExperimentCreate, query=ActorQuery, errors=(400, 409, 413, 422),
-            aliases=(PREFIX,),
-        ),
-        Operation(
-            "GET", f"{PREFIX}/", "listExperiments", "List experiments",
-            "Newest first, with filters and pagination (`next_offset` is null on the last page). "
-            "Archived experiments are listed only when asked for by status.",
-            _list, ExperimentPage, query=ListQuery, aliases=(PREFIX,),
-        ),
-        Operation(
-            "POST", f"{PREFIX}/get-variant", "getVariant", "Assign a user to a variant",
-            "Deterministic and sticky (GrowthBook-compatible hashing): the first assignment is recorded and wins "
-            "forever. Only running experiments assign; a concluded one serves its declared winner. When "
-            "`in_experiment` is false, serve your default experience.",
-            _get_variant, VariantAssignment, body=GetVariantRequest, errors=(400, 404, 413, 422),
-        ),
-        Operation(
-            "POST", f"{PREFIX}/get-variant/batch", "getVariantBatch", "Assign many users at once",
-            "The batch form of get-variant for one experiment (same rules): `assigned` maps each user id to "
-            "its variant key, or null when the user is not in the experiment.",
-            _get_variant_batch, BatchAssignment, body=BatchGetVariantRequest, errors=(400, 404, 413, 422),
-        ),
-        Operation(
-            "POST", f"{PREFIX}/record-result", "recordResult", "Record a metric value for an assigned user",
-            "Attributed to the user's recorded variant. The metric must be declared on the experiment. "
-            "201 when recorded; 200 when `event_id` was seen before (nothing added, the first record is returned).",
-            _record_result, ResultRecorded, status=201, body=RecordResultRequest, errors=(400, 404, 409, 413, 422),
-            extra_statuses=(200,),
-        ),
-        Operation(
-            "GET", f"{PREFIX}/{{id}}", "getExperiment", "Get one experiment",
-            "Definition, variants with their configs, status, users assigned per variant, and optionally the change log.",
-            _get, ExperimentDetail, query=GetQuery, errors=(404, 422),
-        ),
-        Operation(
-            "DELETE", f"{PREFIX}/{{id}}", "archiveExperiment", "Archive an experiment",
-            "Archives (never deletes: the registry keeps every experiment for the audit trail) a draft, stopped or "
-            "concluded experiment: hidden from lists unless asked for by status, frozen, results no longer "
-            "accepted; GET still answers it, with status archived. A running experiment must be stopped first "
-            "(409). Idempotent.",
-            _archive, Experiment, query=ActorQuery, errors=(404, 409, 422),
-        ),
-        Operation(
-            "POST", f"{PREFIX}/{{id}}/start", "startExperiment", "Start a draft",
-            "From now on get-variant assigns users. Refused (409) unless the experiment is a draft with at least "
-            "2 variants, exactly one control and weights summing to 1.",
-            _start, Experiment, query=ActorQuery, errors=(404, 409, 422),
-        ),
-        Operation(
-            "POST", f"{PREFIX}/{{id}}/stop", "stopExperiment", "Stop, and optionally declare the winner",
-            "running -> stopped: nobody is assigned any more, results are still accepted. With "
-            "`declare_winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
-            "serves the winner's config to everyone.",
-            _stop, Experiment, query=StopQuery, errors=(404, 409, 422),
-        ),
-        _analyze_operation(intelligence),
-        Operation(
-            "GET", f"{PREFIX}/{{id}}/summary", "getExperimentSummary", "Human-readable summary",
-            "A short markdown report: status, hypothesis, per-variant table on the primary metric, the current "
-            "leader (descriptive, not a significance claim) and whether the sample size is reached.",
-            _summary, ExperimentSummary, errors=(404, 422),
-        ),
-    )
-
-
-def _analyze_operation(intelligence: bool) -> Operation:
-    registry = ("registry: users assigned and observed traffic share per variant, and per metric the users with data, "
-                "mean, std, sum, sum of squares, conversion rate and lift vs control, from the results recorded "
-                "with record-result (QA-forced users excluded); descriptive, no significance claim.")
-    if not intelligence:
-        return Operation(
-            "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Analyse an experiment",
-            f"{registry} (The intelligence server does not run in this process, so that is the only source.)",
-            _analyze, ExperimentAnalysis, query=AnalyzeQuery, errors=(404, 422),
-        )
-    from mcp_servers.intelligence.models import ExperimentAnalysis as PerformanceAnalysis
-
-    from .models import intelligence_analyze_query
-
-    return Operation(
-        "GET", f"{PREFIX}/{{id}}/analyze", "analyzeExperiment", "Analyse an experiment",
-        "intelligence (the default here): the Experiment Intelligence analysis over the event store - per metric "
-        "and arm lifts with intervals, fixed and sequential p-values, chance to win, CUPED, SRM, multiple testing, "
-        "power, guardrails, and a verdict with the rule that produced it; options as query parameters. The verdict "
-        f"is not written to the audit trail (the MCP tool analyze_experiment_performance does that). {registry}",
-        _analyze, (PerformanceAnalysis, ExperimentAnalysis), query=intelligence_analyze_query(), errors=(400, 404, 422),
-    )
-
-
-OPERATIONS = operations()  # the table when only the registry runs in-process
-
-
-# ---------------------------------------------------------------- parsing
-
-
-@cache
-def _array_fields(model: type[BaseModel]) -> frozenset[str]:
-    """Query fields that repeat (`?status=running&status=stopped`): arrays in the model's schema."""
-    def is_array(schema: dict[str, Any]) -> bool:
-        return schema.get("type") == "array" or any(is_array(s) for s in schema.get("anyOf", []))
-
-    return frozenset(n for n, s in model.model_json_schema()["properties"].items() if is_array(s))
-
-
-def _query(model: type[BaseModel], params: QueryParams) -> BaseModel:
-    arrays = _array_fields(model)
-    raw = {name: params.getlist(name) if name in arrays else params[name]
-           for name in model.model_fields if name in params}
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise _invalid(exc, "query") from None
-
-
-async def _body(model: type[BaseModel], request: Request) -> BaseModel:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        # Strict, so the behaviour is what the document says: "5" is not an integer, nor "true" a boolean.
-        return model.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        problems = exc.errors(include_url=False)
-        if not all(p["type"] == "int_type" and isinstance(p.get("input"), float) and p["input"].is_integer()
-                   for p in problems):
-            raise _invalid(exc, "body") from None
-    # JSON Schema's integer includes 5.0, which strict mode refuses: that alone is validated again, laxly.
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _invalid(exc, "body") from None
-
-
-def _ref(request: Request) -> str:
-    try:
-        return _REF.validate_python(request.path_params["id"])
-    except ValidationError as exc:
-        raise ApiError(422, "invalid_input", f"path.id: {exc.errors()[0]['msg']}",
-                       [FieldError(loc=["path", "id"], msg=exc.errors()[0]["msg"], type=exc.errors()[0]["type"])]) from None
-
-
-def _endpoint(router: Router, op: Operation) -> Callable[[Request], Awaitable[Response]]:
-    has_ref = "{id}" in op.path
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            service = router.services.get("postgres")
-            if service is None:
-                raise ApiError(503, "backend_unavailable",
-                               "the REST API serves the postgres server in-process; it runs remotely or failed to open here")
-            call = Call(router, service)
-            if has_ref:
-                call.ref = _ref(request)
-            if op.query is not None:
-                call.query = _query(op.query, request.query_params)
-            if op.body is not None:
-                call.body = await _body(op.body, request)
-            result = await op.handler(call)
-        except ApiError as exc:
-            return exc.response()
-        except Exception as exc:
-            refusal = _service_error(exc)
-            if refusal is not None:
-                return ApiError(refusal.status_code, _kind(refusal), str(refusal)).response()
-            log.exception("%s %s failed", op.method, request.url.path)  # a bug: the details stay in the log
-            return ApiError(500, "internal_error", "internal error; the server log has the details").response()
-        model, status = result if isinstance(result, tuple) else (result, op.status)
-        headers = None
-        if status == 201 and isinstance(model, Experiment):
-            headers = {"Location": f"{PREFIX}/{model.key}"}
-        return Response(type(model).__pydantic_serializer__.to_json(model), status_code=status, media_type=JSON,
-                        headers=headers)
-
-    endpoint.__name__ = op.operation_id
-    return endpoint
 
 
 def _service_error(exc: BaseException) -> ServiceError | None:
@@ -394,63 +107,281 @@ def _service_error(exc: BaseException) -> ServiceError | None:
     return None
 
 
-def _starlette_path(path: str) -> str:
-    return path.replace("{id}", "{id:str}")
+def _limited(scope: Scope, receive: Receive) -> Receive:
+    """`receive`, refusing a body over MAX_BODY_BYTES (declared or streamed) when it is read."""
+    too_large = ApiError(413, "payload_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
+    declared = Headers(scope=scope).get("content-length")
+    size = int(declared) if declared is not None and declared.isdecimal() else 0
+
+    async def receive_limited() -> Message:
+        nonlocal size
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        message = await receive()
+        if declared is None:
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                raise too_large
+        return message
+
+    return receive_limited
 
 
-def rest_routes(router: Router) -> list[BaseRoute]:
-    """The REST API and /openapi.json as Starlette routes, for build_http_app(extra_routes=...).
-
-    The OpenAPI document is built once, here. Auth and rate limiting come from the app's
-    middleware (the same bearer token as /mcp).
-    """
-    from .openapi import build_openapi
-
-    table = operations(intelligence="intelligence" in router.services)
-    document = build_openapi(table)
-    by_path: dict[str, list[Operation]] = {}
-    for op in table:
-        for path in (op.path, *op.aliases):
-            by_path.setdefault(path, []).append(op)
-    routes: list[BaseRoute] = []
-    # Per path, its operations and then a 405 for any other method, so that a fixed path such as
-    # /get-variant never falls through to /{id} (the key "get-variant" stays reachable by numeric id).
-    for path, ops in by_path.items():
-        for op in ops:
-            routes.append(Route(_starlette_path(path), _endpoint(router, op), methods=[op.method],
-                                name=f"{op.operation_id}:{path}"))
-        routes.append(Route(_starlette_path(path), _AnyMethod(_not_allowed({op.method for op in ops}))))
-
-    async def openapi(request: Request) -> Response:
-        return Response(document, media_type=JSON)
-
-    async def not_found(request: Request) -> Response:
-        return ApiError(404, "not_found", f"no API route {request.url.path}").response()
-
-    return [*routes, Route(OPENAPI_PATH, openapi, methods=["GET"]), Route("/api/{rest:path}", _AnyMethod(not_found))]
+async def _validate_strictly(model: Any, request: Request) -> None:
+    """Validate the raw body strictly first (FastAPI validates the parsed JSON laxly afterwards)."""
+    try:
+        model.model_validate_json(await request.body(), strict=True)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False)
+        # JSON Schema's integer includes 5.0, which strict mode refuses: that alone is left to the lax pass.
+        if not all(p["type"] == "int_type" and isinstance(p.get("input"), float) and p["input"].is_integer()
+                   for p in problems):
+            raise RequestValidationError([{**p, "loc": ("body", *p["loc"])} for p in problems]) from None
 
 
-def _not_allowed(methods: set[str]) -> Callable[[Request], Awaitable[Response]]:
-    if "GET" in methods:
-        methods = methods | {"HEAD"}  # Starlette answers HEAD for every GET route
-    allow = ", ".join(sorted(methods))
+class JsonRoute(APIRoute):
+    """An APIRoute with the house rules above, answering HEAD for GET as Starlette's Route does."""
 
-    async def endpoint(request: Request) -> Response:
-        return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here; use {allow}",
-                        headers={"Allow": allow}).response()
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.PARTIAL and scope["method"] == "HEAD" and "GET" in self.methods:
+            return Match.FULL, child
+        return match, child
 
-    return endpoint
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":  # a copy: the server still sees HEAD and sends no body
+            scope = {**scope, "method": "GET"}
+        await super().handle(scope, _limited(scope, receive), send)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        body = self.body_field.field_info.annotation if self.body_field is not None else None
+
+        async def guarded(request: Request) -> Response:
+            try:
+                if body is not None:
+                    await _validate_strictly(body, request)
+                return await handler(request)
+            except (HTTPException, RequestValidationError):
+                raise
+            except Exception as exc:
+                refusal = _service_error(exc)
+                if refusal is not None:
+                    raise ApiError(refusal.status_code, _kind(refusal), str(refusal)) from None
+                log.exception("%s %s failed", request.method, request.url.path)  # a bug: the details stay in the log
+                raise ApiError(500, "internal_error", "internal error; the server log has the details") from None
+
+        return guarded
 
 
-class _AnyMethod:
-    """An ASGI endpoint: Starlette routes it for every method (a function endpoint gets GET only)."""
+def _responses(*errors: int, success: dict[int, dict[str, Any]] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The documented answers besides the main success: `success` extras, and the errors as ErrorBody."""
+    answers: dict[int | str, dict[str, Any]] = dict(success or {})
+    for code in sorted({*errors, *ALWAYS}):
+        answers[code] = {"model": ErrorBody, "description": ERRORS[code]}
+    return answers
 
-    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self.endpoint = endpoint
+
+def add_operations(app: FastAPI, router: Router) -> None:
+    """The seed's /api/v1/experiments endpoints; /analyze's parameters and answer depend on
+    whether the intelligence server runs in this process."""
+
+    async def postgres() -> Any:  # async: FastAPI would run a plain def in a worker thread
+        service = router.services.get("postgres")
+        if service is None:
+            raise ApiError(503, "backend_unavailable",
+                           "the REST API serves the postgres server in-process; it runs remotely or failed to open here")
+        return service
+
+    Service = Annotated[Any, Depends(postgres)]  # mcp_servers.postgres.ExperimentService
+    op = partial(app.api_route, response_description="Success.")
+
+    def collection(method: str, **spec: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """PREFIX/, and PREFIX without the slash (served, not documented)."""
+        def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+            op(f"{PREFIX}/", methods=[method], **spec)(endpoint)
+            return op(PREFIX, methods=[method], include_in_schema=False, **spec)(endpoint)
+
+        return register
+
+    @collection(
+        "POST", status_code=201, response_model=Experiment, operation_id="createExperiment",
+        summary="Create an experiment (as a draft)",
+        description="Define an experiment: unique key, type, primary metric and variants (exactly one control; "
+        "weights as fractions summing to 1, or omit all weights for an equal split). It assigns nobody "
+        "until started. A metric may be given as a bare name instead of {name, direction}.",
+        responses=_responses(400, 409, 413, 422, success={201: {"headers": {"Location": {
+            "schema": {"type": "string"}, "description": "URL of the new experiment."}}}}),
+        openapi_extra={"requestBody": {"content": {"application/json": {"example": CREATE_EXAMPLE}}}},
+    )
+    async def create(body: ExperimentCreate, q: Annotated[ActorQuery, Query()], service: Service,
+                     response: Response) -> Experiment:
+        experiment = await service.create_experiment(body, actor=q.actor)
+        response.headers["Location"] = f"{PREFIX}/{experiment.key}"
+        return experiment
+
+    @collection(
+        "GET", response_model=ExperimentPage, operation_id="listExperiments", summary="List experiments",
+        description="Newest first, with filters and pagination (`next_offset` is null on the last page). "
+        "Archived experiments are listed only when asked for by status.",
+        responses=_responses(422),
+    )
+    async def list_(q: Annotated[ListQuery, Query()], service: Service) -> ExperimentPage:
+        return await service.list_experiments(status=q.status, type=q.type, owner=q.owner, tag=q.tag,
+                                              search=q.search, limit=q.limit, offset=q.offset)
+
+    @op(
+        f"{PREFIX}/get-variant", methods=["POST"], response_model=VariantAssignment, operation_id="getVariant",
+        summary="Assign a user to a variant",
+        description="Deterministic and sticky (GrowthBook-compatible hashing): the first assignment is recorded and "
+        "wins forever. Only running experiments assign; a concluded one serves its declared winner. When "
+        "`in_experiment` is false, serve your default experience.",
+        responses=_responses(400, 404, 413, 422),
+    )
+    async def get_variant(body: GetVariantRequest, service: Service) -> VariantAssignment:
+        return await service.get_variant(body.experiment, body.user_id, body.attributes)
+
+    @op(
+        f"{PREFIX}/get-variant/batch", methods=["POST"], response_model=BatchAssignment,
+        operation_id="getVariantBatch", summary="Assign many users at once",
+        description="The batch form of get-variant for one experiment (same rules): `assigned` maps each user id to "
+        "its variant key, or null when the user is not in the experiment.",
+        responses=_responses(400, 404, 413, 422),
+    )
+    async def get_variant_batch(body: BatchGetVariantRequest, service: Service) -> BatchAssignment:
+        return await service.assign_many(body.experiment, body.user_ids, body.attributes, record=body.record)
+
+    @op(
+        f"{PREFIX}/record-result", methods=["POST"], status_code=201, response_model=ResultRecorded,
+        operation_id="recordResult", summary="Record a metric value for an assigned user",
+        description="Attributed to the user's recorded variant. The metric must be declared on the experiment. "
+        "201 when recorded; 200 when `event_id` was seen before (nothing added, the first record is returned).",
+        responses=_responses(400, 404, 409, 413, 422,
+                             success={200: {"model": ResultRecorded, "description": "Success (see the description)."}}),
+    )
+    async def record_result(body: RecordResultRequest, service: Service, response: Response) -> ResultRecorded:
+        result = await service.record_result(body.experiment, body.user_id, body.metric, body.value,
+                                             event_id=body.event_id, metadata=body.metadata)
+        response.status_code = 200 if result.duplicate else 201
+        return result
+
+    @op(
+        f"{PREFIX}/{{id}}", methods=["GET"], response_model=ExperimentDetail, operation_id="getExperiment",
+        summary="Get one experiment",
+        description="Definition, variants with their configs, status, users assigned per variant, and optionally "
+        "the change log.",
+        responses=_responses(404, 422),
+    )
+    async def get(id: Ref, q: Annotated[GetQuery, Query()], service: Service) -> ExperimentDetail:
+        return await service.get_experiment(id, include_change_log=q.include_change_log)
+
+    @op(
+        f"{PREFIX}/{{id}}", methods=["DELETE"], response_model=Experiment, operation_id="archiveExperiment",
+        summary="Archive an experiment",
+        description="Archives (never deletes: the registry keeps every experiment for the audit trail) a draft, "
+        "stopped or concluded experiment: hidden from lists unless asked for by status, frozen, results no longer "
+        "accepted; GET still answers it, with status archived. A running experiment must be stopped first "
+        "(409). Idempotent.",
+        responses=_responses(404, 409, 422),
+    )
+    async def archive(id: Ref, q: Annotated[ActorQuery, Query()], service: Service) -> Experiment:
+        return await service.archive_experiment(id, actor=q.actor, reason=q.reason)
+
+    @op(
+        f"{PREFIX}/{{id}}/start", methods=["POST"], response_model=Experiment, operation_id="startExperiment",
+        summary="Start a draft",
+        description="From now on get-variant assigns users. Refused (409) unless the experiment is a draft with at "
+        "least 2 variants, exactly one control and weights summing to 1.",
+        responses=_responses(404, 409, 422),
+    )
+    async def start(id: Ref, q: Annotated[ActorQuery, Query()], service: Service) -> Experiment:
+        return await service.start_experiment(id, actor=q.actor, reason=q.reason)
+
+    @op(
+        f"{PREFIX}/{{id}}/stop", methods=["POST"], response_model=Experiment, operation_id="stopExperiment",
+        summary="Stop, and optionally declare the winner",
+        description="running -> stopped: nobody is assigned any more, results are still accepted. With "
+        "`declare_winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
+        "serves the winner's config to everyone.",
+        responses=_responses(404, 409, 422),
+    )
+    async def stop(id: Ref, q: Annotated[StopQuery, Query()], service: Service) -> Experiment:
+        return await service.stop_experiment(id, winner=q.declare_winner, actor=q.actor, reason=q.reason)
+
+    registry = ("registry: users assigned and observed traffic share per variant, and per metric the users with "
+                "data, mean, std, sum, sum of squares, conversion rate and lift vs control, from the results "
+                "recorded with record-result (QA-forced users excluded); descriptive, no significance claim.")
+    if "intelligence" in router.services:
+        from mcp_servers.intelligence.models import AnalysisOptions
+        from mcp_servers.intelligence.models import ExperimentAnalysis as PerformanceAnalysis
+
+        analyze_query: type[AnalyzeQuery] = intelligence_analyze_query()
+        analysis: Any = PerformanceAnalysis | ExperimentAnalysis
+        analyze_errors: Sequence[int] = (400, 404, 422)
+        analyze_description = (
+            "intelligence (the default here): the Experiment Intelligence analysis over the event store - per metric "
+            "and arm lifts with intervals, fixed and sequential p-values, chance to win, CUPED, SRM, multiple testing, "
+            "power, guardrails, and a verdict with the rule that produced it; options as query parameters. The "
+            "verdict is not written to the audit trail (the MCP tool analyze_experiment_performance does that). "
+            f"{registry}")
+    else:
+        analyze_query, analysis, analyze_errors = AnalyzeQuery, ExperimentAnalysis, (404, 422)
+        analyze_description = f"{registry} (The intelligence server does not run in this process, so that is the only source.)"
+
+    @op(
+        f"{PREFIX}/{{id}}/analyze", methods=["GET"], response_model=analysis, operation_id="analyzeExperiment",
+        summary="Analyse an experiment", description=analyze_description, responses=_responses(*analyze_errors),
+    )
+    async def analyze(id: Ref, q: Annotated[analyze_query, Query()], service: Service) -> Any:
+        intelligence = router.services.get("intelligence")
+        if q.source == "registry" or (q.source == "auto" and intelligence is None):
+            return await service.analyze_experiment_data(id, metrics=q.metrics, aggregation=q.aggregation)
+        if intelligence is None:
+            raise ApiError(503, "backend_unavailable", "the intelligence server does not run in this process; "
+                           "use source=registry for the registry's descriptive statistics")
+        # Resolve the experiment here: across the intelligence server's tool hop a NotFound arrives as a plain 400.
+        experiment = await service.get_experiment(id)
+        options = {name: getattr(q, name) for name in q.model_fields_set if name in AnalysisOptions.model_fields}
+        return await intelligence.analyze_experiment_performance(experiment.key, {**options, "record_decision": False})
+
+    @op(
+        f"{PREFIX}/{{id}}/summary", methods=["GET"], response_model=ExperimentSummary,
+        operation_id="getExperimentSummary", summary="Human-readable summary",
+        description="A short markdown report: status, hypothesis, per-variant table on the primary metric, the "
+        "current leader (descriptive, not a significance claim) and whether the sample size is reached.",
+        responses=_responses(404, 422),
+    )
+    async def summary(id: Ref, service: Service) -> ExperimentSummary:
+        return await service.get_experiment_summary(id)
+
+    app.router.routes[:] = _answer_405(app.router.routes)
+
+
+def _answer_405(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """After each path's operations, a route that answers any other method 405 with its Allow header,
+    so that a fixed path such as /get-variant never falls through to /{id} (the key "get-variant"
+    stays reachable by numeric id)."""
+    by_path: dict[str, list[BaseRoute]] = {}
+    for route in routes:
+        by_path.setdefault(getattr(route, "path", ""), []).append(route)
+    answered: list[BaseRoute] = []
+    for path, group in by_path.items():
+        answered += group
+        methods = {m for r in group if isinstance(r, JsonRoute) for m in r.methods}
+        if methods:
+            answered.append(Route(path, _NotAllowed(methods | ({"HEAD"} if "GET" in methods else set()))))
+    return answered
+
+
+class _NotAllowed:
+    """An ASGI endpoint, so Starlette routes every method to it."""
+
+    def __init__(self, methods: set[str]) -> None:
+        self.allow = ", ".join(sorted(methods))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.endpoint(Request(scope, receive))
-        await response(scope, receive, send)
+        raise ApiError(405, "method_not_allowed", f"{scope['method']} is not allowed here; use {self.allow}",
+                       headers={"Allow": self.allow})
 
 
-__all__ = ["OPERATIONS", "Operation", "operations", "rest_routes"]
+__all__ = ["MAX_BODY_BYTES", "PREFIX", "ApiError", "JsonRoute", "add_operations"]

@@ -18,7 +18,6 @@ Prints figures; asserts nothing. Other load on the machine changes them: run on 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ from mcp_router.embedded import EmbeddedPostgres, free_port
 from mcp_router.serving import open_router
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
 from mcp_servers.intelligence.behavior import synthetic_journeys, with_random_cuts
+from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 EXPERIMENT = {
@@ -162,7 +162,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("WARNING")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000, help="events in the analysed experiment (0: skip)")

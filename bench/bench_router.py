@@ -69,7 +69,7 @@ async def main(n: int) -> None:
 
 if __name__ == "__main__":
     # As `neonblue serve` runs: plain stderr logging at INFO, so the router's per-call log line is measured.
-    from mcp_router.cli import configure_logging
+    from schemas.logs import configure_logging
 
     configure_logging("INFO")
     logging.getLogger("neonblue.serving").setLevel(logging.ERROR)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +28,7 @@ from mcp_router.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from mcp_servers.clickhouse import open_service as open_clickhouse
 from mcp_servers.postgres import open_service as open_postgres
 from mcp_servers.postgres.service import assignment_spec
+from schemas.logs import configure_logging
 from schemas.settings import Settings
 from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
 from stream_processor.runner import build_processor
@@ -242,7 +241,7 @@ async def main(users: int, max_batch: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_logging("WARNING")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=100_000, help="simulated users (≈2.4 events each)")
     parser.add_argument("--max-batch", type=int, default=None, help="the processor's max_batch (default: its own)")

@@ -7,8 +7,6 @@ Human-facing commands print to stdout; `neonblue serve` over stdio never does
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
 import sys
 from pathlib import Path
 
@@ -16,37 +14,10 @@ import click
 from pydantic import ValidationError
 
 from mcp_router.embedded import ConfigError
+from schemas.logs import configure_logging
 from schemas.settings import Settings
 
 SERVER_NAMES = ("postgres", "clickhouse", "chromadb", "intelligence")
-
-
-class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    """Enqueue the record as is: the listener thread formats it (QueueHandler formats in the caller)."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr (stdout is the MCP stdio channel) through a queue.
-
-    The router logs every tool call; a QueueHandler keeps formatting and the write
-    off the request path, a listener thread does them.
-    """
-    import atexit
-    import queue
-    from logging.handlers import QueueListener
-
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(records, stream, respect_handler_level=False)
-    listener.start()
-    atexit.register(listener.stop)
-    root = logging.getLogger()
-    root.handlers[:] = [_DeferredQueueHandler(records)]
-    root.setLevel(getattr(logging, level, logging.INFO))
 
 
 def load_settings() -> Settings:

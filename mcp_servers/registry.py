@@ -54,16 +54,15 @@ def stdio_main(name: str) -> int:
     """Entry point of `python -m mcp_servers.<name>`: logs to stderr, a store that is down is one
     line and exit status 2, Ctrl-C is 130."""
     import logging
-    import sys
 
     import anyio
 
     from schemas.errors import ServiceError
+    from schemas.logs import configure_logging
     from schemas.settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         anyio.run(SERVERS[name].serve_stdio, settings)
     except ServiceError as exc:

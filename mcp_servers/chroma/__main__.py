@@ -21,6 +21,7 @@ import anyio
 
 from mcp_servers.registry import SERVERS
 from schemas.errors import ServiceError
+from schemas.logs import configure_logging
 from schemas.settings import get_settings
 
 from . import open_service
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         if args.command == "sync":
             anyio.run(sync, args.source)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Verdict = Literal["ship", "roll_back", "keep_running", "needs_review"]
 Direction = Literal["higher", "lower"]
@@ -25,9 +25,27 @@ ExperimentId = Annotated[
 ]
 Interval = tuple[float | None, float | None]
 
+# Magnitudes that cannot be real. Inputs outside are refused with the reason; a plan that
+# would run longer than MAX_PLAN_DAYS is reported as infeasible instead of as a number.
+MIN_TRAFFIC_PER_DAY = 1.0  # users entering the experiment per day
+MAX_TRAFFIC_PER_DAY = 1e10  # more than everyone on Earth, every day
+MIN_MDE = 1e-4  # a 0.01% relative effect
+MAX_MDE = 10.0  # +1000%
+MIN_ALPHA = 1e-6
+MAX_METRIC_MAGNITUDE = 1e12  # |mean| and sd of a per-user metric
+MIN_CV, MAX_CV = 1e-6, 1e6  # sd / |mean| of a per-user metric
+MAX_PLAN_DAYS = 3650  # ten years
+
+Alpha = Annotated[float, Field(ge=MIN_ALPHA, lt=0.5, description="Significance level (two-sided).")]
+RelativeMde = Annotated[float, Field(ge=MIN_MDE, le=MAX_MDE, description="Relative effect (0.05 = 5%), 0.0001..10.")]
+TrafficPerDay = Annotated[
+    float, Field(ge=MIN_TRAFFIC_PER_DAY, le=MAX_TRAFFIC_PER_DAY, description="Users per day entering the experiment.")
+]
+
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±inf are never an input: every float must be a real number.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- analysis
@@ -36,7 +54,7 @@ class _Input(BaseModel):
 class AnalysisOptions(_Input):
     """How to analyse; every field has a default, so {} is a full analysis."""
 
-    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level (two-sided).")
+    alpha: Alpha = 0.05
     cuped: bool = Field(default=True, description="Adjust with the pre-period covariate (CUPED) when one exists.")
     cuped_lookback_days: int = Field(default=14, ge=1, le=365, description="Length of the CUPED pre-period.")
     sequential: bool = Field(
@@ -48,7 +66,7 @@ class AnalysisOptions(_Input):
         default="holm", description="Correction across treatment arms (primary) and arms x secondary metrics."
     )
     mde: float = Field(
-        default=0.05, gt=0, le=10,
+        default=0.05, ge=MIN_MDE, le=MAX_MDE,
         description="Relative minimum detectable effect the experiment should be able to see (0.05 = 5%): "
         "drives power, days left and futility.",
     )
@@ -57,11 +75,11 @@ class AnalysisOptions(_Input):
         default=0.95, gt=0.5, lt=1, description="Posterior chance to win a ship verdict needs (with significance)."
     )
     default_guardrail_margin: float = Field(
-        default=0.05, gt=0, le=1,
+        default=0.05, ge=MIN_MDE, le=1,
         description="Tolerated relative degradation of a guardrail that declares no non_inferiority_margin.",
     )
     max_duration_days: float = Field(
-        default=56, gt=0, le=365, description="Longest the experiment may run; an MDE not reachable by then is futile."
+        default=56, ge=1, le=365, description="Longest the experiment may run; an MDE not reachable by then is futile."
     )
     start_date: date | None = Field(default=None, description="First day (YYYY-MM-DD, UTC) of the window; default: first exposure.")
     end_date: date | None = Field(default=None, description="Last day (inclusive); default: the last event.")
@@ -233,8 +251,25 @@ class MetricInput(_Input):
 class Baseline(_Input):
     """The primary metric per user in control: a rate (0..1) or a mean with its standard deviation."""
 
-    mean: float = Field(description="Conversion rate (0..1) or mean per user.")
-    sd: float | None = Field(default=None, gt=0, description="Per-user standard deviation; omit for a rate.")
+    mean: float = Field(
+        ge=-MAX_METRIC_MAGNITUDE, le=MAX_METRIC_MAGNITUDE, description="Conversion rate (0..1) or mean per user."
+    )
+    sd: float | None = Field(
+        default=None, gt=0, le=MAX_METRIC_MAGNITUDE, description="Per-user standard deviation; omit for a rate."
+    )
+
+    @model_validator(mode="after")
+    def _a_real_metric(self) -> Baseline:
+        if self.sd is None:
+            if not 0 < self.mean < 1:
+                raise ValueError("a baseline without sd is a rate and must lie strictly between 0 and 1; "
+                                 "for a mean metric give its sd")
+        elif self.mean == 0:
+            raise ValueError("a relative effect needs a non-zero baseline mean")
+        elif not MIN_CV <= self.sd / abs(self.mean) <= MAX_CV:
+            raise ValueError(f"sd / |mean| = {self.sd / abs(self.mean):.3g} is not a per-user metric "
+                             f"(it must lie within {MIN_CV:g}..{MAX_CV:g}); check that mean and sd use the same unit")
+        return self
 
 
 class ExperimentConfig(_Input):
@@ -246,10 +281,10 @@ class ExperimentConfig(_Input):
     type: str | None = Field(default=None, max_length=50, description="prompt, model, agent_config, feature, ui, workflow.")
     primary_metric: MetricInput | str
     baseline: Baseline | None = Field(default=None, description="Needed for sample size and probability of a win.")
-    mde: float | None = Field(default=None, gt=0, le=10, description="Relative MDE to plan for; default: the prior's expected |lift|.")
-    traffic_per_day: float | None = Field(default=None, gt=0, description="Users per day entering the experiment.")
+    mde: RelativeMde | None = Field(default=None, description="Relative MDE to plan for; default: the prior's expected |lift|.")
+    traffic_per_day: TrafficPerDay | None = None
     variants: int = Field(default=2, ge=2, le=20)
-    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    alpha: Alpha = 0.05
     target_power: float = Field(default=0.8, gt=0.5, lt=1)
     segment: str | None = Field(default=None, max_length=200)
     platform: str | None = Field(default=None, max_length=100)
@@ -334,8 +369,10 @@ class ExperimentPlan(BaseModel):
     total_sample_size: int
     sample_size_per_variant_sequential: int = Field(description="Units per arm if you will peek (always-valid test).")
     traffic_per_day: float
-    duration_days: int
-    duration_days_sequential: int
+    duration_days: int = Field(description="Whole days at traffic_per_day (at most 3650: longer plans are infeasible).")
+    duration_days_sequential: int | None = Field(
+        description="Days for the always-valid size; null when that would take more than ten years."
+    )
     duration_options: list[DurationOption]
     similar_experiments: list[SimilarExperiment]
     create_experiment_draft: dict[str, Any] = Field(description="A ready argument for postgres create_experiment.")

@@ -11,7 +11,7 @@ from mcp_servers import stats
 from mcp_servers.stats._numeric import norm_cdf
 from schemas.errors import ServiceError
 
-from . import priors
+from . import planning, priors
 from .base import IntelligenceBase
 from .models import ExperimentConfig, LiftPrior, MetricInput, Neighbour, OutcomePrediction
 from .narrative import pct, prob
@@ -54,6 +54,11 @@ class OutcomePredictor(IntelligenceBase):
                 n_per_variant, total_n = plan.n_per_variant, plan.total_n
                 if traffic:
                     duration = total_n / traffic
+                    if duration > planning.MAX_PLAN_DAYS:  # not a duration anyone can run: say why instead
+                        narrative.append("No duration: " + planning.too_long(
+                            total_n, traffic, cfg.baseline.mean, variance, power=cfg.target_power, alpha=cfg.alpha,
+                            arms=cfg.variants) + ".")
+                        duration = None
                 if prior is not None:
                     se = priors.relative_se(n_per_variant, cfg.baseline.mean, variance)
                     p_win = priors.assurance(prior.mean, prior.sd, se, cfg.alpha / (cfg.variants - 1))

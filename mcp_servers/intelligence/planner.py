@@ -3,7 +3,6 @@ the registry accepts as it is (the templates and sizing are `planning`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +23,8 @@ class ExperimentPlanner(IntelligenceBase):
         base = baseline if isinstance(baseline, Baseline) else Baseline.model_validate(baseline)
         if not goal.strip():
             raise InvalidInput("state the goal, e.g. 'raise mobile checkout conversion with a one-step checkout'")
-        if not (traffic > 0 and math.isfinite(traffic)):
-            raise InvalidInput("traffic must be a positive number of users per day")
+        if error := planning.input_error(mde, traffic):
+            raise InvalidInput(error)
         variance = None if base.sd is None else base.sd ** 2
         if variance is None and not 0 < base.mean < 1:
             raise InvalidInput("a baseline without sd is a rate and must lie strictly between 0 and 1; "
@@ -43,7 +42,11 @@ class ExperimentPlanner(IntelligenceBase):
             raise InvalidInput(f"cannot size this plan: {sizing.error}")
         total = sizing.n_per_variant * variants
         duration = planning.whole_days(total, traffic)
-        duration_seq = planning.whole_days(sizing.n_per_variant_sequential * variants, traffic)
+        if duration > planning.MAX_PLAN_DAYS:
+            raise InvalidInput(planning.too_long(total, traffic, base.mean, variance, power=target_power, alpha=alpha,
+                                                 arms=variants))
+        seq_days = planning.whole_days(sizing.n_per_variant_sequential * variants, traffic)
+        duration_seq = seq_days if seq_days <= planning.MAX_PLAN_DAYS else None  # the fixed size is the plan
         options = [DurationOption(days=d, n_per_variant=int(d * traffic / variants),
                                   mde=planning.mde_after(d, traffic, base.mean, variance, power=target_power,
                                                          alpha=alpha, arms=variants))
@@ -62,7 +65,8 @@ class ExperimentPlanner(IntelligenceBase):
                  + f", {target_power:.0%} power, equal split.",
                  "Run whole weeks (at least 7 days) so weekday and weekend users are both represented.",
                  f"If results will be checked while running, plan for the always-valid size "
-                 f"({sizing.n_per_variant_sequential} per variant, {duration_seq} days)."]
+                 f"({sizing.n_per_variant_sequential} per variant, "
+                 + (f"{duration_seq} days)." if duration_seq else "more than ten years at this traffic: infeasible).")]
         if self.peers.has(CHROMA):
             try:
                 hits = (await self.peers.chroma("semantic_experiment_search", query=goal, n_results=5))["hits"]

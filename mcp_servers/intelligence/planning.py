@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from mcp_servers import stats
 
+from .models import MAX_MDE, MAX_PLAN_DAYS, MAX_TRAFFIC_PER_DAY, MIN_MDE, MIN_TRAFFIC_PER_DAY
+
 
 @dataclass(frozen=True)
 class MetricTemplate:
@@ -126,3 +128,24 @@ def mde_after(days: int, traffic: float, mean: float, variance: float | None, *,
 
 def whole_days(units: int, traffic: float) -> int:
     return max(1, math.ceil(units / traffic))
+
+
+def input_error(mde: float, traffic: float) -> str | None:
+    """Why a plan's effect or traffic cannot be real (NaN and ±inf included), or None."""
+    if not MIN_TRAFFIC_PER_DAY <= traffic <= MAX_TRAFFIC_PER_DAY:
+        return (f"traffic must be {MIN_TRAFFIC_PER_DAY:g} to {MAX_TRAFFIC_PER_DAY:g} users per day entering the "
+                f"experiment, not {traffic:g}")
+    if not MIN_MDE <= mde <= MAX_MDE:
+        return f"mde must be a relative effect from {MIN_MDE:g} (0.01%) to {MAX_MDE:g} (+1000%), not {mde:g}"
+    return None
+
+
+def too_long(units: int, traffic: float, mean: float, variance: float | None, *, power: float, alpha: float,
+             arms: int) -> str:
+    """The reason a plan longer than MAX_PLAN_DAYS is infeasible, with what this traffic can detect instead."""
+    years = units / traffic / 365.25
+    reachable = mde_after(42, traffic, mean, variance, power=power, alpha=alpha, arms=arms)
+    return (f"infeasible: {units} users at {traffic:g} users/day take about {years:,.0f} years, more than the "
+            f"{MAX_PLAN_DAYS // 365}-year ceiling; "
+            + (f"in 6 weeks this traffic can detect a {reachable:.1%} relative effect; " if reachable else "")
+            + "plan for a larger effect, more traffic or fewer variants")

@@ -48,6 +48,10 @@ MIXED_FAMILY = "MIXED_FAMILY: pass either only p-values or only test results"
 # Power and duration
 INVALID_POWER = "INVALID_POWER: target power must be strictly between alpha and 1"
 INVALID_MDE = "INVALID_MDE: the minimum detectable effect must be a positive, finite number"
+MDE_OUT_OF_RANGE = (
+    "MDE_OUT_OF_RANGE: the effect would move the rate out of (0, 1): baseline x (1 +/- mde) must stay "
+    "strictly between 0 and 1; plan for a smaller effect"
+)
 INVALID_SAMPLE_SIZE = "INVALID_SAMPLE_SIZE: n per variant must be at least 2"
 INVALID_BASELINE = (
     "INVALID_BASELINE: the baseline needs a finite mean (non-zero for relative effects; "

@@ -132,8 +132,11 @@ class _Plan:
             return None
         mu_t, v_c, v_t = arms
         if self.relative:
-            mu = self.mean
-            return math.sqrt(v_t / (n * mu * mu) + v_c * mu_t * mu_t / (n * mu**4))
+            # Delta method, sqrt(v_t/(n mu^2) + v_c mu_t^2/(n mu^4)), written without mu^2 or mu^4,
+            # which underflow to 0 (or overflow) for a tiny (or huge) baseline.
+            mu = abs(self.mean)
+            ratio = mu_t / self.mean
+            return math.sqrt(v_t + v_c * ratio * ratio) / (math.sqrt(n) * mu)
         return math.sqrt((v_c + v_t) / n)
 
     def halfwidth(self, se: float, n_total: float) -> float:
@@ -224,11 +227,21 @@ def power(
     if err:
         return PowerResult(0.0, 0.0, 0.0, 0.0, relative, alpha, sequential, err)
     plan = _Plan(mean, variance, relative, alpha / n_comparisons, alternative, sequential, n_star)
-    p = plan.power(mde, n_per_variant)
+    try:
+        p = plan.power(mde, n_per_variant)
+        se = plan.se(mde, n_per_variant) or 0.0
+    except (ArithmeticError, ValueError):  # overflow, underflow to 0, or a NaN the solver met
+        return PowerResult(0.0, mde, n_per_variant, 0.0, relative, alpha, sequential, messages.NUMERICAL_RANGE)
     if p is None:
-        return PowerResult(0.0, mde, n_per_variant, 0.0, relative, alpha, sequential, messages.INVALID_MDE)
-    se = plan.se(mde, n_per_variant) or 0.0
+        return PowerResult(0.0, mde, n_per_variant, 0.0, relative, alpha, sequential, _mde_error(plan))
+    if not (math.isfinite(p) and math.isfinite(se)):
+        return PowerResult(0.0, mde, n_per_variant, 0.0, relative, alpha, sequential, messages.NUMERICAL_RANGE)
     return PowerResult(p, mde, n_per_variant, se, relative, alpha, sequential)
+
+
+def _mde_error(plan: _Plan) -> str:
+    """Why an effect cannot be planned for: a rate pushed out of (0, 1), or no usable standard error."""
+    return messages.MDE_OUT_OF_RANGE if plan.variance is None else messages.NUMERICAL_RANGE
 
 
 def mde(
@@ -272,14 +285,18 @@ def mde(
         p = plan.power(d, n_per_variant)
         return (p if p is not None else 0.0) - target_power
 
-    hi = min(plan.se(0.0, n_per_variant) or 1.0, hi_cap / 2.0)
-    while gap(hi) < 0:
-        if hi >= hi_cap or hi > 1e300:
-            return PowerResult(0.0, 0.0, n_per_variant, 0.0, relative, alpha, sequential, messages.MDE_NOT_ATTAINABLE)
-        hi = min(hi * 2.0, hi_cap)
-    root = brentq(gap, 0.0, hi, xtol=1e-12 * max(hi, 1e-300), rtol=1e-12)
-    se = plan.se(root, n_per_variant) or 0.0
-    achieved = plan.power(root, n_per_variant) or 0.0
+    try:
+        hi = min(plan.se(0.0, n_per_variant) or 1.0, hi_cap / 2.0)
+        while gap(hi) < 0:
+            if hi >= hi_cap or hi > 1e300:
+                return PowerResult(0.0, 0.0, n_per_variant, 0.0, relative, alpha, sequential,
+                                   messages.MDE_NOT_ATTAINABLE)
+            hi = min(hi * 2.0, hi_cap)
+        root = brentq(gap, 0.0, hi, xtol=1e-12 * max(hi, 1e-300), rtol=1e-12)
+        se = plan.se(root, n_per_variant) or 0.0
+        achieved = plan.power(root, n_per_variant) or 0.0
+    except (ArithmeticError, ValueError):  # overflow, underflow to 0, or a NaN the solver met
+        return PowerResult(0.0, 0.0, n_per_variant, 0.0, relative, alpha, sequential, messages.NUMERICAL_RANGE)
     return PowerResult(achieved, float(root), n_per_variant, se, relative, alpha, sequential)
 
 
@@ -320,28 +337,32 @@ def sample_size(
     if err:
         return failed(err)
     plan = _Plan(mean, variance, relative, alpha / n_comparisons, alternative, sequential, n_star)
-    if plan.se(mde, 2.0) is None:
-        return failed(messages.INVALID_MDE)
 
     def gap(n: float) -> float:
         return (plan.power(mde, n) or 0.0) - target_power
 
-    lo = 2.0
-    if gap(lo) >= 0:
-        n = 2
-    else:
-        hi = 4.0
-        while gap(hi) < 0:
-            lo = hi
-            hi *= 2.0
-            if hi > MAX_N:
-                return failed(messages.SAMPLE_SIZE_NOT_ATTAINABLE)
-        n = math.ceil(brentq(gap, lo, hi, xtol=1e-6, rtol=1e-12) - 1e-9)
-        while gap(n) < 0:  # guard the rounding
-            n += 1
+    try:
+        if plan.se(mde, 2.0) is None:
+            return failed(_mde_error(plan))
+        lo = 2.0
+        if gap(lo) >= 0:
+            n = 2
+        else:
+            hi = 4.0
+            while gap(hi) < 0:
+                lo = hi
+                hi *= 2.0
+                if hi > MAX_N:
+                    return failed(messages.SAMPLE_SIZE_NOT_ATTAINABLE)
+            n = math.ceil(brentq(gap, lo, hi, xtol=1e-6, rtol=1e-12) - 1e-9)
+            while gap(n) < 0:  # guard the rounding
+                n += 1
+        achieved = plan.power(mde, n) or 0.0
+    except (ArithmeticError, ValueError):  # overflow, underflow to 0, or a NaN the solver met
+        return failed(messages.NUMERICAL_RANGE)
     total = n * int(n_variants)
     days = math.ceil(total / units_per_day) if units_per_day else None
-    return SampleSizeResult(n, total, days, plan.power(mde, n) or 0.0, mde, relative, sequential)
+    return SampleSizeResult(n, total, days, achieved, mde, relative, sequential)
 
 
 def days_left(

@@ -1,37 +1,74 @@
 """Where each specialised server lives, so the router, the CLI and the tests
 build them one way: `open_service(settings, ...)` then `build_server(service)`.
+
+The names and their roles are `schemas.servers`; each name's package is imported
+in a small function below, lazily: a build may leave a server out, and loading
+one server never imports the others.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
+from schemas.servers import CHROMADB, CLICKHOUSE, INTELLIGENCE, POSTGRES, ROLES, SERVER_NAMES
 from schemas.settings import Settings
+
+
+def _postgres() -> ModuleType:
+    from mcp_servers import postgres
+
+    return postgres
+
+
+def _clickhouse() -> ModuleType:
+    from mcp_servers import clickhouse
+
+    return clickhouse
+
+
+def _chroma() -> ModuleType:
+    from mcp_servers import chroma
+
+    return chroma
+
+
+def _intelligence() -> ModuleType:
+    from mcp_servers import intelligence
+
+    return intelligence
 
 
 @dataclass(frozen=True)
 class ServerSpec:
     name: str  # public backend name used in config and tool prefixes
-    module: str  # package exporting open_service and build_server
+    load: Callable[[], ModuleType]  # imports the package exporting open_service and build_server
     needs_backends: bool = False  # Experiment Intelligence calls the other servers
 
+    @property
+    def role(self) -> str:
+        return ROLES[self.name]
+
     def available(self) -> bool:
-        """True when the package exists and exports the server entry points."""
-        if importlib.util.find_spec(self.module) is None:
-            return False
-        return hasattr(importlib.import_module(self.module), "open_service")
+        """True when the package is in this build and exports the server entry points."""
+        try:
+            module = self.load()
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "mcp_servers":  # the server's own package is absent
+                return False
+            raise
+        return hasattr(module, "open_service")
 
     def open_service(self, settings: Settings, **kwargs: Any) -> AbstractAsyncContextManager[Any]:
-        return importlib.import_module(self.module).open_service(settings, **kwargs)
+        return self.load().open_service(settings, **kwargs)
 
     def build_server(self, service: Any) -> MCPServer:
-        return importlib.import_module(self.module).build_server(service)
+        return self.load().build_server(service)
 
     async def serve_stdio(self, settings: Settings) -> None:
         """This server alone over stdio (`python -m mcp_servers.<name>`, `neonblue serve <name>`)."""
@@ -39,14 +76,12 @@ class ServerSpec:
             await self.build_server(service).run_stdio_async()
 
 
+_PACKAGES: dict[str, Callable[[], ModuleType]] = {
+    POSTGRES: _postgres, CLICKHOUSE: _clickhouse, CHROMADB: _chroma, INTELLIGENCE: _intelligence,
+}
+# In the order of schemas.servers; a name without a package here fails at import, not later.
 SERVERS: dict[str, ServerSpec] = {
-    spec.name: spec
-    for spec in (
-        ServerSpec("postgres", "mcp_servers.postgres"),
-        ServerSpec("clickhouse", "mcp_servers.clickhouse"),
-        ServerSpec("chromadb", "mcp_servers.chroma"),
-        ServerSpec("intelligence", "mcp_servers.intelligence", needs_backends=True),
-    )
+    name: ServerSpec(name, _PACKAGES[name], needs_backends=name == INTELLIGENCE) for name in SERVER_NAMES
 }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import Field
+
+from mcp_servers.annotations import OVERWRITE, READ_ONLY
 
 from .models import (
     CollectionStats,
@@ -42,10 +43,8 @@ Where = Annotated[
     ),
 ]
 
-_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-# Upserts: storing the same record again is a no-op (idempotent), but a changed record replaces
-# the stored document with the same id (an overwrite, so not purely additive).
-_UPSERT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+# Upserts are OVERWRITE: storing the same record again is a no-op (idempotent), but a changed
+# record replaces the stored document with the same id (an overwrite, so not purely additive).
 
 
 def build_server(service: ChromaService, *, registry: Registry | None = None) -> MCPServer:
@@ -59,7 +58,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         service.registry = registry
     mcp = MCPServer("neonblue-chroma", instructions=INSTRUCTIONS)
 
-    @mcp.tool(annotations=_UPSERT)
+    @mcp.tool(annotations=OVERWRITE)
     async def store_experiment_context(experiment: ExperimentRecord,
                                        analysis: ExperimentAnalysis | None = None) -> StoredDocument:
         """Store (upsert) an experiment and its result as a searchable document, keyed by the experiment key.
@@ -79,7 +78,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.store_experiment_context(experiment, analysis)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def semantic_experiment_search(query: Query, where: Where = None, n_results: NResults = 10) -> SearchResult:
         """Find past experiments by meaning, most similar first, with their metadata and similarity.
 
@@ -95,7 +94,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.semantic_experiment_search(query, where, n_results)
 
-    @mcp.tool(annotations=_UPSERT)
+    @mcp.tool(annotations=OVERWRITE)
     async def store_user_journey(journey: JourneyRecord) -> StoredDocument:
         """Store (upsert) a user journey: the ordered steps of a session plus device, duration, outcome.
 
@@ -109,7 +108,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.store_user_journey(journey)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def find_similar_user_journeys(
         query: Annotated[str | None, Field(default=None, max_length=MAX_QUERY_CHARS,
                                            description="A description, e.g. 'mobile users who abandon at payment'.")] = None,
@@ -129,7 +128,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.find_similar_user_journeys(query, journey=journey, where=where, n_results=n_results)
 
-    @mcp.tool(annotations=_UPSERT)
+    @mcp.tool(annotations=OVERWRITE)
     async def store_optimization_pattern(pattern: PatternRecord) -> StoredDocument:
         """Store (upsert) an optimization pattern: what was changed, and whether it worked.
 
@@ -143,7 +142,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.store_optimization_pattern(pattern)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def search_optimization_patterns(query: Query, where: Where = None,
                                            n_results: NResults = 10) -> SearchResult:
         """Find optimization patterns (lessons from past experiments) by meaning.
@@ -158,7 +157,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.search_optimization_patterns(query, where, n_results)
 
-    @mcp.tool(annotations=_UPSERT)
+    @mcp.tool(annotations=OVERWRITE)
     async def sync_from_registry(
         experiments: Annotated[list[dict[str, Any]] | None, Field(
             default=None, max_length=5000,
@@ -177,7 +176,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         """
         return await service.sync_from_registry(experiments)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def collection_stats() -> CollectionStats:
         """Document counts, embedding function and HNSW index settings of each collection.
 

@@ -6,9 +6,9 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mcp_servers.annotations import IDEMPOTENT_WRITE, READ_ONLY
 from schemas.events import Event
 
 from .models import (
@@ -37,10 +37,6 @@ generate_analytics_insights for a computed overview with segment differences and
 predict_experiment_trends for forecasts of a daily metric, clickhouse_query for your own read-only SQL
 (see list_tables for the columns), ingest_events to store events idempotently."""
 
-_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-# Writes that never lose or duplicate data: ingest with a token, recomputed rollups.
-_IDEMPOTENT_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                    open_world_hint=False)
 
 StartDate = Annotated[date | None, Field(default=None, description="First day (UTC) of the window; default: the first exposure")]
 EndDate = Annotated[date | None, Field(default=None, description="Last day (UTC, inclusive); default: the last exposure")]
@@ -51,7 +47,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
     mcp = MCPServer("neonblue-clickhouse", instructions=INSTRUCTIONS)
 
-    @mcp.tool(annotations=_IDEMPOTENT_WRITE)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def ingest_events(
         events: Annotated[list[Event], Field(min_length=1, max_length=10_000, description="Events to store")],
         idempotency_token: IdempotencyToken,
@@ -71,7 +67,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
         """
         return await service.ingest_events(events, idempotency_token)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_variant_statistics(
         experiment_id: ExperimentKey,
         metrics: Metrics,
@@ -103,7 +99,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
             experiment_id, metrics, ratio_metrics, start_date=start_date, end_date=end_date, segment=segment,
             cuped=cuped, cuped_lookback_days=cuped_lookback_days)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_exposures_by_period(
         experiment_id: ExperimentKey,
         boundaries: Annotated[
@@ -127,7 +123,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
         """
         return await service.get_exposures_by_period(experiment_id, boundaries)
 
-    @mcp.tool(annotations=_IDEMPOTENT_WRITE)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def generate_analytics_insights(
         experiment_id: ExperimentKey,
         metrics: Annotated[list[MetricName], Field(min_length=1, max_length=20, description="Metrics to compare")],
@@ -155,7 +151,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
             experiment_id, metrics, control_variant=control_variant, start_date=start_date, end_date=end_date,
             expected_weights=expected_weights, min_segment_users=min_segment_users, top_segments=top_segments)
 
-    @mcp.tool(annotations=_IDEMPOTENT_WRITE)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def predict_experiment_trends(
         experiment_id: ExperimentKey,
         metric: MetricName,
@@ -179,7 +175,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
         return await service.predict_experiment_trends(
             experiment_id, metric, days_ahead, history_days=history_days, statistic=statistic, interval=interval)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def clickhouse_query(
         sql: Annotated[str, Field(min_length=1, max_length=20_000, description="One SELECT/WITH/SHOW/DESCRIBE/EXPLAIN statement")],
         max_rows: Annotated[int, Field(ge=1, le=10_000, description="Rows returned at most")] = 1000,
@@ -196,7 +192,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
         """
         return await service.run_query(sql, max_rows)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def list_tables() -> TableList:
         """List this store's tables with engine, row count, size, sorting key and commented columns.
 

@@ -1,30 +1,15 @@
-"""`python -m mcp_servers.intelligence`: the intelligence server alone over stdio (`neonblue serve intelligence`).
+"""`python -m mcp_servers.intelligence`: the intelligence server alone over stdio.
 
-It needs the other servers: it opens the router from the settings (in-process
-postgres/clickhouse/chromadb servers, or the remote ones NEONBLUE_BACKENDS names)
-and serves only the intelligence tools on stdio. Logs go to stderr.
+It needs the other servers: it opens postgres, clickhouse and chromadb itself
+(in this process, or the remote ones NEONBLUE_BACKENDS names; see `peers.open_peers`)
+and serves only the intelligence tools on stdio. Like `python -m mcp_servers.postgres`,
+it reads DATABASE_URL (unset: the embedded PostgreSQL of a running `neonblue up`;
+`neonblue serve intelligence` starts one when none runs). Logs go to stderr.
 """
 
-from __future__ import annotations
-
-import logging
 import sys
 
-from schemas.settings import get_settings
-
-
-def main() -> int:
-    settings = get_settings()
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mcp_router.serving import run_stdio
-
-    try:
-        run_stdio(settings, "intelligence")
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
+from mcp_servers.registry import stdio_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stdio_main("intelligence"))

@@ -1,18 +1,35 @@
-"""The other NeonBlue servers, reached through the router's backends by their MCP tool names.
+"""The other NeonBlue servers, reached by their MCP tool names.
 
 All data the intelligence server uses flows through these tool calls (the
 same JSON a remote server over stdio or HTTP returns), never through private
 imports of the other servers, so an in-process and a remote backend behave alike.
+
+Inside the router the backends are the router's (`open_service(settings, backends=router.backends)`).
+Alone (`python -m mcp_servers.intelligence`), `open_peers` opens them itself: each peer in this
+process behind an in-memory MCP client, or the remote server settings.backends names
+(`stdio:<command>` or an http(s) URL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import os
+import shlex
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import ModuleType
 from typing import Any, Protocol
 
-from schemas.errors import BackendUnavailable
+import anyio
+import mcp.types as types
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
 
-POSTGRES, CLICKHOUSE, CHROMA = "postgres", "clickhouse", "chromadb"
+from schemas.errors import BackendUnavailable, ConfigError, ServiceError
+from schemas.servers import CHROMADB, CLICKHOUSE, PEERS_OF_INTELLIGENCE, POSTGRES
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class ToolBackend(Protocol):
@@ -42,4 +59,94 @@ class Peers:
         return await self.call(CLICKHOUSE, tool, arguments)
 
     async def chroma(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        return await self.call(CHROMA, tool, arguments)
+        return await self.call(CHROMADB, tool, arguments)
+
+
+class ClientPeer:
+    """A peer behind an MCP client: its structured answer, or its refusal as a ServiceError."""
+
+    def __init__(self, name: str, client: Client, timeout: float | None) -> None:
+        self.name = name
+        self.client = client
+        self.timeout = timeout
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with anyio.fail_after(self.timeout):
+                result = await self.client.call_tool(tool, arguments)
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"backend '{self.name}' is unavailable: no answer within {self.timeout:g}s calling {tool}") from None
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - connection lost, process died, protocol error
+            raise BackendUnavailable(f"backend '{self.name}' is unavailable: {type(exc).__name__}: {exc}") from exc
+        if result.is_error:
+            text = " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+            raise ServiceError(f"{self.name}.{tool}: {text}")
+        if result.structured_content is not None:
+            return result.structured_content
+        raise ServiceError(f"{self.name}.{tool} returned no structured content")
+
+
+def _postgres() -> ModuleType:
+    from mcp_servers import postgres
+
+    return postgres
+
+
+def _clickhouse() -> ModuleType:
+    from mcp_servers import clickhouse
+
+    return clickhouse
+
+
+def _chroma() -> ModuleType | None:
+    try:
+        from mcp_servers import chroma
+    except ModuleNotFoundError as exc:  # a build without semantic memory: similar experiments are skipped
+        log.warning("the chromadb server is not installed in this build (%s); skipped", exc)
+        return None
+    return chroma
+
+
+# The peers' packages, imported by name (not through mcp_servers.registry, which imports this server).
+_PACKAGES = {POSTGRES: _postgres, CLICKHOUSE: _clickhouse, CHROMADB: _chroma}
+
+
+def remote_target(name: str, spec: str) -> StdioServerParameters | str:
+    """A settings.backends entry: `stdio:<command line>` or an http(s) URL."""
+    if spec.startswith("stdio:"):
+        argv = shlex.split(spec.removeprefix("stdio:"))
+        if not argv:
+            raise ConfigError(f"NEONBLUE_BACKENDS: empty stdio command for {name} in {spec!r}")
+        return StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+    if spec.startswith(("http://", "https://")):
+        return spec
+    raise ConfigError(f"NEONBLUE_BACKENDS: {spec!r} ({name}) is neither 'stdio:<command>' nor an http(s) URL")
+
+
+@asynccontextmanager
+async def open_peers(settings: Settings) -> AsyncIterator[dict[str, ToolBackend]]:
+    """The postgres, clickhouse and chromadb servers for an intelligence server running alone.
+
+    Each is opened in this process (its store per the settings) behind an in-memory MCP client,
+    unless settings.backends names a remote one. Closed on exit.
+    """
+    peers: dict[str, ToolBackend] = {}
+    async with AsyncExitStack() as stack:
+        for name in PEERS_OF_INTELLIGENCE:
+            target: MCPServer | StdioServerParameters | str
+            timeout: float | None = settings.backend_timeout
+            if name in settings.backends:
+                target = remote_target(name, settings.backends[name])
+            else:
+                package = _PACKAGES[name]()
+                if package is None:
+                    continue
+                service = await stack.enter_async_context(package.open_service(settings))
+                target, timeout = package.build_server(service), None  # same process: each store has its own limits
+            client = await stack.enter_async_context(
+                Client(target, read_timeout_seconds=timeout))
+            peers[name] = ClientPeer(name, client, timeout)
+        yield peers

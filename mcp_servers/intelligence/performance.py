@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 
 from schemas.errors import ServiceError
+from schemas.servers import CHROMADB
 
 from .base import ACTOR, IntelligenceBase
 from .models import AnalysisOptions, ExperimentAnalysis, SimilarExperiment
-from .peers import CHROMA
 from .readout import Analysed, analysis_options, arms_of, as_utc, experiment_text, read_out, weight_history
 
 SIMILAR_CACHE_SECONDS = 300.0
@@ -52,7 +52,7 @@ class PerformanceAnalysis(IntelligenceBase):
             timings["statistics_ms"] = (time.perf_counter() - t0) * 1000
 
         async def load_similar() -> None:
-            if opts.similar_experiments <= 0 or not self.peers.has(CHROMA):
+            if opts.similar_experiments <= 0 or not self.peers.has(CHROMADB):
                 return
             t0 = time.perf_counter()
             try:

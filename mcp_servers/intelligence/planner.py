@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.errors import InvalidInput, ServiceError
+from schemas.servers import CHROMADB
 
 from . import planning, priors
 from .base import IntelligenceBase
 from .models import Baseline, DurationOption, ExperimentPlan, PlanMetric, PlanVariant, SimilarExperiment
-from .peers import CHROMA
 from .readout import normalised_weights
 
 
@@ -67,7 +67,7 @@ class ExperimentPlanner(IntelligenceBase):
                  f"If results will be checked while running, plan for the always-valid size "
                  f"({sizing.n_per_variant_sequential} per variant, "
                  + (f"{duration_seq} days)." if duration_seq else "more than ten years at this traffic: infeasible).")]
-        if self.peers.has(CHROMA):
+        if self.peers.has(CHROMADB):
             try:
                 hits = (await self.peers.chroma("semantic_experiment_search", query=goal, n_results=5))["hits"]
                 similar = [SimilarExperiment(experiment_key=(h.get("metadata") or {}).get("experiment_key") or h["id"],

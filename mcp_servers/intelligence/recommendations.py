@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.errors import ServiceError
+from schemas.servers import CHROMADB
 
 from . import analysis as calc
 from . import priors
 from .base import ACTOR, rounded
 from .models import AnalysisOptions, OptimizationRecommendations, RecommendedAction
 from .narrative import days, prob
-from .peers import CHROMA
 from .readout import Analysed, analysis_options, experiment_text, normalised_weights
 from .traffic import TrafficAllocator
 
@@ -115,7 +115,7 @@ class Recommendations(TrafficAllocator):
                                            patterns_considered=len(patterns), narrative=narrative)
 
     async def _patterns(self, experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
-        if not self.peers.has(CHROMA):
+        if not self.peers.has(CHROMADB):
             return []
         try:
             hits = (await self.peers.chroma("search_optimization_patterns", query=experiment_text(experiment),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import Field
+
+from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY
 
 from .models import (
     AnalysisOptions,
@@ -37,18 +39,15 @@ sentences are templates over them."""
 
 Options = Annotated[AnalysisOptions | None, Field(default=None, description="Analysis settings; omit for the defaults.")]
 
-_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-# Reads that append their verdict/recommendation to the audit trail (an identical one is not repeated).
-_AUDITED_READ = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                open_world_hint=False)
-_ACTS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+# Reads that append their verdict/recommendation to the audit trail (an identical one is not
+# repeated) are IDEMPOTENT_WRITE; tools that act through the registry are DESTRUCTIVE_WRITE.
 
 
 def build_server(service: IntelligenceService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
     mcp = MCPServer("neonblue-intelligence", instructions=INSTRUCTIONS)
 
-    @mcp.tool(annotations=_AUDITED_READ)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def analyze_experiment_performance(experiment_id: ExperimentId, options: Options = None) -> ExperimentAnalysis:
         """Analyse a running or finished experiment and return a verdict with the rule that produced it.
 
@@ -68,7 +67,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.analyze_experiment_performance(experiment_id, options)
 
-    @mcp.tool(annotations=_AUDITED_READ)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def recommend_experiment_optimization(experiment_id: ExperimentId,
                                                 options: Options = None) -> OptimizationRecommendations:
         """Concrete, ranked next actions for an experiment, each with the evidence that triggered it.
@@ -82,7 +81,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.recommend_experiment_optimization(experiment_id, options)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def predict_experiment_outcome(experiment_config: ExperimentConfig) -> OutcomePrediction:
         """Before running: predicted lift from similar past experiments, chance of a significant win, size, duration.
 
@@ -97,7 +96,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.predict_experiment_outcome(experiment_config)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def plan_experiment(
         goal: Annotated[str, Field(min_length=3, max_length=2000, description="What the change should achieve, in words.")],
         baseline: Annotated[Baseline, Field(description="Primary metric in control: a rate {mean: 0.1} or {mean, sd}.")],
@@ -119,7 +118,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         return await service.plan_experiment(goal, baseline, mde, traffic, variants=variants,
                                              primary_metric=primary_metric, alpha=alpha, target_power=target_power)
 
-    @mcp.tool(annotations=_ACTS)
+    @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def allocate_traffic(
         experiment_id: ExperimentId,
         apply: Annotated[bool, Field(description="Apply through the registry when the policy allows; false = propose only.")] = True,
@@ -133,7 +132,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.allocate_traffic(experiment_id, apply)
 
-    @mcp.tool(annotations=_AUDITED_READ)
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def evaluate_guardrails(experiment_id: ExperimentId, options: Options = None) -> AutopilotDecision:
         """Check guardrails and primary-metric harm against the environment policy; say what the autopilot would do.
 
@@ -143,7 +142,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.evaluate_guardrails(experiment_id, options)
 
-    @mcp.tool(annotations=_ACTS)
+    @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def run_autopilot(
         experiment_id: ExperimentId,
         dry_run: Annotated[bool, Field(description="Decide and audit, but change nothing.")] = False,
@@ -161,7 +160,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.run_autopilot(experiment_id, dry_run)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def predict_user_behavior(
         user_id: Annotated[str | None, Field(default=None, max_length=256, description="Use this user's latest stored journey.")] = None,
         steps: Annotated[list[str] | None, Field(default=None, max_length=100, description="Or the current steps, in order.")] = None,
@@ -180,7 +179,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
         """
         return await service.predict_user_behavior(user_id, steps, device_type=device_type, n_neighbors=n_neighbors)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def plot_experiment(
         experiment_id: ExperimentId,
         metric: Annotated[str | None, Field(default=None, max_length=100, description="Default: the primary metric.")] = None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import Field
+
+from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, OVERWRITE, READ_ONLY, WRITE
 
 from .models import (
     Actor,
@@ -47,21 +48,13 @@ Attributes = Annotated[
     Field(default=None, description="User attributes for targeting, e.g. {'country': 'US', 'device': 'mobile'}."),
 ]
 
-_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-
-
-def _write(*, destructive: bool, idempotent: bool) -> ToolAnnotations:
-    return ToolAnnotations(read_only_hint=False, destructive_hint=destructive, idempotent_hint=idempotent,
-                           open_world_hint=False)
-
-
 def build_server(service: ExperimentService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
     mcp = MCPServer("neonblue-postgres", instructions=INSTRUCTIONS)
 
     # ---------------------------------------------------------------- lifecycle
 
-    @mcp.tool(annotations=_write(destructive=False, idempotent=False))
+    @mcp.tool(annotations=WRITE)
     async def create_experiment(experiment: ExperimentCreate, actor: Actor = "mcp-client") -> Experiment:
         """Define a new experiment as a draft (it assigns nobody until start_experiment).
 
@@ -80,7 +73,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.create_experiment(experiment, actor=actor)
 
-    @mcp.tool(annotations=_write(destructive=True, idempotent=True))
+    @mcp.tool(annotations=OVERWRITE)
     async def update_experiment(experiment: ExperimentRef, changes: ExperimentUpdate, actor: Actor = "mcp-client",
                                 reason: Reason = None) -> Experiment:
         """Change fields of an experiment. Only the fields given change; every change is logged.
@@ -94,7 +87,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.update_experiment(experiment, changes, actor=actor, reason=reason)
 
-    @mcp.tool(annotations=_write(destructive=False, idempotent=False))
+    @mcp.tool(annotations=WRITE)
     async def start_experiment(experiment: ExperimentRef, actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
         """Start a draft: from now on get_variant assigns users.
 
@@ -103,7 +96,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.start_experiment(experiment, actor=actor, reason=reason)
 
-    @mcp.tool(annotations=_write(destructive=True, idempotent=False))
+    @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def stop_experiment(experiment: ExperimentRef,
                               winner: Annotated[str | None, Field(default=None, description="Variant key to declare the winner; concludes the experiment.")] = None,
                               actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
@@ -116,7 +109,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.stop_experiment(experiment, winner=winner, actor=actor, reason=reason)
 
-    @mcp.tool(annotations=_write(destructive=True, idempotent=True))
+    @mcp.tool(annotations=OVERWRITE)
     async def archive_experiment(experiment: ExperimentRef, actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
         """Archive an experiment that is not running (draft, stopped or concluded): hidden from lists, frozen.
 
@@ -124,7 +117,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.archive_experiment(experiment, actor=actor, reason=reason)
 
-    @mcp.tool(annotations=_write(destructive=True, idempotent=True))
+    @mcp.tool(annotations=OVERWRITE)
     async def set_variant_weights(experiment: ExperimentRef,
                                   weights: Annotated[dict[str, float], Field(description="Variant key -> weight; all variants, summing to 1.")],
                                   actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
@@ -138,7 +131,7 @@ def build_server(service: ExperimentService) -> MCPServer:
 
     # ---------------------------------------------------------------- reading the registry
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_experiment(experiment: ExperimentRef,
                              include_change_log: Annotated[bool, Field(description="Also return recent changes.")] = False) -> ExperimentDetail:
         """One experiment by key or numeric id: definition, variants with configs, status,
@@ -147,7 +140,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.get_experiment(experiment, include_change_log=include_change_log)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def list_experiments(
         status: Annotated[list[ExperimentStatus] | None, Field(description="Only these statuses (default: all but archived).")] = None,
         type: Annotated[ExperimentType | None, Field(description="Only this experiment type.")] = None,
@@ -165,7 +158,7 @@ def build_server(service: ExperimentService) -> MCPServer:
 
     # ---------------------------------------------------------------- assignment
 
-    @mcp.tool(annotations=_write(destructive=False, idempotent=True))
+    @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def get_variant(experiment: ExperimentRef, user_id: UserId, attributes: Attributes = None) -> VariantAssignment:
         """Assign a user to a variant and return what to serve (variant key and its config).
 
@@ -178,7 +171,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.get_variant(experiment, user_id, attributes)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def predict_user_assignment(experiment: ExperimentRef, user_id: UserId,
                                       attributes: Attributes = None) -> AssignmentPrediction:
         """Which variant a user WOULD get right now, and why, step by step, without recording anything.
@@ -190,7 +183,7 @@ def build_server(service: ExperimentService) -> MCPServer:
 
     # ---------------------------------------------------------------- results
 
-    @mcp.tool(annotations=_write(destructive=False, idempotent=False))
+    @mcp.tool(annotations=WRITE)
     async def record_result(
         experiment: ExperimentRef,
         user_id: UserId,
@@ -207,7 +200,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.record_result(experiment, user_id, metric, value, event_id=event_id, metadata=metadata)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def analyze_experiment_data(
         experiment: ExperimentRef,
         metrics: Annotated[list[MetricName] | None, Field(default=None, description="Default: every declared metric.")] = None,
@@ -221,7 +214,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.analyze_experiment_data(experiment, metrics=metrics, aggregation=aggregation)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_experiment_summary(experiment: ExperimentRef) -> ExperimentSummary:
         """A short human-readable (markdown) report: status, hypothesis, per-variant table on the
         primary metric, the current leader and whether the sample size is reached.
@@ -231,7 +224,7 @@ def build_server(service: ExperimentService) -> MCPServer:
 
     # ---------------------------------------------------------------- audit trail
 
-    @mcp.tool(annotations=_write(destructive=False, idempotent=False))
+    @mcp.tool(annotations=WRITE)
     async def record_decision(decision: DecisionCreate) -> Decision:
         """Append a recommendation or automated action to the audit trail, with its inputs,
         reasoning, confidence and actor (applied=true when it was carried out).
@@ -241,7 +234,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.record_decision(decision)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def list_decisions(
         experiment: Annotated[ExperimentRef | None, Field(default=None)] = None,
         action: Annotated[str | None, Field(default=None, max_length=64)] = None,
@@ -258,7 +251,7 @@ def build_server(service: ExperimentService) -> MCPServer:
 
     # ---------------------------------------------------------------- SQL
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def postgres_query(
         sql: Annotated[str, Field(min_length=1, max_length=20_000, description="One SELECT, EXPLAIN SELECT or SHOW statement.")],
         max_rows: Annotated[int, Field(ge=1, le=1000, description="Row limit; the result says when it truncated.")] = 200,
@@ -274,7 +267,7 @@ def build_server(service: ExperimentService) -> MCPServer:
         """
         return await service.postgres_query(sql, max_rows=max_rows)
 
-    @mcp.tool(annotations=_READ)
+    @mcp.tool(annotations=READ_ONLY)
     async def describe_schema() -> SchemaDescription:
         """The registry's tables and columns with types, nullability, defaults and descriptions,
         to write postgres_query statements. Example: {}

@@ -16,8 +16,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.events import LIFECYCLE_EVENT_TYPES, VALUE_EVENT_TYPES, Event, EventType
+from schemas.servers import SERVER_NAMES
 
-ServerName = Literal["postgres", "clickhouse", "chromadb", "intelligence"]
+ServerName = Literal[SERVER_NAMES]  # the names of schemas.servers
 
 
 class DataClassification(BaseModel):

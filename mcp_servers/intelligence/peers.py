@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import anyio
 import mcp.types as types
+from anyio.abc import TaskGroup
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import MCPServer
 
@@ -60,6 +61,36 @@ class Peers:
 
     async def chroma(self, tool: str, **arguments: Any) -> dict[str, Any]:
         return await self.call(CHROMADB, tool, arguments)
+
+
+def service_error_in(exc: BaseException) -> ServiceError | None:
+    """The ServiceError inside `exc`: itself, or, through nested exception groups, the first leaf when
+    every leaf is one (a task group whose peer call was refused wraps the refusal in a group)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        leaves = [service_error_in(e) for e in exc.exceptions]
+        if all(leaves):
+            return leaves[0]
+    return None
+
+
+@asynccontextmanager
+async def gathering() -> AsyncIterator[TaskGroup]:
+    """A task group for concurrent peer calls whose refusal reaches the caller as itself.
+
+    anyio wraps a task's exception in an ExceptionGroup, and the MCP SDK shows a client only
+    "Error executing tool X" for anything but a ToolError; so a group of ServiceErrors is
+    re-raised as its (first) ServiceError, with its message. Anything else stays a group.
+    """
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        refusal = service_error_in(group)
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 class ClientPeer:

@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-
-from schemas.errors import ServiceError
+from schemas.errors import BackendUnavailable, ServiceError
 from schemas.servers import CHROMADB
 
 from .base import ACTOR, IntelligenceBase
 from .models import AnalysisOptions, ExperimentAnalysis, SimilarExperiment
-from .readout import Analysed, analysis_options, arms_of, as_utc, experiment_text, read_out, weight_history
+from .peers import gathering
+from .readout import (
+    Analysed,
+    analysis_options,
+    arms_of,
+    as_utc,
+    experiment_text,
+    no_statistics,
+    read_out,
+    weight_history,
+)
 
 SIMILAR_CACHE_SECONDS = 300.0
+# Every exposure an event store can hold lies between these (ClickHouse DateTime64(3) spans 1900-2299).
+ALL_TIME = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 
 
 class PerformanceAnalysis(IntelligenceBase):
@@ -48,7 +59,14 @@ class PerformanceAnalysis(IntelligenceBase):
 
         async def load_stats() -> None:
             t0 = time.perf_counter()
-            found["stats"] = await self.peers.clickhouse("get_variant_statistics", **stats_args)
+            try:
+                found["stats"] = await self.peers.clickhouse("get_variant_statistics", **stats_args)
+            except ServiceError as exc:
+                # The event store refuses statistics for a key it has no exposure of; for an experiment the
+                # registry knows, that is no data yet (the no_data verdict), whatever its message says.
+                if isinstance(exc, BackendUnavailable) or not await self._never_exposed(arms.key):
+                    raise
+                found["stats"] = no_statistics(experiment)
             timings["statistics_ms"] = (time.perf_counter() - t0) * 1000
 
         async def load_similar() -> None:
@@ -61,7 +79,7 @@ class PerformanceAnalysis(IntelligenceBase):
                 notes.append(f"Similar experiments unavailable: {exc}")
             timings["memory_ms"] = (time.perf_counter() - t0) * 1000
 
-        async with anyio.create_task_group() as tg:
+        async with gathering() as tg:
             tg.start_soon(load_stats)
             tg.start_soon(load_similar)
         computing = time.perf_counter()
@@ -74,6 +92,15 @@ class PerformanceAnalysis(IntelligenceBase):
         result.timings_ms = {k: round(v, 3) for k, v in timings.items()}
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return analysed
+
+    async def _never_exposed(self, key: str) -> bool:
+        """True when the event store holds no exposure of `key` at all (False when it cannot tell)."""
+        try:
+            answer = await self.peers.clickhouse("get_exposures_by_period", experiment_id=key,
+                                                 boundaries=[t.isoformat() for t in ALL_TIME])
+        except ServiceError:
+            return False
+        return not any(any(p["users"].values()) for p in answer["periods"])
 
     async def _exposures_by_period(self, experiment: dict[str, Any], st: Mapping[str, Any]
                                    ) -> list[dict[str, int]] | None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import anyio
 
-from schemas.errors import InvalidInput, ServiceError
+from schemas.errors import InvalidInput, NotFound, ServiceError
 
 from . import analysis as calc
 from . import charts
@@ -26,6 +26,8 @@ class ExperimentPlots(PerformanceAnalysis):
         """PNG of the cumulative lift (always-valid band) per treatment over time and the daily metric per variant."""
         opts = AnalysisOptions(record_decision=False, similar_experiments=0, cuped=False)
         a = await self._analyze(experiment_id, opts)
+        if a.verdict.rule_id == "no_data":
+            raise NotFound(f"nothing to plot for {a.key}: {a.verdict.rule}")
         spec = next((s for s in a.specs if s.name == (metric or a.specs[0].name)), None)
         if spec is None:
             raise InvalidInput(f"{metric!r} is not a metric of {a.key}; its metrics: {[s.name for s in a.specs]}")

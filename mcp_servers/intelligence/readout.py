@@ -170,6 +170,25 @@ def expected_counts(history: WeightHistory, order: list[str], observed: list[int
     return calc.expected_counts(periods, order), True
 
 
+def no_statistics(experiment: Mapping[str, Any]) -> dict[str, Any]:
+    """get_variant_statistics' answer for an experiment nobody has been exposed to yet: no users,
+    over an empty window at its start (so a repeated no-data verdict is the same verdict)."""
+    at = experiment.get("started_at") or experiment["created_at"]
+    return {"window_start": at, "window_end": at, "variants": [], "statistics": []}
+
+
+def no_data_reason(experiment: Mapping[str, Any], opts: AnalysisOptions) -> str:
+    """Why an analysis has no exposed user, in one line (the no_data verdict's reason)."""
+    key, status = experiment["key"], experiment.get("status")
+    if status == "draft":
+        return f"{key!r} is a draft: nobody is assigned (and exposed) until it is started"
+    if opts.start_date or opts.end_date:
+        window = f"{opts.start_date or 'the first exposure'} to {opts.end_date or 'the last event'}"
+        return f"no exposure events for {key!r} from {window} in the event store"
+    return (f"no exposure events for {key!r} in the event store yet; each user get_variant assigns "
+            f"records one")
+
+
 @dataclass
 class Analysed:
     """One analysis with everything later steps (recommendations, autopilot, bandits, charts) reuse."""
@@ -251,7 +270,7 @@ def read_out(experiment: dict[str, Any], arms: Arms, st: Mapping[str, Any], opts
                 spec.name, spec.role, spec.direction, t, control, c_row, t_row, math_opts, n_star=n_star,
                 margin=spec.margin, units_per_day=pair_rate or None, n_comparisons=max(len(treatments), 1),
                 remaining_days=opts.max_duration_days - days_observed))
-    if missing:
+    if missing and total:
         notes.append("No exposed users yet for: " + ", ".join(missing) + ".")
     calc.adjust([p for p in pairs if p.role == "primary"], opts.multiple_testing, opts.alpha)
     calc.adjust([p for p in pairs if p.role == "secondary"], opts.multiple_testing, opts.alpha)
@@ -278,7 +297,7 @@ def read_out(experiment: dict[str, Any], arms: Arms, st: Mapping[str, Any], opts
                                             (None, None), 1.0, None, 0.5, None, None))
     vin = VerdictInputs(
         arms=tuple(arm_evidence), srm_p=srm.p_value, srm_flagged=srm.flagged,
-        srm_error=None if total else "no exposures", min_units=min_units, units_per_day=units_per_day,
+        srm_error=None if total else no_data_reason(experiment, opts), min_units=min_units, units_per_day=units_per_day,
         days_observed=days_observed, arm_shares=shares, control=control,
         chance_threshold=opts.chance_to_win_threshold, alpha=opts.alpha, max_duration_days=opts.max_duration_days,
         mde=opts.mde, target_power=opts.target_power)

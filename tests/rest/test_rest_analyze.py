@@ -49,10 +49,12 @@ async def test_analyze_serves_the_intelligence_analysis_without_writing_a_decisi
         assert {tuple(e["loc"]) for e in bad_option.json()["errors"]} == {("query", "alpha"), ("query", "start_date")}
 
 
-async def test_analyze_without_events_answers_the_reason_not_a_server_error(rest_api) -> None:
+async def test_analyze_without_events_answers_the_no_data_verdict_not_an_error(rest_api) -> None:
     async with rest_api(intelligence=True) as api:
         await api.create_running("quiet")
-        answer = await api.http.get(f"{BASE}/quiet/analyze")  # the service raises inside its task group
-        assert answer.status_code == 400, answer.text
-        assert "no exposure events" in answer.json()["detail"]
+        answer = await api.http.get(f"{BASE}/quiet/analyze")
+        assert answer.status_code == 200, answer.text
+        verdict = answer.json()["verdict"]
+        assert verdict["rule_id"] == "no_data" and verdict["verdict"] == "needs_review"
+        assert "no exposure events for 'quiet'" in verdict["rule"] and "\n" not in verdict["rule"]
         assert (await api.http.get(f"{BASE}/quiet/analyze", params={"source": "registry"})).status_code == 200

@@ -12,7 +12,8 @@ against the same server at 32 in flight), so its figures understate the server. 
 when it is on PATH and --client wrk is given.
 
 Series: first assignments (every request a new user: hash + one INSERT), returning users
-(sticky: the recorded assignment is read back), and batch get-variant (users/s, 1000 a call).
+(sticky: the recorded assignment is read back), record-result (one metric value per request for
+an assigned user), and batch get-variant (users/s, 1000 a call).
 Uses DATABASE_URL when set (a fresh database is created in it), otherwise a throw-away
 embedded PostgreSQL. The rate limit is raised for the run (the default, 600/min per token,
 would cap a single client at 10 requests/s). Prints figures; asserts only that answers are 200.
@@ -44,6 +45,7 @@ from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
 TOKEN = "bench-token"
 KEY = "bench-checkout"
 PATH = "/api/v1/experiments/get-variant"
+RESULT_PATH = "/api/v1/experiments/record-result"
 
 
 # ---------------------------------------------------------------- the server (subprocess)
@@ -84,7 +86,8 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def drive_httpx(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[list[float], float]:
+async def drive_httpx(url: str, bodies: list[bytes], concurrency: int, seconds: float,
+                      path: str = PATH) -> tuple[list[float], float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     latencies: list[float] = []
@@ -97,9 +100,9 @@ async def drive_httpx(url: str, bodies: list[bytes], concurrency: int, seconds: 
                 if time.perf_counter() > deadline:
                     return
                 t0 = time.perf_counter()
-                response = await client.post(PATH, content=body)
+                response = await client.post(path, content=body)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                if response.status_code != 200:
+                if response.status_code not in (200, 201):
                     raise RuntimeError(f"{response.status_code}: {response.text}")
 
         started = time.perf_counter()
@@ -107,7 +110,8 @@ async def drive_httpx(url: str, bodies: list[bytes], concurrency: int, seconds: 
         return latencies, time.perf_counter() - started
 
 
-async def drive_aiohttp(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> tuple[list[float], float]:
+async def drive_aiohttp(url: str, bodies: list[bytes], concurrency: int, seconds: float,
+                        path: str = PATH) -> tuple[list[float], float]:
     import aiohttp
 
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -121,9 +125,9 @@ async def drive_aiohttp(url: str, bodies: list[bytes], concurrency: int, seconds
                 if time.perf_counter() > deadline:
                     return
                 t0 = time.perf_counter()
-                async with session.post(PATH, data=body) as response:
+                async with session.post(path, data=body) as response:
                     await response.read()
-                    if response.status != 200:
+                    if response.status not in (200, 201):
                         raise RuntimeError(f"{response.status}: {await response.text()}")
                 latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -143,9 +147,24 @@ def drive_wrk(url: str, concurrency: int, seconds: float) -> str:
     return done.stdout
 
 
-def report(name: str, latencies: list[float], elapsed: float) -> None:
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU time of a process so far, and of its live children (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if with_children else []
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def report(name: str, latencies: list[float], elapsed: float, cpu: tuple[float, float] = (0.0, 0.0)) -> None:
+    """One series; `cpu` = the CPU seconds of the server and of PostgreSQL during it (figures the
+    machine's load barely moves, unlike the wall-clock ones)."""
+    per_request = (f"   CPU µs/req: server {cpu[0] / len(latencies) * 1e6:4.0f}, PostgreSQL "
+                   f"{cpu[1] / len(latencies) * 1e6:4.0f}" if any(cpu) else "")
     print(f"{name:<34} {len(latencies) / elapsed:>9,.0f} req/s   p50 {statistics.median(latencies):7.2f} ms   "
-          f"p99 {percentile(latencies, 99):7.2f} ms   ({len(latencies):,} requests in {elapsed:.1f} s)")
+          f"p99 {percentile(latencies, 99):7.2f} ms   ({len(latencies):,} requests in {elapsed:.1f} s){per_request}")
 
 
 # ---------------------------------------------------------------- main
@@ -166,7 +185,8 @@ async def wait_up(url: str, proc: asyncio.subprocess.Process, within: float = 12
     raise RuntimeError("the server did not come up")
 
 
-async def run(args: argparse.Namespace, dsn: str) -> None:
+async def run(args: argparse.Namespace, dsn: str, pg_pid: int | None = None) -> None:
+    """The series against a server on `dsn`; `pg_pid`: the embedded PostgreSQL's postmaster, whose CPU is reported."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", dsn, str(port))
@@ -197,26 +217,37 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         def bodies(users: list[str]) -> list[bytes]:
             return [f'{{"experiment": "{KEY}", "user_id": "{u}"}}'.encode() for u in users]
 
+        def cpu_now() -> tuple[float, float]:
+            return cpu_seconds(proc.pid), cpu_seconds(pg_pid, with_children=True) if pg_pid else 0.0
+
+        async def series(name: str, payloads: list[bytes], concurrency: int, path: str = PATH) -> None:
+            before = cpu_now()
+            latencies, elapsed = await drive(url, payloads, concurrency, args.seconds, path)
+            report(name, latencies, elapsed, tuple(b - a for a, b in zip(before, cpu_now(), strict=True)))
+
         await drive(url, bodies(returning[:500]), args.concurrency, 10)  # warm up: connections, caches
-        new_users = [f"new-{i}" for i in range(args.requests)]
-        latencies, elapsed = await drive(url, bodies(new_users), args.concurrency, args.seconds)
-        report("first assignment (hash + INSERT)", latencies, elapsed)
+        await series("first assignment (hash + INSERT)", bodies([f"new-{i}" for i in range(args.requests)]),
+                     args.concurrency)
         again = (returning * (args.requests // len(returning) + 1))[:args.requests]
-        latencies, elapsed = await drive(url, bodies(again), args.concurrency, args.seconds)
-        report("returning user (sticky read)", latencies, elapsed)
-        latencies, elapsed = await drive(url, bodies(again[:1000]), 1, args.seconds)
-        report("returning user, 1 in flight", latencies, elapsed)
+        await series("returning user (sticky read)", bodies(again), args.concurrency)
+        await series("returning user, 1 in flight", bodies(again[:1000]), 1)
+        results = [f'{{"experiment": "{KEY}", "user_id": "{u}", "metric": "conversion", "value": 1.0, '
+                   f'"event_id": "bench-{i}"}}'.encode() for i, u in enumerate(again)]
+        await series("record-result", results, args.concurrency, RESULT_PATH)
 
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
             users = [f"batch-{i}" for i in range(20_000)]
+            before = cpu_now()
             started = time.perf_counter()
             for i in range(0, len(users), 1000):
                 batch = await http.post("/api/v1/experiments/get-variant/batch",
                                         json={"experiment": KEY, "user_ids": users[i:i + 1000]})
                 assert batch.status_code == 200 and batch.json()["newly_recorded"] == 1000, batch.text
             elapsed = time.perf_counter() - started
+            server_cpu, pg_cpu = (b - a for a, b in zip(before, cpu_now(), strict=True))
         print(f"{'batch get-variant (1000 per call)':<34} {len(users) / elapsed:>9,.0f} users/s   "
-              f"({len(users) // 1000} sequential calls, {elapsed / (len(users) // 1000) * 1000:.1f} ms per call)")
+              f"({len(users) // 1000} sequential calls, {elapsed / (len(users) // 1000) * 1000:.1f} ms per call)"
+              f"   CPU µs/user: server {server_cpu / len(users) * 1e6:.1f}, PostgreSQL {pg_cpu / len(users) * 1e6:.1f}")
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
@@ -241,8 +272,9 @@ async def main() -> None:
         server = EmbeddedPostgres(base / "pgdata", port=free_port())
         admin = server.start()
     dsn = await fresh_database(admin, "bench_rest")
+    pg_pid = int((base / "pgdata" / "postmaster.pid").read_text().split()[0]) if base is not None else None
     try:
-        await run(args, dsn)
+        await run(args, dsn, pg_pid)
     finally:
         await drop_database(admin, dsn)
         if server is not None:

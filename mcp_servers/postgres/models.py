@@ -372,7 +372,11 @@ class ExperimentAnalysis(BaseModel):
     total_assigned: int
     forced_excluded: int = Field(description="QA-forced users left out of every figure.")
     min_sample_size: int
-    sample_size_reached: bool
+    sample_size_per_arm: int | None = Field(
+        description="Users each arm needs: min_sample_size, or when that is 0 the size planned from the control's "
+        "primary metric so far; null when there is nothing to plan from.")
+    sample_size_basis: str = Field(description="Where sample_size_per_arm comes from, in one sentence.")
+    sample_size_reached: bool = Field(description="Every arm has at least sample_size_per_arm users (false without one).")
     variants: list[VariantStats]
     notes: list[str]
 
@@ -381,8 +385,9 @@ class ExperimentSummary(BaseModel):
     experiment_key: str
     status: ExperimentStatus
     summary: str = Field(description="Human-readable report (markdown).")
-    leader: str | None = Field(description="Variant with the best primary-metric mean so far (not a significance claim).")
-    sample_size_reached: bool
+    leader: str | None = Field(description="Variant with the best primary-metric value per assigned user so far "
+                               "(not a significance claim); null when none leads.")
+    sample_size_reached: bool = Field(description="Every arm has reached the sample size per arm the summary states.")
 
 
 # ---------------------------------------------------------------- decisions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +15,50 @@ from .base import RegistryBase
 from .models import ExperimentAnalysis, ExperimentSummary, MetricStats, ResultRecorded, VariantStats
 
 MAX_RESULT_VALUE = 1e15  # far beyond any metric (revenue, latency, tokens); keeps Σx² finite
+# An experiment without min_sample_size is judged by the sample the intelligence server's analysis
+# plans for by default: a 5% relative change, 80% power, two-sided α = 0.05.
+PLAN_MDE, PLAN_POWER, PLAN_ALPHA = 0.05, 0.8, 0.05
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    per_arm: int | None  # users each arm needs; None: nothing to plan from
+    basis: str  # a phrase that reads after "of N users": where per_arm comes from
+
+
+def sample_plan(min_sample_size: int, metric: str, assigned: int, row: Mapping[str, Any] | None) -> SamplePlan:
+    """The users per arm to judge an experiment by: its min_sample_size, or when that is 0 the size that
+    detects a PLAN_MDE relative change in the primary metric at the control's value so far, per assigned
+    user (users without a result count as 0, as in the analysis)."""
+    if min_sample_size > 0:
+        return SamplePlan(min_sample_size, "per arm (the experiment's min_sample_size)")
+    if not assigned or row is None or not row["users"]:
+        return SamplePlan(None, f"min_sample_size is 0 and the control has no {metric} results to plan from yet")
+    total, squares, positive = float(row["s"]), float(row["ss"]), int(row["positive"])
+    mean = total / assigned
+    binary = abs(total - squares) <= 1e-9 * max(1.0, abs(total)) and abs(total - positive) < 1e-6
+    variance = None if binary else max(squares / assigned - mean * mean, 0.0)
+    from mcp_servers import stats  # here: scipy loads only when a plan is computed
+
+    plan = stats.sample_size(PLAN_MDE, mean, variance, target_power=PLAN_POWER, alpha=PLAN_ALPHA)
+    baseline = (f"the control's {metric} of {mean:.4g} per user so far ({assigned:,} users"
+                + (", a rate)" if binary else ")"))
+    if not plan.ok:
+        return SamplePlan(None, f"min_sample_size is 0 and {baseline} gives no plan ({plan.error})")
+    return SamplePlan(plan.n_per_variant,
+                      f"per arm, planned to detect a {PLAN_MDE:.0%} relative change from {baseline} at "
+                      f"{PLAN_POWER:.0%} power, two-sided α = {PLAN_ALPHA:g} (min_sample_size is 0)")
+
+
+def sample_size_sentence(analysis: ExperimentAnalysis) -> str:
+    """Whether every arm has the users the plan asks for, with the numbers."""
+    smallest = min((v.assigned_users for v in analysis.variants), default=0)
+    need, basis = analysis.sample_size_per_arm, analysis.sample_size_basis
+    if need is None:
+        return f"No sample size to judge by yet: {basis}; the smallest arm has {smallest:,} users."
+    if analysis.sample_size_reached:
+        return f"Sample size reached: the smallest arm has {smallest:,} users, at least the {need:,} {basis}."
+    return f"Sample size not reached: the smallest arm has {smallest:,} of the {need:,} users {basis}."
 
 
 
@@ -71,8 +116,10 @@ class Results(RegistryBase):
         unknown = [m for m in chosen if m not in declared]
         if unknown:
             raise InvalidInput(f"metrics not declared on {experiment.key!r}: {', '.join(unknown)} (declared: {', '.join(declared)})")
+        primary = experiment.primary_metric.name
         totals = {r["variant_id"]: r for r in await self.store.assignment_totals(experiment.id)}
-        aggregates = await self.store.metric_aggregates(experiment.id, chosen, aggregation)
+        aggregates = await self.store.metric_aggregates(experiment.id, list(dict.fromkeys([*chosen, primary])),
+                                                        aggregation)
         stats: dict[tuple[int, str], Any] = {(r["variant_id"], r["metric_name"]): r for r in aggregates}
         total_assigned = sum(r["users"] for r in totals.values())
         forced = sum(r["forced"] for r in totals.values())
@@ -110,20 +157,29 @@ class Results(RegistryBase):
         if experiment.status == "draft":
             notes.append("experiment is a draft: no data yet")
         smallest = min((vs.assigned_users for vs in variants), default=0)
-        reached = bool(variants) and smallest >= experiment.min_sample_size
-        if not reached and variants:
-            notes.append(f"sample size not reached: smallest variant has {smallest} of {experiment.min_sample_size} users")
+        control_assigned = control_stats.assigned_users if control_stats else 0
+        plan = sample_plan(experiment.min_sample_size, primary, control_assigned,
+                           stats.get((control.id, primary)) if control else None)
+        reached = plan.per_arm is not None and bool(variants) and smallest >= plan.per_arm
+        if plan.per_arm is None:
+            notes.append(f"no sample size to judge by: {plan.basis}")
+        elif not reached:
+            notes.append(f"sample size not reached: smallest variant has {smallest} of {plan.per_arm} users {plan.basis}")
         if forced:
             notes.append(f"{forced} QA-forced users are excluded")
         notes.append("descriptive statistics only; use the intelligence server for significance and decisions")
         return ExperimentAnalysis(
             experiment_key=experiment.key, status=experiment.status, primary_metric=experiment.primary_metric,
             metrics=chosen, aggregation=aggregation, total_assigned=total_assigned, forced_excluded=forced,
-            min_sample_size=experiment.min_sample_size, sample_size_reached=reached, variants=variants, notes=notes,
+            min_sample_size=experiment.min_sample_size, sample_size_per_arm=plan.per_arm,
+            sample_size_basis=plan.basis, sample_size_reached=reached, variants=variants, notes=notes,
         )
 
     async def get_experiment_summary(self, ref: str | int) -> ExperimentSummary:
-        """A human-readable report of the experiment and its data so far."""
+        """A human-readable report of the experiment and its data so far; every sentence is computed.
+
+        Values are per assigned user (users without a result count as 0), as in the analysis.
+        """
         experiment = await self._experiment(ref)
         analysis = await self.analyze_experiment_data(experiment.id)
         primary = experiment.primary_metric
@@ -135,29 +191,46 @@ class Results(RegistryBase):
         ]
         if experiment.hypothesis:
             lines.append(f"Hypothesis: {experiment.hypothesis}")
-        lines.append(f"Primary metric: `{primary.name}` ({better} is better) · min sample size {experiment.min_sample_size} per variant")
-        lines += ["", f"| variant | weight | users | {primary.name} mean | users with data | lift vs control |",
+        lines.append(f"Primary metric: `{primary.name}` ({better} is better) · min sample size "
+                     f"{experiment.min_sample_size} per variant")
+        lines += ["", f"| variant | weight | users | users with data | {primary.name} per user | lift vs control |",
                   "|---|---|---|---|---|---|"]
-        leader = None
-        best = None
+        values = {vs.variant_key: (vs.metrics[primary.name].sum / vs.assigned_users if vs.assigned_users else None)
+                  for vs in analysis.variants}
+        control = next((vs.variant_key for vs in analysis.variants if vs.is_control), None)
+        base = values.get(control) if control else None
         for vs in analysis.variants:
-            ms = vs.metrics[primary.name]
-            mean = f"{ms.mean:.4g}" if ms.mean is not None else "–"
-            lift = f"{ms.relative_lift_vs_control:+.1%}" if ms.relative_lift_vs_control is not None else ("(control)" if vs.is_control else "–")
-            lines.append(f"| {vs.variant_key}{' (control)' if vs.is_control else ''} | {vs.weight:.0%} | {vs.assigned_users} | {mean} | {ms.users} | {lift} |")
-            if ms.mean is not None:
-                score = ms.mean if primary.direction == "higher" else -ms.mean
-                if best is None or score > best:
-                    best, leader = score, vs.variant_key
+            value = values[vs.variant_key]
+            if vs.is_control:
+                lift = "(control)"
+            elif value is not None and base:
+                lift = f"{(value - base) / abs(base):+.1%}"
+            else:
+                lift = "–"
+            lines.append(f"| {vs.variant_key}{' (control)' if vs.is_control else ''} | {vs.weight:.0%} | "
+                         f"{vs.assigned_users} | {vs.metrics[primary.name].users} | "
+                         f"{'–' if value is None else f'{value:.4g}'} | {lift} |")
         lines.append("")
+        leader = None
+        measured = {k: v for k, v in values.items() if v is not None}
+        has_data = any(vs.metrics[primary.name].users for vs in analysis.variants)
         if experiment.winner:
             lines.append(f"Declared winner: **{experiment.winner}**.")
-        elif leader is not None:
-            lines.append(f"Leading so far on `{primary.name}`: {leader} (descriptive only, not a significance test).")
-        else:
+        if not has_data:
             lines.append(f"No `{primary.name}` results recorded yet.")
-        lines.append("Sample size reached." if analysis.sample_size_reached else
-                     f"Sample size not reached yet ({experiment.min_sample_size} users per variant needed).")
+        elif not experiment.winner:
+            sign = 1.0 if primary.direction == "higher" else -1.0
+            top = max(sign * v for v in measured.values())
+            leaders = [k for k, v in measured.items() if sign * v == top]
+            figures = ", ".join(f"{k} {v:.4g}" for k, v in measured.items())
+            if len(leaders) == 1:
+                leader = leaders[0]
+                lines.append(f"Leading so far on `{primary.name}`: {leader} ({figures} per assigned user); "
+                             "descriptive only, not a significance test (analyze_experiment_performance tests it).")
+            else:
+                lines.append(f"No leader on `{primary.name}` so far: {', '.join(leaders)} are level ({figures} "
+                             "per assigned user).")
+        lines.append(sample_size_sentence(analysis))
         if analysis.forced_excluded:
             lines.append(f"{analysis.forced_excluded} QA-forced users are excluded from the figures.")
         return ExperimentSummary(experiment_key=experiment.key, status=experiment.status, summary="\n".join(lines),

@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from mcp_servers import stats as engine
 from mcp_servers.postgres import open_service
 from schemas.errors import Conflict, InvalidInput, NotFound
 
@@ -151,3 +152,41 @@ async def test_decisions_form_an_audit_trail(service):
         await service.record_decision({"action": "x", "reasoning": "r", "actor": "a", "confidence": 1.5})
     with pytest.raises(InvalidInput, match="action"):
         await service.record_decision({"action": "Ship It!", "reasoning": "r", "actor": "a"})
+
+
+async def test_sample_size_is_reached_only_against_a_plan_and_says_its_numbers(pg_dsn):
+    """Issue 18: one user and no min_sample_size used to read "Sample size reached."."""
+    async with open_service(dsn=pg_dsn) as svc:
+        await svc.create_experiment({"key": "unplanned", "name": "Unplanned", "type": "ui",
+                                     "primary_metric": "conversion",
+                                     "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]})
+        await svc.start_experiment("unplanned")
+        await svc.get_variant("unplanned", "only-user")
+        lonely = await svc.get_experiment_summary("unplanned")
+        assert not lonely.sample_size_reached and "Sample size reached" not in lonely.summary
+        assert ("No sample size to judge by yet: min_sample_size is 0 and the control has no conversion results "
+                "to plan from yet; the smallest arm has 0 users.") in lonely.summary
+        assert "No `conversion` results recorded yet." in lonely.summary and lonely.leader is None
+
+        # 400 users, conversions recorded for converters only (value 1): 20% in both arms.
+        for i in range(400):
+            await svc.get_variant("unplanned", f"u{i}")
+            if i % 5 == 0:
+                await svc.record_result("unplanned", f"u{i}", "conversion", 1.0)
+        analysis = await svc.analyze_experiment_data("unplanned")
+        control = next(v for v in analysis.variants if v.is_control)
+        rate = control.metrics["conversion"].sum / control.assigned_users
+        planned = engine.sample_size(0.05, rate, None, target_power=0.8, alpha=0.05).n_per_variant
+        assert analysis.sample_size_per_arm == planned and planned > 10_000 and not analysis.sample_size_reached
+        assert "planned to detect a 5% relative change from the control's conversion" in analysis.sample_size_basis
+        summary = (await svc.get_experiment_summary("unplanned")).summary
+        smallest = min(v.assigned_users for v in analysis.variants)
+        assert f"Sample size not reached: the smallest arm has {smallest:,} of the {planned:,} users per arm" in summary
+        # Per assigned user: the non-converters count as 0, so the table shows the conversion rate, not 1.0.
+        assert f"| {rate:.4g} | (control) |" in summary
+
+        await svc.update_experiment("unplanned", {"min_sample_size": smallest})
+        reached = await svc.get_experiment_summary("unplanned")
+        assert reached.sample_size_reached
+        assert (f"Sample size reached: the smallest arm has {smallest:,} users, at least the {smallest:,} per arm "
+                "(the experiment's min_sample_size).") in reached.summary

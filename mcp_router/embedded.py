@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +93,62 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Postmaster:
+    """A running PostgreSQL as its lock file `postmaster.pid` describes it."""
+
+    pid: int
+    data_dir: Path
+    port: int
+    state: str  # "starting", "ready" or "stopping"
+
+
+def read_postmaster(data_dir: Path) -> Postmaster | None:
+    """The live postmaster of `data_dir`; None when there is no lock file or its process is gone."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):  # absent, unreadable, or read while being written
+        return None
+    if not _pid_alive(pid):
+        return None
+    return Postmaster(pid, Path(lines[1]), port, lines[7].strip() if len(lines) > 7 else "")
+
+
+def postgres_data_dir_on_port(port: int) -> Path | None:
+    """The data dir of the PostgreSQL started with `-p port`, read from its command line (Linux /proc),
+    so that a server of another NEONBLUE_HOME is named without ever connecting to it."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name != "postgres":  # postgres' own children rename themselves "postgres: …"
+            continue
+        options = dict(zip(argv[1:], argv[2:], strict=False))
+        if options.get("-p") == str(port) and "-D" in options:
+            return Path(options["-D"])
+    return None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes Linux send the child SIGINT (PostgreSQL's fast shutdown) when the thread
+    that started it exits, however it exits: SIGKILL and crashes included."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    parent, pr_set_pdeathsig = os.getpid(), 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGINT))
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
+            os._exit(1)
+
+    return arm
+
+
 class EmbeddedPostgres:
     """PostgreSQL 16 from the pgserver wheel, listening on 127.0.0.1:port.
 
@@ -97,6 +156,11 @@ class EmbeddedPostgres:
     other client want TCP, so we drive its initdb/pg_ctl binaries directly.
     As root, PostgreSQL refuses to run, so (like pgserver) we run it as a
     dedicated system user.
+
+    Two ways to start: `start` daemonises it with pg_ctl (`neonblue up`, test
+    fixtures: it outlives this process); `start_for_this_process` runs it as a
+    child that must not outlive this process (`neonblue serve` without a stack),
+    and names that process in `owner_file`.
     """
 
     name = "postgres"
@@ -105,10 +169,18 @@ class EmbeddedPostgres:
         self.data_dir = data_dir
         self.port = port
         self.host = host
+        self._child: subprocess.Popen[bytes] | None = None
 
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @property
+    def owner_file(self) -> Path:
+        """The pid of the process that started this PostgreSQL for itself. Beside `postmaster.pid`, so
+        whoever looks at this data dir (`serve`, `up`, `status`) knows whether a running server is a
+        stack's (no file: meant to outlive the CLI) or a process's (to stop with it, or after it died)."""
+        return self.data_dir / "neonblue-owner.pid"
 
     @staticmethod
     def _system_user() -> str | None:
@@ -149,37 +221,150 @@ class EmbeddedPostgres:
                     os.chown(path, entry.pw_uid, entry.pw_gid)
             self.data_dir.chmod(0o700)
 
-    def is_running(self) -> bool:
-        if not (self.data_dir / "PG_VERSION").exists():
-            return False
-        return self._run("pg_ctl", ["status"], timeout=10).returncode == 0
-
-    def start(self) -> str:
-        """Start (or find running) and return the DSN. Idempotent."""
-        if self.is_running():
-            return self.dsn
-        if not port_is_free(self.host, self.port):
-            raise ConfigError(f"NEONBLUE_PG_PORT: port {self.port} on {self.host} is already in use")
+    def _init_data_dir(self) -> None:
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
             done = self._run("initdb", ["--auth=trust", "--encoding=utf8", "-U", "postgres"], timeout=120)
             if done.returncode != 0:
                 raise ConfigError(f"NEONBLUE_HOME: initdb failed in {self.data_dir}: {done.stderr.strip()[-300:]}")
+
+    def _server_options(self) -> list[str]:
+        return ["-h", self.host, "-p", str(self.port), "-k", str(self.data_dir), "-c", "max_connections=200"]
+
+    def _start_failed(self, logfile: Path, fallback: str) -> ConfigError:
+        tail = logfile.read_text(errors="replace")[-400:] if logfile.exists() else fallback
+        return ConfigError(f"DATABASE_URL: embedded PostgreSQL failed to start: {' '.join(tail.split())}")
+
+    def postmaster(self) -> Postmaster | None:
+        return read_postmaster(self.data_dir)
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._run("pg_ctl", ["status"], timeout=10).returncode == 0
+
+    def _stop_leftover(self) -> None:
+        """Stop the server a process started for itself and died without stopping (SIGKILL): the owner
+        file names a dead process. Restarting it is cheap and never adopts a server that is going down."""
+        owner = self.owner()
+        if owner is None or _pid_alive(owner):
+            return
+        if (left := self.postmaster()) is not None:
+            log.warning("stopping the PostgreSQL (pid %s) of %s left running by process %s, which is gone",
+                        left.pid, self.data_dir, owner)
+            self._run("pg_ctl", ["-w", "-t", "60", "-m", "fast", "stop"], timeout=90)
+            if self.postmaster() is not None:
+                raise ConfigError(f"NEONBLUE_HOME: cannot stop the PostgreSQL left running in {self.data_dir} "
+                                  f"(pid {left.pid}); stop it and retry")
+        self.owner_file.unlink(missing_ok=True)
+
+    def _running_here(self, timeout: float = 60.0) -> Postmaster | None:
+        """This data dir's server once it is ready (waiting out a start or stop in progress), checked to
+        listen on our port: a DSN on our port must never reach another data dir's server."""
+        deadline = time.monotonic() + timeout
+        while (running := self.postmaster()) is not None and running.state != "ready":
+            if time.monotonic() > deadline:
+                raise ConfigError(f"NEONBLUE_HOME: the PostgreSQL of {self.data_dir} is stuck {running.state!r}")
+            time.sleep(0.05)
+        if running is not None and running.port != self.port:
+            raise ConfigError(f"NEONBLUE_PG_PORT: the PostgreSQL of {self.data_dir} runs on port {running.port}, "
+                              f"not {self.port}; set NEONBLUE_PG_PORT={running.port} or stop that server")
+        return running
+
+    def _claim_port(self) -> None:
+        if port_is_free(self.host, self.port):
+            return
+        other = postgres_data_dir_on_port(self.port)
+        holder = f"the PostgreSQL of {other}" if other else "another process"
+        raise ConfigError(f"NEONBLUE_PG_PORT: port {self.port} on {self.host} is in use by {holder}, not by "
+                          f"the PostgreSQL of {self.data_dir}; set NEONBLUE_PG_PORT to a free port")
+
+    def start(self) -> str:
+        """Start as a daemon that outlives this process (or find this data dir's server running on our
+        port) and return the DSN. Idempotent."""
+        self._stop_leftover()
+        if self._running_here() is not None:
+            return self.dsn
+        self._claim_port()
+        self._init_data_dir()
+        self.owner_file.unlink(missing_ok=True)  # a daemon belongs to no process
         logfile = self.data_dir / "postgres.log"
-        options = f"-h {self.host} -p {self.port} -k {self.data_dir} -c max_connections=200"
+        options = shlex.join(self._server_options())
         done = self._run("pg_ctl", ["-w", "-t", "60", "-o", options, "-l", str(logfile), "start"], timeout=90)
         if done.returncode != 0:
-            tail = logfile.read_text(errors="replace")[-400:] if logfile.exists() else done.stderr
-            raise ConfigError(f"DATABASE_URL: embedded PostgreSQL failed to start: {tail.strip()}")
+            raise self._start_failed(logfile, done.stderr)
         return self.dsn
 
+    def start_for_this_process(self, timeout: float = 60.0) -> bool:
+        """Start PostgreSQL as a child of this process, which stops it on exit; True if it did.
+
+        False, starting nothing, when this data dir's server already runs on our port (a stack's, or
+        one another live process started): that server is left alone. The child gets SIGINT (fast
+        shutdown) if this process dies without stopping it, SIGKILL included; should it survive anyway,
+        `owner_file` names this process, so the next start stops it. Call from the main thread: Linux
+        signals the child when the *thread* that started it exits.
+        """
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        self._stop_leftover()
+        if self._running_here() is not None:
+            return False
+        self._claim_port()
+        self._init_data_dir()
+        self.owner_file.write_text(f"{os.getpid()}\n")
+        logfile = self.data_dir / "postgres.log"
+        try:
+            with logfile.open("ab") as log_fh:
+                if (user := self._system_user()) is not None:  # pg_ctl, run as that user, appends to it later
+                    import pwd
+
+                    entry = pwd.getpwnam(user)
+                    os.chown(logfile, entry.pw_uid, entry.pw_gid)
+                self._child = subprocess.Popen(
+                    [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), *self._server_options()],
+                    user=user,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches this process, which stops PostgreSQL in order
+                    preexec_fn=_die_with_parent(),
+                )
+            deadline = time.monotonic() + timeout
+            while (running := self.postmaster()) is None or running.pid != self._child.pid or running.state != "ready":
+                if self._child.poll() is not None or time.monotonic() > deadline:
+                    raise self._start_failed(logfile, "no log")
+                time.sleep(0.05)
+        except BaseException:
+            if self._child is not None and self._child.poll() is None:
+                self._child.kill()
+                self._child.wait()
+            self._child = None
+            self.owner_file.unlink(missing_ok=True)
+            raise
+        return True
+
     def stop(self) -> None:
+        """Fast shutdown (sessions end, then a checkpoint) of this data dir's server."""
         if self.is_running():
             self._run("pg_ctl", ["-w", "-m", "fast", "stop"], timeout=60)
+        if self._child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(timeout=10)
+            self._child = None
+        if self.owner() == os.getpid():
+            self.owner_file.unlink(missing_ok=True)
 
     def status(self) -> PartStatus:
         running = self.is_running()
-        return PartStatus(self.name, running, f"{self.host}:{self.port}", str(self.data_dir))
+        owner = self.owner() if running else None
+        detail = f"started by process {owner}, stops with it" if owner is not None else ""
+        return PartStatus(self.name, running, f"{self.host}:{self.port}", str(self.data_dir), detail)
 
 
 class ManagedProcess:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import secrets
 import shlex
+import signal
+import stat
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
@@ -135,8 +140,9 @@ def embedded_database(settings: Settings) -> Iterator[None]:
 
     ensure_writable_dir(settings.neonblue_home, "NEONBLUE_HOME")
     postgres = EmbeddedPostgres(settings.pg_data_dir, settings.embedded_pg_port)
-    started_here = not postgres.is_running()
-    postgres.start()
+    # A child of this process that dies with it; a left-over of a crashed serve of this home is
+    # stopped first; another home's server on our port is refused (ConfigError), never connected to.
+    started_here = postgres.start_for_this_process()
     try:
         yield
     finally:
@@ -144,27 +150,137 @@ def embedded_database(settings: Settings) -> Iterator[None]:
             postgres.stop()
 
 
+class Shutdown:
+    """SIGTERM and SIGINT end `serve` cleanly, so it stops what it started.
+
+    SIGTERM's default action kills the process without running `finally` blocks (the embedded
+    PostgreSQL outlived it), and SIGINT's KeyboardInterrupt lands wherever the main thread is. Here a
+    signal is recorded, and the callback the event loop registered (`on_signal`) runs on that loop:
+    stdio cancels its serving, HTTP lets uvicorn finish the requests in flight. While PostgreSQL
+    starts or stops (no loop), the request waits for that step to end. A second SIGINT exits at
+    once (the embedded PostgreSQL, a child told by the kernel, still shuts down).
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._callback: Callable[[], object] | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def on_signal(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the running loop when a signal arrives; at once if one already has."""
+        self._loop, self._callback = asyncio.get_running_loop(), callback
+        if self.requested:
+            callback()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signal is None:
+            self.signal = signum
+            log.info("%s: shutting down", signal.Signals(signum).name)
+        elif signum == signal.SIGINT:  # Ctrl-C again: the user will not wait
+            os._exit(128 + signum)
+        loop, callback = self._loop, self._callback
+        if loop is not None and callback is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+
+@contextmanager
+def signals_end_serving() -> Iterator[Shutdown]:
+    shutdown = Shutdown()
+    previous = {sig: signal.signal(sig, shutdown._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield shutdown
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _StdinLines:
+    """Lines of a pipe, socket or terminal read on the event loop.
+
+    The MCP SDK reads stdin in a worker thread, and cancelling that read waits for the next line:
+    Ctrl-C or SIGTERM left `serve` running until the client wrote or closed stdin. Waiting for
+    readability on the loop instead makes cancelling immediate.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._scanned = 0  # no newline before this offset of _buffer
+        self._eof = False
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while (end := self._buffer.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buffer)
+            if self._eof:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                end = len(self._buffer) - 1  # a last line without its newline
+                break
+            await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, 1 << 16)  # readable: returns without blocking
+            self._eof = not chunk
+            self._buffer += chunk
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        return line.decode("utf-8", errors="replace")
+
+    @classmethod
+    def of_stdin(cls) -> _StdinLines | None:
+        """For a stdin the loop can poll; None (the SDK's reader) for a file, which never blocks for long."""
+        try:
+            mode = os.fstat(0).st_mode
+        except OSError:
+            return None
+        pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)
+        return cls(0) if pollable and sys.platform != "win32" else None
+
+
+@asynccontextmanager
+async def _stdio() -> AsyncIterator[tuple[Any, Any]]:
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server(stdin=_StdinLines.of_stdin()) as streams:  # type: ignore[arg-type]
+        yield streams
+
+
 def run_stdio(settings: Settings, server: str | None = None) -> None:
-    """Serve MCP over stdio: one server alone, the router attached to a running stack, or the router owning stores."""
+    """Serve MCP over stdio: one server alone, the router attached to a running stack, or the router owning stores.
+
+    It ends when stdin closes or on SIGTERM/SIGINT, and stops the PostgreSQL it started.
+    """
     from mcp_router.stack import Stack
 
     stack = Stack(settings)
     attach = server is None and stack.owner.pid() is not None and stack.owner_healthy()
     needs_database = server in (None, "postgres", "intelligence") and not attach
-    with embedded_database(settings) if needs_database else nullcontext():
-        anyio.run(_stdio_main, settings, server, attach)
+    with signals_end_serving() as shutdown, (embedded_database(settings) if needs_database else nullcontext()):
+        if not shutdown.requested:
+            anyio.run(_stdio_main, settings, server, attach, shutdown)
 
 
-async def _stdio_main(settings: Settings, server: str | None, attach: bool) -> None:
-    from mcp.server.stdio import stdio_server
+async def _stdio_main(settings: Settings, server: str | None, attach: bool, shutdown: Shutdown) -> None:
+    with anyio.CancelScope() as serving:
+        shutdown.on_signal(serving.cancel)
+        await _serve_stdio(settings, server, attach)
 
+
+async def _serve_stdio(settings: Settings, server: str | None, attach: bool) -> None:
     if server is not None:
         spec = SERVERS[server]
         if spec.needs_backends:  # intelligence needs the others: a router, serving only its tools
             async with open_router(settings) as router:
                 await _serve_lowlevel_stdio(router.backends[server].target._lowlevel_server)  # type: ignore[union-attr]
             return
-        await spec.serve_stdio(settings)
+        async with spec.open_service(settings) as service:
+            await _serve_lowlevel_stdio(spec.build_server(service)._lowlevel_server)
         return
     if attach:
         from mcp_router.stack import Stack
@@ -174,14 +290,12 @@ async def _stdio_main(settings: Settings, server: str | None, attach: bool) -> N
         cm = open_attached_router(f"{url}/mcp", resolve_token(settings, create=False))
     else:
         cm = open_router(settings)
-    async with cm as router, stdio_server() as (read, write):
+    async with cm as router, _stdio() as (read, write):
         await router.server.run(read, write, router.server.create_initialization_options())
 
 
 async def _serve_lowlevel_stdio(lowlevel: Any) -> None:
-    from mcp.server.stdio import stdio_server
-
-    async with stdio_server() as (read, write):
+    async with _stdio() as (read, write):
         await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
@@ -200,7 +314,12 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
     if token is None:
         log.warning("serving HTTP on %s without a bearer token (loopback only)", settings.http_host)
 
-    async def main() -> None:
+    async def main(shutdown: Shutdown) -> None:
+        with anyio.CancelScope() as starting:
+            shutdown.on_signal(starting.cancel)  # a signal while the stores open: stop opening them
+            await serve_router(shutdown)
+
+    async def serve_router(shutdown: Shutdown) -> None:
         from stream_processor.processor import StreamStats
 
         stats = StreamStats() if with_stream else None
@@ -209,6 +328,9 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="on")
             server = uvicorn.Server(config)
+            # From here a signal asks uvicorn to finish the requests in flight (uvicorn also catches
+            # the signal while it serves, then raises it again: Shutdown records it, nothing dies).
+            shutdown.on_signal(lambda: setattr(server, "should_exit", True))
             if not with_stream:
                 await server.serve()
                 return
@@ -231,5 +353,7 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
 
     if server is not None:
         raise ConfigError("serve --http serves the router; run a single server over stdio instead")
-    with embedded_database(settings):  # `up` started it already for the owner; standalone, this process does
-        anyio.run(main)
+    # `up` started PostgreSQL already for the owner; standalone, this process does, and stops it.
+    with signals_end_serving() as shutdown, embedded_database(settings):
+        if not shutdown.requested:
+            anyio.run(main, shutdown)

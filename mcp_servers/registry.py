@@ -16,6 +16,7 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
+from mcp_servers.stdio import serve_stdio
 from schemas.servers import CHROMADB, CLICKHOUSE, INTELLIGENCE, POSTGRES, ROLES, SERVER_NAMES
 from schemas.settings import Settings
 
@@ -71,9 +72,8 @@ class ServerSpec:
         return self.load().build_server(service)
 
     async def serve_stdio(self, settings: Settings) -> None:
-        """This server alone over stdio (`python -m mcp_servers.<name>`, `neonblue serve <name>`)."""
-        async with self.open_service(settings) as service:
-            await self.build_server(service).run_stdio_async()
+        """This server alone over stdio (`neonblue serve <name>`; `python -m mcp_servers.<name>` is the same)."""
+        await serve_stdio(self.load(), settings)
 
 
 _PACKAGES: dict[str, Callable[[], ModuleType]] = {
@@ -83,26 +83,3 @@ _PACKAGES: dict[str, Callable[[], ModuleType]] = {
 SERVERS: dict[str, ServerSpec] = {
     name: ServerSpec(name, _PACKAGES[name], needs_backends=name == INTELLIGENCE) for name in SERVER_NAMES
 }
-
-
-def stdio_main(name: str) -> int:
-    """Entry point of `python -m mcp_servers.<name>`: logs to stderr, a store that is down is one
-    line and exit status 2, Ctrl-C is 130."""
-    import logging
-
-    import anyio
-
-    from schemas.errors import ServiceError
-    from schemas.logs import configure_logging
-    from schemas.settings import get_settings
-
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    try:
-        anyio.run(SERVERS[name].serve_stdio, settings)
-    except ServiceError as exc:
-        logging.getLogger(f"mcp_servers.{name}").error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0

@@ -19,7 +19,8 @@ from typing import Any
 
 import anyio
 
-from mcp_servers.registry import SERVERS
+from mcp_servers import chroma
+from mcp_servers.stdio import serve_stdio
 from schemas.errors import ServiceError
 from schemas.logs import configure_logging
 from schemas.settings import get_settings
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stats":
             anyio.run(stats)
         else:
-            anyio.run(SERVERS["chromadb"].serve_stdio, settings)
+            anyio.run(serve_stdio, chroma, settings)
     except ServiceError as exc:
         logging.getLogger("mcp_servers.chroma").error("%s", exc)
         return 2

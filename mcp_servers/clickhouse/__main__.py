@@ -7,7 +7,8 @@ carries the MCP protocol only.
 
 import sys
 
-from mcp_servers.registry import stdio_main
+from mcp_servers import clickhouse
+from mcp_servers.stdio import stdio_main
 
 if __name__ == "__main__":
-    sys.exit(stdio_main("clickhouse"))
+    sys.exit(stdio_main("clickhouse", clickhouse))

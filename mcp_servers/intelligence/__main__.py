@@ -9,7 +9,8 @@ it reads DATABASE_URL (unset: the embedded PostgreSQL of a running `neonblue up`
 
 import sys
 
-from mcp_servers.registry import stdio_main
+from mcp_servers import intelligence
+from mcp_servers.stdio import stdio_main
 
 if __name__ == "__main__":
-    sys.exit(stdio_main("intelligence"))
+    sys.exit(stdio_main("intelligence", intelligence))

@@ -6,7 +6,8 @@ stderr; stdout carries the MCP protocol only.
 
 import sys
 
-from mcp_servers.registry import stdio_main
+from mcp_servers import postgres
+from mcp_servers.stdio import stdio_main
 
 if __name__ == "__main__":
-    sys.exit(stdio_main("postgres"))
+    sys.exit(stdio_main("postgres", postgres))

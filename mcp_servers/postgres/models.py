@@ -278,6 +278,9 @@ class VariantAssignment(BaseModel):
     )
     bucket: float | None = Field(description="The user's hash value in [0, 1), when hashing decided.")
     newly_recorded: bool
+    newly_exposed: bool = Field(
+        default=False, description="True when this call recorded the user's first exposure (sent on to the event "
+        "store, where the analysis counts it); false when exposed before, exposed=false, forced or not in the experiment.")
     reason: str
 
 
@@ -308,6 +311,7 @@ class BatchAssignment(BaseModel):
     newly_recorded: int
     already_recorded: int
     not_in_experiment: int
+    newly_exposed: int = Field(default=0, description="Users whose first exposure this call recorded (exposed=true).")
 
 
 class ExposureRecord(BaseModel):

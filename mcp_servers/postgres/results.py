@@ -66,7 +66,12 @@ class Results(RegistryBase):
     async def record_result(self, ref: str | int, user_id: str, metric: str, value: float, *,
                             event_id: str | None = None, metadata: Mapping[str, Any] | None = None,
                             recorded_at: datetime | None = None) -> ResultRecorded:
-        """Record one metric value for an assigned user; attributed to the user's recorded variant."""
+        """Record one metric value for an assigned user; attributed to the user's recorded variant.
+
+        The value also becomes a `metric` event for the event store (where every analysis reads), through
+        the event outbox row written in the same statement; its event id is `event_id` when given (1-128
+        characters), so a repeat, or the same event sent over Kafka with that id, counts once.
+        """
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             raise InvalidInput(f"value must be a finite number, got {value!r}")
         if abs(value) > MAX_RESULT_VALUE:
@@ -93,7 +98,7 @@ class Results(RegistryBase):
             raise Conflict(f"user {user_id!r} has no assignment in {key!r}: call get_variant for them first")
         variant = {v["id"]: v for v in row["variants"]}[row["assigned_variant_id"]]
         inserted = await self.store.insert_result(row["id"], variant["id"], user_id, metric, float(value), event_id,
-                                                  dict(metadata or {}), recorded_at)
+                                                  dict(metadata or {}), recorded_at, key, variant["key"])
         if inserted is None:  # event_id seen before: at-least-once delivery, keep the first
             existing = await self.store.result_by_event(row["id"], event_id or "")
             if existing is None:  # pragma: no cover - only a concurrent delete could cause this

@@ -159,7 +159,12 @@ def build_server(service: ExperimentService) -> MCPServer:
     # ---------------------------------------------------------------- assignment
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
-    async def get_variant(experiment: ExperimentRef, user_id: UserId, attributes: Attributes = None) -> VariantAssignment:
+    async def get_variant(
+        experiment: ExperimentRef, user_id: UserId, attributes: Attributes = None,
+        exposed: Annotated[bool, Field(description="The user is shown the variant now (the default): the first such "
+                                       "call counts them as exposed in the analysis. false: fetched but not shown "
+                                       "yet; a later exposed call counts them then.")] = True,
+    ) -> VariantAssignment:
         """Assign a user to a variant and return what to serve (variant key and its config).
 
         Deterministic and sticky: the same user always gets the same variant; the
@@ -167,9 +172,11 @@ def build_server(service: ExperimentService) -> MCPServer:
         experiments assign; a concluded one serves its winner), QA overrides,
         targeting (pass the user's attributes), namespace, coverage and weights.
         When in_experiment is false, serve your default experience.
+        The user's first exposed call is their exposure in the analysis (newly_exposed
+        says this call recorded it); QA-forced users are never counted.
         Example: {"experiment": "support-prompt-v2", "user_id": "u-123", "attributes": {"country": "US"}}
         """
-        return await service.get_variant(experiment, user_id, attributes)
+        return await service.get_variant(experiment, user_id, attributes, exposed=exposed)
 
     @mcp.tool(annotations=READ_ONLY)
     async def predict_user_assignment(experiment: ExperimentRef, user_id: UserId,
@@ -194,7 +201,8 @@ def build_server(service: ExperimentService) -> MCPServer:
         metadata: Annotated[dict[str, Any] | None, Field(default=None, description="Extra context stored with the value.")] = None,
     ) -> ResultRecorded:
         """Record one metric value for a user already assigned by get_variant; it is attributed
-        to the user's variant. The metric must be declared on the experiment (primary,
+        to the user's variant and reaches the event store the analysis reads (counted once per
+        event_id). The metric must be declared on the experiment (primary,
         secondary or guardrail). Refused for drafts and unassigned users.
         Example: {"experiment": "support-prompt-v2", "user_id": "u-123", "metric": "resolution_rate", "value": 1.0}
         """

@@ -202,11 +202,27 @@ class ExperimentStore(Protocol):
     async def lock_experiment(self, conn: Any, ref: str | int) -> asyncpg.Record | None: ...
     async def fetch_for_assignment(self, ref: str | int, user_id: str) -> asyncpg.Record | None: ...
     async def assign_if_current(self, experiment_id: int, user_id: str, revision: int, variant_id: int | None,
-                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None: ...
+                                bucket: float | None, attributes: dict[str, Any] | None,
+                                exposed: bool = True) -> asyncpg.Record | None: ...
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
-                                bucket: float | None, attributes: dict[str, Any] | None) -> bool: ...
+                                bucket: float | None, attributes: dict[str, Any] | None, exposed: bool = True) -> bool: ...
     async def run_read_only(self, query: GuardedQuery, timeout_ms: int, max_rows: int,
                             max_bytes: int) -> dict[str, Any]: ...
+
+
+# The event outbox (migration 0004): the facts every analysis must see, written by the statement that
+# writes the assignment or the result, relayed to Kafka by stream_processor/outbox.py.
+_OUTBOX = f"{SCHEMA}.event_outbox"
+
+
+def _exposure_outbox(exposed: str, key: str) -> str:
+    """INSERT of one exposure outbox row per row of the CTE `exposed` (user_id, variant_id, exposed_at);
+    `key` is the SQL of the experiment key. The event id is one per (experiment, user): the analysis takes
+    each user's first exposure, so one exposure event per user is all it needs."""
+    return f"""INSERT INTO {_OUTBOX} (event_id, event_type, experiment_key, variant_key, user_id, occurred_at)
+                SELECT {SCHEMA}.event_uuid('exposure:' || {key} || ':' || x.user_id), 'exposure', {key}, v.key,
+                       x.user_id, x.exposed_at
+                FROM {exposed} x JOIN {SCHEMA}.variants v ON v.id = x.variant_id"""
 
 
 class PostgresStore:
@@ -219,6 +235,11 @@ class PostgresStore:
     are re-hashed to the same variant unless the weights changed meanwhile. This
     removes the WAL flush from get_variant's latency. Everything else (definitions,
     results, decisions, the change log) commits durably.
+
+    An exposure's outbox row is written by the statement that records the assignment (or first
+    marks it exposed), so the two share one transaction and one fate: a crash that forgets an
+    assignment forgets its exposure too, and the user's next get_variant writes both again (with
+    the same event id, so an exposure the relay had already sent still counts once).
     """
 
     def __init__(self, pool: asyncpg.Pool, readonly_role: str | None,
@@ -409,53 +430,97 @@ class PostgresStore:
         """The experiment with its variants and this user's recorded assignment, in one round trip."""
         clause, value = _ref_clause(ref)
         return await self.pool.fetchrow(
-            f"""SELECT x.*, a.variant_id AS assigned_variant_id, a.source AS assigned_source, a.bucket AS assigned_bucket
+            f"""SELECT x.*, a.variant_id AS assigned_variant_id, a.source AS assigned_source, a.bucket AS assigned_bucket,
+                   a.exposed_at AS assigned_exposed_at
             FROM ({_EXPERIMENT_SELECT} WHERE {clause}) x
             LEFT JOIN {SCHEMA}.assignments a ON a.experiment_id = x.id AND a.user_id = $2""",
             value, user_id,
         )
 
     async def assign_if_current(self, experiment_id: int, user_id: str, revision: int, variant_id: int | None,
-                                bucket: float | None, attributes: dict[str, Any] | None) -> asyncpg.Record | None:
+                                bucket: float | None, attributes: dict[str, Any] | None,
+                                exposed: bool = True) -> asyncpg.Record | None:
         """One round trip for get_variant with a cached definition.
 
         Reads the experiment's status and row version and the user's recorded
         assignment, and (when `variant_id` is given, the experiment is running and
         still at `revision`, and the user has no assignment) records the new one.
-        Returns status, revision, prior_variant, prior_bucket, inserted; None when the
-        experiment no longer exists.
+        With `exposed`, a new assignment, or a recorded one not exposed before, is
+        stamped exposed and its exposure written to the outbox, in the same statement;
+        a user exposed before costs no write. Returns status, revision, prior_variant,
+        prior_bucket, inserted, exposure_written; None when the experiment no longer exists.
         """
         return await self.assignment_pool.fetchrow(
             f"""WITH e AS (
-                SELECT id, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
+                SELECT id, key, status, xmin::text::bigint AS revision FROM {SCHEMA}.experiments WHERE id = $1
             ), prior AS (
-                SELECT variant_id, bucket FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = $2
+                SELECT variant_id, bucket, source, exposed_at FROM {SCHEMA}.assignments
+                WHERE experiment_id = $1 AND user_id = $2
             ), ins AS (
-                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
-                SELECT $1, $2, $4, 'hash', $5, $6 FROM e
+                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes, exposed_at)
+                SELECT $1, $2, $4, 'hash', $5, $6, CASE WHEN $7::boolean THEN now() END FROM e
                 WHERE $4::bigint IS NOT NULL AND e.status = 'running' AND e.revision = $3
                   AND NOT EXISTS (SELECT 1 FROM prior)
                 ON CONFLICT (experiment_id, user_id) DO NOTHING
+                RETURNING user_id, variant_id, exposed_at
+            ), shown AS (
+                UPDATE {SCHEMA}.assignments a SET exposed_at = now()
+                WHERE $7::boolean AND a.experiment_id = $1 AND a.user_id = $2
+                  AND a.exposed_at IS NULL AND a.source <> 'forced'
+                  AND EXISTS (SELECT 1 FROM prior WHERE prior.exposed_at IS NULL AND prior.source <> 'forced')
+                  AND EXISTS (SELECT 1 FROM e WHERE e.status = 'running' AND e.revision = $3)
+                RETURNING a.user_id, a.variant_id, a.exposed_at
+            ), exposed AS (
+                SELECT * FROM ins WHERE exposed_at IS NOT NULL UNION ALL SELECT * FROM shown
+            ), outbox AS (
+                {_exposure_outbox("exposed", "(SELECT key FROM e)")}
                 RETURNING 1
             )
             SELECT e.status, e.revision, (SELECT variant_id FROM prior) AS prior_variant,
-                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted
+                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted,
+                   EXISTS (SELECT 1 FROM outbox) AS exposure_written
             FROM e""",
-            experiment_id, user_id, revision, variant_id, bucket, attributes,
+            experiment_id, user_id, revision, variant_id, bucket, attributes, exposed,
         )
 
     async def insert_assignment(self, experiment_id: int, user_id: str, variant_id: int, source: str,
-                                bucket: float | None, attributes: dict[str, Any] | None) -> bool:
-        """Record the first assignment of a user; False when one exists already or the experiment stopped meanwhile."""
+                                bucket: float | None, attributes: dict[str, Any] | None, exposed: bool = True) -> bool:
+        """Record the first assignment of a user (with `exposed`, also its exposure, in the outbox);
+        False when one exists already or the experiment stopped meanwhile."""
         row = await self.assignment_pool.fetchval(
-            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes)
-            SELECT $1, $2, $3, $4, $5, $6
-            WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
-            ON CONFLICT (experiment_id, user_id) DO NOTHING
-            RETURNING 1""",
-            experiment_id, user_id, variant_id, source, bucket, attributes,
+            f"""WITH e AS (
+                SELECT key FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running'
+            ), ins AS (
+                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes, exposed_at)
+                SELECT $1, $2, $3, $4, $5, $6, CASE WHEN $7::boolean THEN now() END FROM e
+                ON CONFLICT (experiment_id, user_id) DO NOTHING
+                RETURNING user_id, variant_id, exposed_at
+            ), outbox AS (
+                {_exposure_outbox("(SELECT * FROM ins WHERE exposed_at IS NOT NULL)", "(SELECT key FROM e)")}
+            )
+            SELECT 1 FROM ins""",
+            experiment_id, user_id, variant_id, source, bucket, attributes, exposed,
         )
         return row is not None
+
+    async def mark_exposed(self, experiment_id: int, user_ids: Sequence[str]) -> set[str]:
+        """Users assigned earlier but not exposed until now (never QA-forced ones): stamp them exposed and
+        write their exposures to the outbox, in one statement. Returns the user ids newly exposed."""
+        rows = await self.assignment_pool.fetch(
+            f"""WITH e AS (
+                SELECT key FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running'
+            ), shown AS (
+                UPDATE {SCHEMA}.assignments a SET exposed_at = now()
+                WHERE a.experiment_id = $1 AND a.user_id = ANY($2::text[]) AND a.exposed_at IS NULL
+                  AND a.source <> 'forced' AND EXISTS (SELECT 1 FROM e)
+                RETURNING a.user_id, a.variant_id, a.exposed_at
+            ), outbox AS (
+                {_exposure_outbox("shown", "(SELECT key FROM e)")}
+            )
+            SELECT user_id FROM shown""",
+            experiment_id, list(user_ids),
+        )
+        return {r["user_id"] for r in rows}
 
     async def force_assignment(self, experiment_id: int, user_id: str, variant_id: int,
                                attributes: dict[str, Any] | None) -> bool:
@@ -471,23 +536,34 @@ class PostgresStore:
         )
         return row is not None
 
-    async def recorded_assignments(self, experiment_id: int, user_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    async def recorded_assignments(self, experiment_id: int, user_ids: Sequence[str]) -> dict[str, tuple[int, str, bool]]:
+        """user id -> (variant id, source, exposed) of the given users' recorded assignments."""
         rows = await self.pool.fetch(
-            f"SELECT user_id, variant_id, source FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND user_id = ANY($2::text[])",
+            f"""SELECT user_id, variant_id, source, exposed_at IS NOT NULL AS exposed FROM {SCHEMA}.assignments
+            WHERE experiment_id = $1 AND user_id = ANY($2::text[])""",
             experiment_id, list(user_ids),
         )
-        return {r["user_id"]: (r["variant_id"], r["source"]) for r in rows}
+        return {r["user_id"]: (r["variant_id"], r["source"], r["exposed"]) for r in rows}
 
     async def insert_assignments(self, experiment_id: int, user_ids: Sequence[str], variant_ids: Sequence[int],
-                                 buckets: Sequence[float | None], source: str = "hash") -> set[str]:
-        """Bulk first-assignment insert (running experiments only); returns the user ids inserted."""
+                                 buckets: Sequence[float | None], source: str = "hash", exposed: bool = True) -> set[str]:
+        """Bulk first-assignment insert (running experiments only), with `exposed` their exposures in the
+        outbox too (same statement); returns the user ids inserted."""
         rows = await self.assignment_pool.fetch(
-            f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket)
-            SELECT $1, u, v, $5, b FROM unnest($2::text[], $3::bigint[], $4::float8[]) AS t(u, v, b)
-            WHERE EXISTS (SELECT 1 FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running')
-            ON CONFLICT (experiment_id, user_id) DO NOTHING
-            RETURNING user_id""",
-            experiment_id, list(user_ids), list(variant_ids), list(buckets), source,
+            f"""WITH e AS (
+                SELECT key FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running'
+            ), ins AS (
+                INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, exposed_at)
+                SELECT $1, u, v, $5, b, CASE WHEN $6::boolean THEN now() END
+                FROM unnest($2::text[], $3::bigint[], $4::float8[]) AS t(u, v, b)
+                WHERE EXISTS (SELECT 1 FROM e)
+                ON CONFLICT (experiment_id, user_id) DO NOTHING
+                RETURNING user_id, variant_id, exposed_at
+            ), outbox AS (
+                {_exposure_outbox("(SELECT * FROM ins WHERE exposed_at IS NOT NULL)", "(SELECT key FROM e)")}
+            )
+            SELECT user_id FROM ins""",
+            experiment_id, list(user_ids), list(variant_ids), list(buckets), source, exposed,
         )
         return {r["user_id"] for r in rows}
 
@@ -517,23 +593,40 @@ class PostgresStore:
                 "CREATE TEMP TABLE IF NOT EXISTS exposures_in (e bigint, u text, v bigint, t timestamptz) "
                 "ON COMMIT DELETE ROWS")
             await conn.copy_records_to_table("exposures_in", records=rows)
+            # Exposed already (these ARE exposure events): stamped, and never written to the outbox.
             status = await conn.execute(
-                f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at)
-                SELECT e, u, v, 'exposure', COALESCE(t, now()) FROM exposures_in
+                f"""INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, assigned_at, exposed_at)
+                SELECT e, u, v, 'exposure', COALESCE(t, now()), COALESCE(t, now()) FROM exposures_in
                 ON CONFLICT (experiment_id, user_id) DO NOTHING""")
         return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows inserted>"
 
     # ------------------------------------------------------------ results
 
     async def insert_result(self, experiment_id: int, variant_id: int, user_id: str, metric: str, value: float,
-                            event_id: str | None, metadata: dict[str, Any], recorded_at: datetime | None) -> asyncpg.Record | None:
+                            event_id: str | None, metadata: dict[str, Any], recorded_at: datetime | None,
+                            experiment_key: str, variant_key: str) -> asyncpg.Record | None:
+        """Insert a result and its metric event's outbox row in one statement; None when `event_id` was
+        recorded before (then nothing is written). The event's id is the caller's `event_id` when the event
+        schema can carry it (1-128 characters), so the same fact sent over Kafka with that id counts once;
+        else one derived from it, or from the result row."""
         return await self.pool.fetchrow(
-            f"""INSERT INTO {SCHEMA}.results
-                (experiment_id, variant_id, user_id, metric_name, metric_value, event_id, metadata, recorded_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))
-            ON CONFLICT (experiment_id, event_id) DO NOTHING
-            RETURNING id, recorded_at""",
-            experiment_id, variant_id, user_id, metric, value, event_id, metadata, recorded_at,
+            f"""WITH r AS (
+                INSERT INTO {SCHEMA}.results
+                    (experiment_id, variant_id, user_id, metric_name, metric_value, event_id, metadata, recorded_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))
+                ON CONFLICT (experiment_id, event_id) DO NOTHING
+                RETURNING id, recorded_at
+            ), outbox AS (
+                INSERT INTO {_OUTBOX} (event_id, event_type, experiment_key, variant_key, user_id, metric, value, occurred_at)
+                SELECT CASE WHEN length($6) BETWEEN 1 AND 128 THEN $6
+                            ELSE {SCHEMA}.event_uuid('result:' || $9 || ':' ||
+                                 COALESCE($6, r.id || ':' || extract(epoch FROM r.recorded_at))) END,
+                       'metric', $9, $10, $3, $4, $5, r.recorded_at
+                FROM r
+            )
+            SELECT id, recorded_at FROM r""",
+            experiment_id, variant_id, user_id, metric, value, event_id, metadata, recorded_at, experiment_key,
+            variant_key,
         )
 
     async def result_by_event(self, experiment_id: int, event_id: str) -> asyncpg.Record | None:
@@ -569,6 +662,60 @@ class PostgresStore:
             FROM {SCHEMA}.assignments WHERE experiment_id = $1 GROUP BY variant_id""",
             experiment_id,
         )
+
+    # ------------------------------------------------------------ the event outbox (read by the relay)
+
+    async def claim_outbox(self, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+        """Lease up to `limit` unsent rows, oldest first, that no live lease holds; in id order.
+
+        SKIP LOCKED lets several relays claim disjoint batches; a lease (not a long transaction)
+        marks a claim, so a relay that dies between producing and marking sent only delays the
+        rows until the lease ends, when any relay sends them again (the same event ids).
+        """
+        rows = await self.pool.fetch(
+            f"""UPDATE {_OUTBOX} o SET leased_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
+            WHERE o.id IN (
+                SELECT id FROM {_OUTBOX}
+                WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < now())
+                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING o.id, o.event_id, o.event_type, o.experiment_key, o.variant_key, o.user_id, o.metric, o.value,
+                      o.occurred_at""",
+            limit, float(lease_seconds),
+        )
+        return sorted(rows, key=lambda r: r["id"])
+
+    async def mark_outbox_sent(self, ids: Sequence[int]) -> None:
+        await self.pool.execute(
+            f"UPDATE {_OUTBOX} SET sent_at = now(), leased_until = NULL, last_error = NULL WHERE id = ANY($1::bigint[])",
+            list(ids),
+        )
+
+    async def release_outbox(self, ids: Sequence[int], error: str) -> None:
+        """Give claimed rows back at once (the broker refused them): the next claim retries them."""
+        await self.pool.execute(
+            f"UPDATE {_OUTBOX} SET leased_until = NULL, last_error = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL",
+            list(ids), error[:1000],
+        )
+
+    async def outbox_backlog(self) -> asyncpg.Record:
+        """unsent (rows), oldest (created_at of the oldest unsent row, or None), last_error (of that row)."""
+        return await self.pool.fetchrow(
+            f"""SELECT count(*) AS unsent, min(created_at) AS oldest,
+                       (SELECT last_error FROM {_OUTBOX} WHERE sent_at IS NULL ORDER BY id LIMIT 1) AS last_error
+            FROM {_OUTBOX} WHERE sent_at IS NULL"""
+        )
+
+    async def prune_outbox(self, older_than_seconds: float, limit: int = 10_000) -> int:
+        """Delete up to `limit` rows sent more than `older_than_seconds` ago and older than every unsent row."""
+        status = await self.pool.execute(
+            f"""DELETE FROM {_OUTBOX} WHERE id IN (
+                SELECT id FROM {_OUTBOX}
+                WHERE id < COALESCE((SELECT min(id) FROM {_OUTBOX} WHERE sent_at IS NULL), 9223372036854775807)
+                  AND sent_at < now() - make_interval(secs => $1)
+                ORDER BY id LIMIT $2)""",
+            float(older_than_seconds), limit,
+        )
+        return int(status.rsplit(" ", 1)[1])
 
     # ------------------------------------------------------------ decisions
 

@@ -6,6 +6,13 @@ without recording); a QA-forced user gets the forced variant; a user with a reco
 keeps it forever (the first assignment wins, even if weights changed later); then targeting,
 namespace, and the GrowthBook-compatible hash (`assignment`) decide, and the assignment is
 recorded once.
+
+An assignment served is an exposure (as GrowthBook's tracking callback fires when a user is put in an
+experiment), unless the caller says the user was not shown it (`exposed=False`). The first exposure
+of a user is written to the event outbox in the statement that records the assignment (or first marks
+it exposed), and the relay carries it to the event store, where every analysis reads; a user exposed
+before costs no write. QA-forced users are never exposures (excluded from analysis), and exposures
+reported by SDKs (`record_exposures`) are events already, so they are not written to the outbox.
 """
 
 from __future__ import annotations
@@ -92,12 +99,13 @@ class _Definition:
 
 
 def _answer(definition: _Definition, user_id: str, variant: dict[str, Any] | None, source: str, reason: str, *,
-            in_experiment: bool, bucket: float | None = None, new: bool = False) -> VariantAssignment:
+            in_experiment: bool, bucket: float | None = None, new: bool = False,
+            exposure: bool = False) -> VariantAssignment:
     return VariantAssignment(
         experiment_key=definition.key, user_id=user_id, in_experiment=in_experiment,
         variant_key=variant["key"] if variant else None, variant_name=variant["name"] if variant else None,
         is_control=variant["is_control"] if variant else None, config=variant["config"] if variant else None,
-        source=source, bucket=bucket, newly_recorded=new, reason=reason,
+        source=source, bucket=bucket, newly_recorded=new, newly_exposed=exposure, reason=reason,
     )
 
 
@@ -127,8 +135,14 @@ class UserAssignment(RegistryBase):
             raise InvalidInput(f"attributes are {size} bytes; the limit is {MAX_ATTRIBUTES_BYTES}")
         return dict(attributes)
 
-    async def get_variant(self, ref: str | int, user_id: str, attributes: Mapping[str, Any] | None = None) -> VariantAssignment:
+    async def get_variant(self, ref: str | int, user_id: str, attributes: Mapping[str, Any] | None = None,
+                          exposed: bool = True) -> VariantAssignment:
         """Assign `user_id` (or return their recorded variant) and record the assignment once.
+
+        With `exposed` (the default) the user is counted as exposed: their first exposure goes to
+        the event outbox in the same statement (`newly_exposed` says when this call wrote it).
+        `exposed=False` when the variant is fetched but not shown yet (prefetching, server-side
+        rendering that may be discarded); a later exposed call records the exposure then.
 
         The experiment's definition is cached per reference; every call checks its
         row version in the same round trip that reads or records the assignment, so
@@ -140,7 +154,7 @@ class UserAssignment(RegistryBase):
         cache_key = str(ref)
         cached = self._definitions.get(cache_key)
         if cached is not None and user_id not in cached.forced:
-            answer = await self._get_variant_cached(cached, user_id, attributes)
+            answer = await self._get_variant_cached(cached, user_id, attributes, exposed)
             if answer is not None:
                 return answer
         row = await self.store.fetch_for_assignment(ref, user_id)
@@ -151,7 +165,7 @@ class UserAssignment(RegistryBase):
         if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
             self._definitions.pop(next(iter(self._definitions)))
         self._definitions[cache_key] = definition
-        return await self._get_variant_fresh(definition, row, user_id, attributes)
+        return await self._get_variant_fresh(definition, row, user_id, attributes, exposed)
 
     @staticmethod
     def _decide(definition: _Definition, user_id: str, attributes: dict[str, Any] | None
@@ -166,14 +180,14 @@ class UserAssignment(RegistryBase):
         variant = definition.variants[verdict.variation]
         return variant, verdict.bucket, _hash_reason(verdict.bucket, variant["key"], definition.spec.ranges[verdict.variation])
 
-    async def _get_variant_cached(self, definition: _Definition, user_id: str,
-                                  attributes: dict[str, Any] | None) -> VariantAssignment | None:
+    async def _get_variant_cached(self, definition: _Definition, user_id: str, attributes: dict[str, Any] | None,
+                                  exposed: bool) -> VariantAssignment | None:
         """One round trip; None when the cache is stale or a race needs the full path."""
         variant, bucket, reason = (None, None, "")
         if definition.status == "running":
             variant, bucket, reason = self._decide(definition, user_id, attributes)
         row = await self.store.assign_if_current(definition.id, user_id, definition.revision,
-                                                 variant["id"] if variant else None, bucket, attributes)
+                                                 variant["id"] if variant else None, bucket, attributes, exposed)
         if row is None or row["revision"] != definition.revision:
             return None
         status = definition.status
@@ -182,15 +196,17 @@ class UserAssignment(RegistryBase):
         if row["prior_variant"] is not None:
             prior = definition.by_id.get(row["prior_variant"])
             return None if prior is None else _answer(
-                definition, user_id, prior, "recorded", _RECORDED, in_experiment=True, bucket=row["prior_bucket"])
+                definition, user_id, prior, "recorded", _RECORDED, in_experiment=True, bucket=row["prior_bucket"],
+                exposure=row["exposure_written"])
         if row["inserted"]:
-            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True,
+                           exposure=row["exposure_written"])
         if variant is None:
             return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
         return None  # a concurrent first call recorded this user meanwhile
 
     async def _get_variant_fresh(self, definition: _Definition, row: Any, user_id: str,
-                                 attributes: dict[str, Any] | None) -> VariantAssignment:
+                                 attributes: dict[str, Any] | None, exposed: bool) -> VariantAssignment:
         if definition.status != "running":
             return _not_running(definition, user_id)
         forced_key = definition.forced.get(user_id)
@@ -201,18 +217,24 @@ class UserAssignment(RegistryBase):
                            f"user is forced to {forced_key!r} (QA override; excluded from analysis)",
                            in_experiment=True, new=changed)
         if row["assigned_variant_id"] is not None:
+            shown = (exposed and row["assigned_exposed_at"] is None and row["assigned_source"] != "forced"
+                     and bool(await self.store.mark_exposed(definition.id, [user_id])))
             return _answer(definition, user_id, definition.by_id[row["assigned_variant_id"]], "recorded", _RECORDED,
-                           in_experiment=True, bucket=row["assigned_bucket"])
+                           in_experiment=True, bucket=row["assigned_bucket"], exposure=shown)
         variant, bucket, reason = self._decide(definition, user_id, attributes)
         if variant is None:
             return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
-        if await self.store.insert_assignment(definition.id, user_id, variant["id"], "hash", bucket, attributes):
-            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True)
+        if await self.store.insert_assignment(definition.id, user_id, variant["id"], "hash", bucket, attributes,
+                                              exposed):
+            return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True,
+                           exposure=exposed)
         # Lost a race with a concurrent first call, or the experiment stopped meanwhile: re-read.
         again = await self.store.fetch_for_assignment(definition.id, user_id)
         if again is not None and again["status"] == "running" and again["assigned_variant_id"] is not None:
+            shown = (exposed and again["assigned_exposed_at"] is None and again["assigned_source"] != "forced"
+                     and bool(await self.store.mark_exposed(definition.id, [user_id])))
             return _answer(definition, user_id, definition.by_id[again["assigned_variant_id"]], "recorded", _RECORDED,
-                           in_experiment=True, bucket=again["assigned_bucket"])
+                           in_experiment=True, bucket=again["assigned_bucket"], exposure=shown)
         status = again["status"] if again is not None else "gone"
         return _answer(definition, user_id, None, "none", f"experiment is {status}: nobody is assigned", in_experiment=False)
 
@@ -280,12 +302,15 @@ class UserAssignment(RegistryBase):
 
     async def assign_many(self, ref: str | int, user_ids: Sequence[str],
                           attributes: Mapping[str, Mapping[str, Any]] | None = None,
-                          record: bool = True) -> BatchAssignment:
+                          record: bool = True, exposed: bool = True) -> BatchAssignment:
         """Vectorised get_variant for many users (stream processors, back-fills).
 
         Same rules as get_variant: recorded assignments win, forced users get their
         override, targeting uses `attributes[user_id]` (missing = no attributes).
-        With record=False nothing is written (a batch predict).
+        `exposed` as in get_variant: the users assigned are counted as exposed (first
+        exposures go to the event outbox, in the statement that records them); pass
+        False to record assignments of users not shown their variant yet.
+        With record=False nothing is written (a batch predict), so no exposure either.
         """
         experiment = await self._experiment(ref)
         unique_ids = list(dict.fromkeys(user_ids))
@@ -294,12 +319,13 @@ class UserAssignment(RegistryBase):
         result: dict[str, str | None] = dict.fromkeys(unique_ids)
         if experiment.status != "running" or not unique_ids:
             return BatchAssignment(experiment_key=experiment.key, assigned=result, newly_recorded=0,
-                                   already_recorded=0, not_in_experiment=len(unique_ids))
+                                   already_recorded=0, not_in_experiment=len(unique_ids), newly_exposed=0)
         by_id = {v.id: v for v in experiment.variants}
         by_key = {v.key: v for v in experiment.variants}
         recorded = await self.store.recorded_assignments(experiment.id, unique_ids)
         pending: list[str] = []
-        newly = already = 0
+        unexposed: list[str] = []  # recorded, not QA-forced, never exposed: exposed now when `exposed`
+        newly = already = exposures = 0
         for user_id in unique_ids:
             forced_key = experiment.forced_variations.get(user_id)
             if forced_key in by_key:
@@ -310,8 +336,11 @@ class UserAssignment(RegistryBase):
                     else:
                         already += 1
             elif user_id in recorded:
-                result[user_id] = by_id[recorded[user_id][0]].key
+                variant_id, source, was_exposed = recorded[user_id]
+                result[user_id] = by_id[variant_id].key
                 already += 1
+                if not was_exposed and source != "forced":
+                    unexposed.append(user_id)
             elif not experiment.targeting or targeting.evaluate(experiment.targeting, (attributes or {}).get(user_id)):
                 pending.append(user_id)
         if pending:
@@ -322,18 +351,23 @@ class UserAssignment(RegistryBase):
             if record and chosen:
                 inserted = await self.store.insert_assignments(
                     experiment.id, [c[0] for c in chosen], [experiment.variants[c[1]].id for c in chosen],
-                    [c[2] for c in chosen],
+                    [c[2] for c in chosen], exposed=exposed,
                 )
                 newly += len(inserted)
+                exposures += len(inserted) if exposed else 0
                 lost = [c[0] for c in chosen if c[0] not in inserted]
                 if lost:  # concurrent writers or a stop: report what is actually recorded
                     again = await self.store.recorded_assignments(experiment.id, lost)
                     for user_id in lost:
                         result[user_id] = by_id[again[user_id][0]].key if user_id in again else None
                         already += user_id in again
+                        if user_id in again and not again[user_id][2] and again[user_id][1] != "forced":
+                            unexposed.append(user_id)
+        if record and exposed and unexposed:
+            exposures += len(await self.store.mark_exposed(experiment.id, unexposed))
         not_in = sum(1 for v in result.values() if v is None)
         return BatchAssignment(experiment_key=experiment.key, assigned=result, newly_recorded=newly,
-                               already_recorded=already, not_in_experiment=not_in)
+                               already_recorded=already, not_in_experiment=not_in, newly_exposed=exposures)
 
     async def record_exposures(self, exposures: Sequence[ExposureRecord | Mapping[str, Any]]) -> ExposureOutcome:
         """Record assignments reported by SDKs (Kafka exposure events); the first assignment wins.

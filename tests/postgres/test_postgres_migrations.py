@@ -11,7 +11,8 @@ from mcp_servers.postgres import open_service
 from mcp_servers.postgres.store import load_migrations, migrate
 from schemas.errors import BackendUnavailable
 
-TABLES = {"experiments", "variants", "assignments", "results", "decisions", "experiment_changes", "schema_migrations"}
+TABLES = {"experiments", "variants", "assignments", "results", "decisions", "experiment_changes", "event_outbox",
+          "schema_migrations"}
 
 
 def test_migrations_are_numbered_files_in_order():

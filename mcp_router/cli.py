@@ -45,31 +45,77 @@ def up() -> None:
 
 
 @cli.command()
-def down() -> None:
-    """Stop what `neonblue up` started."""
-    from mcp_router.stack import Stack
+@click.option("--force", is_flag=True, help="Stop even if the embedded broker holds events not consumed yet (drops them).")
+@click.option("--wait", "stall", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Give up draining when the lag has not shrunk for this many seconds.")
+def down(force: bool, stall: float) -> None:
+    """Stop what `neonblue up` started.
 
-    _print_status(Stack(load_settings()).down())
+    The embedded broker keeps events in memory: first the stream processor consumes and commits
+    everything it holds (with progress), dead letters are saved to NEONBLUE_HOME/dlq, and `down`
+    refuses to drop unconsumed events unless --force.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mcp_router.stack import Stack, UnconsumedEvents
+
+    stack = Stack(load_settings())
+    err = Console(stderr=True)
+    bar = Progress(TextColumn("draining the stream"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    task = None
+    drained = 0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task, drained
+        if task is None:
+            bar.start()
+            task = bar.add_task("drain", total=total)
+        bar.update(task, completed=done, total=total)
+        drained = done
+
+    try:
+        parts = stack.down(force=force, progress=progress, stall=stall,
+                           note=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    except UnconsumedEvents as exc:
+        bar.stop()
+        click.echo(f"neonblue: {exc}", err=True)
+        sys.exit(1)
+    bar.stop()
+    if drained:
+        err.print(f"the stream processor stored {drained:,} more events before the broker stopped",
+                  highlight=False, soft_wrap=True)
+    _print_status(parts)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show each part of the stack: up/down, address, data dir."""
+    from dataclasses import replace
+
     from mcp_router.stack import Stack
 
     settings = load_settings()
     stack = Stack(settings)
     parts = stack.status()
+    # True lag, from the broker: end offsets minus the group's commits on every partition of the topics.
+    kafka = next((p for p in parts if p.name == "kafka"), None)
+    lag = stack.lag() if kafka is not None and kafka.running else None
+    if lag is not None:
+        detail = f"lag {lag.total:,} (group {lag.group})"
+        parts = [replace(p, detail="; ".join(filter(None, (p.detail, detail)))) if p is kafka else p for p in parts]
     stream = _stream_figures(settings) if stack.owner_healthy() else None
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in parts], indent=2))
+        rows = [p.__dict__ | ({"lag": lag.as_dict() if lag else None} if p.name == "kafka" else {}) for p in parts]
+        click.echo(json.dumps(rows, indent=2))
     else:
         _print_status(parts)
         if stream:
-            lag = sum(stream.get("lag", {}).values())
+            shown = f"{lag.total:,}" if lag is not None else "unknown"
             click.echo(f"stream: {stream['consumed']:,} consumed, {stream['dead_lettered']:,} dead-lettered, "
-                       f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {lag:,}, "
+                       f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {shown}, "
                        f"batch p50 {stream['batch_ms_p50']} ms, retries {stream['retries']}")
 
 
@@ -341,11 +387,16 @@ def generate(experiment_key: str, users: int, rate: float | None, truths: tuple[
     settings = load_settings()
     configure_logging("WARNING")
     import asyncio
+    import logging
     from datetime import UTC, datetime, timedelta
 
     from mcp_servers.postgres import open_service as open_postgres
     from mcp_servers.postgres.service import assignment_spec
-    from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
+    from stream_processor.generator import ArmTruth, ProduceFailed, TrafficPlan, generate_events, produce
+
+    # A broker that goes away makes aiokafka log every reconnect: the outcome is one line below instead.
+    for noisy in ("aiokafka", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
     parsed: dict[str, ArmTruth] = {}
     for item in truths:
@@ -367,7 +418,11 @@ def generate(experiment_key: str, users: int, rate: float | None, truths: tuple[
         plan = TrafficPlan(experiment.key, keys, assignment_spec(experiment), parsed, users, start, days, seed)
         return await produce(settings.effective_kafka_bootstrap, generate_events(plan), rate=rate)
 
-    sent = asyncio.run(main())
+    try:
+        sent = asyncio.run(main())
+    except ProduceFailed as exc:
+        click.echo(f"neonblue: generate: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"produced {sent} events for {experiment_key}")
 
 

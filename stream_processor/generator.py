@@ -130,36 +130,78 @@ def generate_events(plan: TrafficPlan) -> Iterator[tuple[str, bytes, bytes]]:
                  "metric": name, "value": round(value, 4)})
 
 
+class ProduceFailed(RuntimeError):
+    """The broker stopped acknowledging: how many events it had acknowledged, and why it stopped."""
+
+    def __init__(self, bootstrap: str, acknowledged: int, attempted: int, cause: BaseException) -> None:
+        reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"Kafka at {bootstrap} stopped acknowledging: {acknowledged:,} of {attempted:,} events "
+                         f"sent were acknowledged ({reason})")
+        self.acknowledged = acknowledged
+        self.attempted = attempted
+
+
 async def produce(bootstrap: str, events: Iterator[tuple[str, bytes, bytes]], *, rate: float | None = None,
-                  total: int | None = None, progress: bool = True, topic_prefix: str = "") -> int:
-    """Send events to Kafka at up to `rate` events/s; return how many were acknowledged."""
+                  total: int | None = None, progress: bool = True, topic_prefix: str = "",
+                  request_timeout_ms: int = 30_000) -> int:
+    """Send events to Kafka at up to `rate` events/s; return how many were acknowledged.
+
+    If the broker goes away, raise ProduceFailed with the exact count it acknowledged (each send's
+    future is counted as it resolves), once every send in flight has resolved or failed; a send is
+    given up after `request_timeout_ms`.
+    """
     from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
-                                max_request_size=8 << 20)
-    await producer.start()
-    sent = 0
+                                max_request_size=8 << 20, request_timeout_ms=request_timeout_ms)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise ProduceFailed(bootstrap, 0, 0, exc) from None
+    sent = acknowledged = 0
+    failure: BaseException | None = None
+    pending: list[asyncio.Future] = []
+
+    async def settle() -> None:
+        """Wait for the sends in flight and count them (retrieving each error keeps asyncio quiet)."""
+        nonlocal acknowledged, failure
+        if pending:
+            await asyncio.wait(pending)
+        for future in pending:
+            if (exc := future.exception()) is None:
+                acknowledged += 1
+            elif failure is None:
+                failure = exc
+        pending.clear()
+
     started = time.monotonic()
     bar = Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    disable=not progress, transient=False)
     try:
         with bar:
             task = bar.add_task("events", total=total)
-            pending = []
             for topic, key, value in events:
                 pending.append(await producer.send(f"{topic_prefix}{topic}", value=value, key=key))
                 sent += 1
                 if len(pending) >= 5000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-                    bar.update(task, completed=sent)
+                    await settle()
+                    if failure is not None:
+                        raise failure
+                    bar.update(task, completed=acknowledged)
                     if rate:
                         ahead = sent / rate - (time.monotonic() - started)
                         if ahead > 0:
                             await asyncio.sleep(ahead)
-            await asyncio.gather(*pending)
-            bar.update(task, completed=sent)
-    finally:
+            await settle()
+            if failure is not None:
+                raise failure
+            bar.update(task, completed=acknowledged)
+    except KafkaError as exc:
+        await settle()  # every send in flight resolves (acknowledged or expired) before the count is final
         await producer.stop()
-    return sent
+        raise ProduceFailed(bootstrap, acknowledged, sent, exc) from None
+    await producer.stop()
+    return acknowledged

@@ -1,15 +1,25 @@
 """Wire the stream processor to the stores' services, however they were opened: the
-stack's owner process shares its own, and `neonblue stream` opens them on its own."""
+stack's owner process shares its own, and `neonblue stream` opens them on its own.
+
+`build_stream` is what an entry point runs: the processor (Kafka -> stores) and the outbox
+relay (the registry's exposures and results -> Kafka), started and stopped together.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from typing import Any
 
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from stream_processor.optimization import OptimizationLoop, autopilot_via
+from stream_processor.outbox import DEFAULT_TOPICS, OutboxRelay
 from stream_processor.processor import StreamProcessor, StreamStats
 from stream_processor.sinks import ChromaSink, ClickHouseSink, PostgresSink
+
+log = logging.getLogger(__name__)
 
 
 def experiment_keys_loader(postgres: Any):
@@ -66,3 +76,71 @@ def build_processor(settings: Settings, services: dict[str, Any], stats: StreamS
     options.update(overrides)
     return StreamProcessor(**options)
 
+
+def outbox_topics(settings: Settings) -> dict[str, str]:
+    """The configured topic for each outbox event type: `experiments_events` and `experiment_metrics`,
+    or the consumed topics ending in `.experiments_events` / `.experiment_metrics` (a prefixed deployment)."""
+    out = {}
+    for event_type, name in DEFAULT_TOPICS.items():
+        found = [t for t in settings.kafka_topics if t == name or t.endswith("." + name)]
+        if not found:
+            log.warning("KAFKA_TOPICS has no %r topic: relayed %s events are produced to %r, which this "
+                        "stream processor does not consume", name, event_type, name)
+        out[event_type] = found[0] if found else name
+    return out
+
+
+def build_outbox_relay(settings: Settings, services: dict[str, Any], **overrides: Any) -> OutboxRelay | None:
+    """The relay of the registry's event outbox, when the PostgreSQL service is in this process (None otherwise)."""
+    store = getattr(services.get("postgres"), "store", None)
+    if store is None or not hasattr(store, "claim_outbox"):
+        return None
+    options: dict[str, Any] = {"store": store, "bootstrap": settings.effective_kafka_bootstrap,
+                               "topics": outbox_topics(settings)}
+    options.update(overrides)
+    return OutboxRelay(**options)
+
+
+class StreamWorker:
+    """The stream processor and the outbox relay, run and stopped together.
+
+    The relay retries its own failures forever (the rows wait in the outbox); if the processor
+    stops or fails, the relay is stopped too and the processor's outcome is returned or raised.
+    """
+
+    def __init__(self, processor: StreamProcessor, relay: OutboxRelay | None) -> None:
+        self.processor = processor
+        self.relay = relay
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.processor.stats
+
+    def stop(self) -> None:
+        self.processor.stop()
+        if self.relay is not None:
+            self.relay.stop()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        tasks = [asyncio.create_task(self.processor.run(), name="stream-processor")]
+        if self.relay is not None:
+            tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.stop()  # the other one finishes its batch in flight and returns
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:  # the processor's failure first, then the relay's
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+def build_stream(settings: Settings, services: dict[str, Any], stats: StreamStats | None = None,
+                 intelligence: Any = None, relay: bool = True, **overrides: Any) -> StreamWorker:
+    """`build_processor` plus, with `relay` and the PostgreSQL service in-process, the outbox relay."""
+    processor = build_processor(settings, services, stats, intelligence=intelligence, **overrides)
+    return StreamWorker(processor, build_outbox_relay(settings, services) if relay else None)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from _databases import drop_database, fresh_database  # noqa: E402 - bench/ is on sys.path
 
-from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from mcp_router.runtime.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from mcp_servers.postgres import open_service  # noqa: E402
 from mcp_servers.postgres.assignment import AssignmentSpec, assign_batch  # noqa: E402
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from mcp_router.embedded import ConfigError, EmbeddedKafka, EmbeddedPostgres, free_port
-from mcp_router.stack import group_lag
+from mcp_router.runtime.embedded import ConfigError, EmbeddedKafka, EmbeddedPostgres, free_port
+from mcp_router.runtime.stack import group_lag
 from stream_processor.generator import ProduceFailed, produce
 
 TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")

@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 from _timing import timed  # bench/ is on sys.path when a script runs
 from mcp import Client
 
-from mcp_router.embedded import EmbeddedPostgres, free_port
-from mcp_router.serving import open_router
+from mcp_router.runtime.embedded import EmbeddedPostgres, free_port
+from mcp_router.runtime.serving import open_router
 from mcp_servers.clickhouse.synthetic import SyntheticExperiment, generate
 from mcp_servers.intelligence.behavior import synthetic_journeys, with_random_cuts
 from schemas.logs import configure_logging

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from _databases import drop_database, fresh_database  # noqa: E402 - bench/ is on sys.path
 
-from mcp_router.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from mcp_router.runtime.embedded import EmbeddedPostgres, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 KEY = "bench-checkout"
@@ -56,10 +56,10 @@ def serve(dsn: str, port: int) -> None:
     import anyio
     import uvicorn
 
-    from mcp_router.backends import Backend
-    from mcp_router.http_app import build_http_app
-    from mcp_router.rest import rest_routes
-    from mcp_router.router import Router, connected
+    from mcp_router.gateway.backends import Backend
+    from mcp_router.gateway.router import Router, connected
+    from mcp_router.web.http_app import build_http_app
+    from mcp_router.web.rest import rest_routes
     from mcp_servers.postgres import build_server, open_service
     from schemas.settings import Settings
 

@@ -18,9 +18,9 @@ import anyio
 import numpy as np
 from mcp import Client, StdioServerParameters
 
-from mcp_router.backends import Backend
-from mcp_router.router import Router, connected
-from mcp_router.router_tools import build_router_tools
+from mcp_router.gateway.backends import Backend
+from mcp_router.gateway.router import Router, connected
+from mcp_router.gateway.router_tools import build_router_tools
 
 EVENT = {"event": {"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00Z",
                    "user_id": "u1", "experiment_id": "checkout-1step"}}

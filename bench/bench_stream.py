@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from mcp_router.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from mcp_router.runtime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from mcp_servers.clickhouse import open_service as open_clickhouse
 from mcp_servers.postgres import open_service as open_postgres
 from mcp_servers.postgres.service import assignment_spec

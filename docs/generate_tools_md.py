@@ -18,8 +18,8 @@ import httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_router.serving import resolve_token
-from mcp_router.stack import Stack
+from mcp_router.runtime.serving import resolve_token
+from mcp_router.runtime.stack import Stack
 from schemas.settings import Settings
 
 # Keys are permanent in the registry, so each generation creates its own throwaway experiment.

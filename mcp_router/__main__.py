@@ -1,3 +1,3 @@
-from mcp_router.cli import main
+from mcp_router.apps.cli import main
 
 main()

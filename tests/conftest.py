@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from mcp_router.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from mcp_router.runtime.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from fake_anthropic import FakeAnthropic
 
-from mcp_router.chat.agent import ChatListener
-from mcp_router.chat.tools import ToolCall
+from mcp_router.apps.chat.agent import ChatListener
+from mcp_router.apps.chat.tools import ToolCall
 from schemas.settings import Settings
 
 

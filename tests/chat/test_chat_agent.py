@@ -17,9 +17,9 @@ import pytest
 from fake_anthropic import Failure, Reply, StreamFailure, result_text, text, tool_use, tool_uses
 from mcp import Client
 
-from mcp_router.chat.agent import ChatLimits
-from mcp_router.chat.session import ChatOptions, ChatSession
-from mcp_router.serving import open_router
+from mcp_router.apps.chat.agent import ChatLimits
+from mcp_router.apps.chat.session import ChatOptions, ChatSession
+from mcp_router.runtime.serving import open_router
 
 CHECKOUT = {
     "key": "checkout-1step", "name": "One-step checkout", "type": "ui", "primary_metric": "conversion",
@@ -355,7 +355,7 @@ async def test_a_stream_that_breaks_off_with_an_error_event_is_retried(
 
 
 def test_mcp_tool_names_become_names_the_messages_api_accepts() -> None:
-    from mcp_router.chat.tools import api_tool_name
+    from mcp_router.apps.chat.tools import api_tool_name
 
     assert api_tool_name("list_experiments", {}) == "list_experiments"
     assert api_tool_name("stack.list_experiments", {}) == "stack_list_experiments"

@@ -15,8 +15,8 @@ import pytest
 from fake_anthropic import Reply, result_text, text, tool_use
 from mcp import Client
 
-from mcp_router.chat.session import ChatOptions, ChatSession
-from mcp_router.serving import open_router
+from mcp_router.apps.chat.session import ChatOptions, ChatSession
+from mcp_router.runtime.serving import open_router
 from mcp_servers.registry import SERVERS
 
 COUNT_SQL = ("SELECT variant, uniqExact(user_id) AS users FROM events FINAL "

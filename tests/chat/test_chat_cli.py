@@ -22,10 +22,10 @@ import pytest
 import uvicorn
 from fake_anthropic import FakeAnthropic, text, tool_use
 
-from mcp_router.embedded import free_port
-from mcp_router.http_app import build_http_app
-from mcp_router.router import Router
-from mcp_router.serving import open_router
+from mcp_router.gateway.router import Router
+from mcp_router.runtime.embedded import free_port
+from mcp_router.runtime.serving import open_router
+from mcp_router.web.http_app import build_http_app
 
 TOKEN = "chat-cli-test-token"
 

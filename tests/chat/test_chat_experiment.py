@@ -11,8 +11,8 @@ import pytest
 from fake_anthropic import Reply, text, tool_use
 from mcp import Client
 
-from mcp_router.chat.session import ChatOptions, ChatSession
-from mcp_router.serving import open_router
+from mcp_router.apps.chat.session import ChatOptions, ChatSession
+from mcp_router.runtime.serving import open_router
 from mcp_servers.registry import SERVERS
 
 THOROUGH = "You are NeonBlue's analyst. Check the data with tools, then explain in detail."

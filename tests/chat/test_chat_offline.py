@@ -24,8 +24,8 @@ import pytest
 from mcp import Client
 from mcp_calls import call  # type: ignore[import-not-found]
 
-from mcp_router.chat.session import ChatOptions, ChatSession
-from mcp_router.serving import open_router
+from mcp_router.apps.chat.session import ChatOptions, ChatSession
+from mcp_router.runtime.serving import open_router
 from mcp_servers.registry import SERVERS
 
 CHECKOUT_QUESTION = ("Show me experiments similar to our checkout optimization that increased conversion "
@@ -247,7 +247,7 @@ def generated_events(key: str, day_from, days: int, users: int, seed: int, *, in
 async def test_segments_that_responded_best_to_pricing_experiments_last_quarter(chat_settings, chroma_path) -> None:
     from datetime import date, timedelta
 
-    from mcp_router.query_routing import extract_entities
+    from mcp_router.gateway.query_routing import extract_entities
 
     require("clickhouse", "postgres")
     settings = chat_settings()

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mcp_router.embedded import free_port
+from mcp_router.runtime.embedded import free_port
 
 
 def test_the_demo_recovers_every_planted_effect_and_reruns_safely() -> None:

@@ -23,8 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mcp_router.embedded import ConfigError, EmbeddedKafka, free_port
-from mcp_router.stack import Stack, group_lag
+from mcp_router.runtime.embedded import ConfigError, EmbeddedKafka, free_port
+from mcp_router.runtime.stack import Stack, group_lag
 from schemas.settings import Settings
 
 TOPICS = ["experiments_events", "user_events", "analytics_events", "experiment_metrics"]

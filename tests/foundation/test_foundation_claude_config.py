@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_router.embedded import free_port
+from mcp_router.runtime.embedded import free_port
 from schemas.settings import Settings
 
 LOCATING = ("NEONBLUE_HOME", "NEONBLUE_HTTP_HOST", "NEONBLUE_HTTP_PORT", "NEONBLUE_PG_PORT", "NEONBLUE_KAFKA_PORT")

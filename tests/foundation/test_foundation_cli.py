@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_router.embedded import free_port
+from mcp_router.runtime.embedded import free_port
 
 
 def neonblue(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from mcp_router.embedded import EmbeddedKafka
+from mcp_router.runtime.embedded import EmbeddedKafka
 
 
 async def test_postgres_round_trip(pg_dsn: str) -> None:

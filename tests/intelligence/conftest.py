@@ -25,7 +25,7 @@ import pytest
 from mcp import Client
 from mcp_calls import call  # type: ignore[import-not-found]
 
-from mcp_router.serving import open_router
+from mcp_router.runtime.serving import open_router
 from mcp_servers.chroma import build_server as build_chroma_server
 from mcp_servers.chroma import open_service as open_chroma
 from mcp_servers.postgres.assignment import AssignmentSpec

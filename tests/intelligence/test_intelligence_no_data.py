@@ -9,8 +9,8 @@ import pytest
 from mcp import Client
 from mcp_calls import refusal  # type: ignore[import-not-found]
 
-from mcp_router.embedded import free_port
-from mcp_router.serving import open_router
+from mcp_router.runtime.embedded import free_port
+from mcp_router.runtime.serving import open_router
 from mcp_servers.intelligence.peers import gathering, service_error_in
 from schemas.errors import BackendUnavailable, NotFound
 

@@ -112,7 +112,7 @@ async def test_the_server_alone_over_stdio(intel_settings, pg_dsn, tmp_path) -> 
 
 
 async def test_it_works_the_same_with_the_registry_in_another_process(intel_settings, pg_dsn, chroma_path, kit) -> None:
-    from mcp_router.serving import open_router
+    from mcp_router.runtime.serving import open_router
     from mcp_servers.chroma import build_server as build_chroma_server
     from mcp_servers.chroma import open_service as open_chroma
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 import uvicorn
 
-from mcp_router.backends import Backend
-from mcp_router.embedded import free_port
-from mcp_router.http_app import build_http_app
-from mcp_router.rest import rest_routes
-from mcp_router.router import Router, connected
+from mcp_router.gateway.backends import Backend
+from mcp_router.gateway.router import Router, connected
+from mcp_router.runtime.embedded import free_port
+from mcp_router.web.http_app import build_http_app
+from mcp_router.web.rest import rest_routes
 from mcp_servers.postgres import build_server, open_service
 from schemas.settings import Settings
 

@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from mcp_router.embedded import free_port
+from mcp_router.runtime.embedded import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import pytest
 import uvicorn
 
-from mcp_router.embedded import free_port
-from mcp_router.http_app import build_http_app
-from mcp_router.router import Router
+from mcp_router.gateway.router import Router
+from mcp_router.runtime.embedded import free_port
+from mcp_router.web.http_app import build_http_app
 
 
 @dataclass
@@ -43,7 +43,7 @@ def readable(test):
     """Re-raise the first real failure out of the anyio/MCP exception-group nesting (pytest stops at depth 10)."""
     import functools
 
-    from mcp_router.backends import first_leaf
+    from mcp_router.gateway.backends import first_leaf
 
     @functools.wraps(test)
     async def wrapper(*args, **kwargs):

@@ -11,7 +11,7 @@ import psutil
 from conftest import readable  # type: ignore[import-not-found]
 from mcp import Client, StdioServerParameters
 
-from mcp_router.serving import open_router
+from mcp_router.runtime.serving import open_router
 from schemas.settings import Settings
 
 SEED_TOOLS = {"analyze_experiment_data", "semantic_experiment_search", "get_variant", "get_variant_statistics",

@@ -14,9 +14,9 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mcp_router.backends import Backend, CircuitBreaker
-from mcp_router.router import Router, build_catalogue, connected
-from mcp_router.router_tools import build_router_tools
+from mcp_router.gateway.backends import Backend, CircuitBreaker
+from mcp_router.gateway.router import Router, build_catalogue, connected
+from mcp_router.gateway.router_tools import build_router_tools
 from schemas.settings import Settings
 
 

@@ -21,12 +21,12 @@ import httpx
 import pytest
 import uvicorn
 
-from mcp_router.backends import Backend
-from mcp_router.embedded import ConfigError, free_port
-from mcp_router.http_app import HostPolicy, build_http_app
-from mcp_router.router import Router, connected
-from mcp_router.router_tools import build_router_tools
-from mcp_router.serving import resolve_token, token_file
+from mcp_router.gateway.backends import Backend
+from mcp_router.gateway.router import Router, connected
+from mcp_router.gateway.router_tools import build_router_tools
+from mcp_router.runtime.embedded import ConfigError, free_port
+from mcp_router.runtime.serving import resolve_token, token_file
+from mcp_router.web.http_app import HostPolicy, build_http_app
 from schemas.settings import Settings
 
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -258,7 +258,7 @@ async def test_the_bucket_table_stays_small_whatever_the_headers_and_addresses(t
                 assert (await http.get("/metrics", headers={"Authorization": big})).status_code == 200
         assert len(app.buckets) == 1
 
-        from mcp_router.http_app import BucketTable
+        from mcp_router.web.http_app import BucketTable
 
         app.buckets = BucketTable(max_entries=100)
         for i in range(1_000):

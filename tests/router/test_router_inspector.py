@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_router.embedded import EmbeddedPostgres, free_port
+from mcp_router.runtime.embedded import EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO / ".node" / "node_modules" / ".bin"

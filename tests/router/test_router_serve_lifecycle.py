@@ -28,7 +28,7 @@ import asyncpg
 import httpx
 import pytest
 
-from mcp_router.embedded import EmbeddedPostgres, _pid_alive, free_port, port_is_free
+from mcp_router.runtime.embedded import EmbeddedPostgres, _pid_alive, free_port, port_is_free
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240  # the full router opens chDB, Chroma and the embedding model: 10-40 s on a busy box

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mcp_router.embedded import EmbeddedKafka
+from mcp_router.runtime.embedded import EmbeddedKafka
 from mcp_servers.postgres.service import assignment_spec
 from schemas.settings import Settings
 from stream_processor.generator import ArmTruth, TrafficPlan

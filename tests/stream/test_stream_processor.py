@@ -206,7 +206,7 @@ async def test_a_sink_that_is_down_is_retried_without_commit_then_resumes(stream
 async def test_metrics_on_the_stream_trigger_the_audited_autopilot(stream_settings: Settings) -> None:
     from dataclasses import replace
 
-    from mcp_router.serving import open_router
+    from mcp_router.runtime.serving import open_router
     from stream_processor.generator import ArmTruth, MetricTruth
 
     settings = stream_settings.model_copy(update={"autopilot_interval": 0.5, "chroma_url": None})

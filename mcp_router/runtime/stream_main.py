@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from mcp_router.serving import open_router
-from mcp_router.stack import Stack
+from mcp_router.runtime.serving import open_router
+from mcp_router.runtime.stack import Stack
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from stream_processor.processor import StreamStats

@@ -2,7 +2,7 @@
 
 Without ANTHROPIC_API_KEY (or with --offline) a question goes to the router's
 own `route_query` tool (intent keywords + entities such as percentages,
-periods, devices → planned tool calls, see mcp_router/query_routing.py); the
+periods, devices → planned tool calls, see mcp_router/gateway/query_routing.py); the
 planned calls run through the same MCP client the agent uses, and their
 structured results are shown as tables. The answer says plainly that it came
 from rules, which tools ran with which arguments, and what came back; it does
@@ -23,8 +23,8 @@ import re
 import time
 from typing import Any
 
-from mcp_router.chat.agent import ChatListener, TurnResult
-from mcp_router.chat.tools import ToolBridge, ToolCall
+from mcp_router.apps.chat.agent import ChatListener, TurnResult
+from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
 OFFLINE_LABEL = "offline mode (no ANTHROPIC_API_KEY): answered by route_query rules, no LLM"
 EXPERIMENT_PARAMS = ("experiment", "experiment_id", "experiment_key")

@@ -34,8 +34,8 @@ from mcp.client.streamable_http import streamable_http_client
 from rich.console import Console
 from rich.table import Table
 
-from mcp_router.serving import resolve_token
-from mcp_router.stack import Stack
+from mcp_router.runtime.serving import resolve_token
+from mcp_router.runtime.stack import Stack
 from mcp_servers.postgres.models import Experiment
 from mcp_servers.postgres.service import assignment_spec
 from schemas.settings import Settings

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from mcp_router.query_routing import RoutePlan, plan_query
+from mcp_router.gateway.query_routing import RoutePlan, plan_query
 from schemas.errors import InvalidInput
 from schemas.events import Event, event_json_schema
 from schemas.routing import DataClassification, classify_event

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from mcp_router.embedded import ConfigError
+from schemas.errors import ConfigError
 from schemas.logs import configure_logging
 from schemas.settings import Settings
 
@@ -39,7 +39,7 @@ def up() -> None:
     """Start the embedded stack (PostgreSQL, Kafka broker, router owning chDB + Chroma)."""
     settings = load_settings()
     configure_logging("WARNING")
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.stack import Stack
 
     _print_status(Stack(settings).up())
 
@@ -58,7 +58,7 @@ def down(force: bool, stall: float) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mcp_router.stack import Stack, UnconsumedEvents
+    from mcp_router.runtime.stack import Stack, UnconsumedEvents
 
     stack = Stack(load_settings())
     err = Console(stderr=True)
@@ -95,7 +95,7 @@ def status(as_json: bool) -> None:
     """Show each part of the stack: up/down, address, data dir."""
     from dataclasses import replace
 
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.stack import Stack
 
     settings = load_settings()
     stack = Stack(settings)
@@ -126,8 +126,8 @@ def _stream_figures(settings: Settings) -> dict | None:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    from mcp_router.serving import resolve_token
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.serving import resolve_token
+    from mcp_router.runtime.stack import Stack
 
     async def read() -> dict | None:
         token = resolve_token(settings, create=False)
@@ -165,7 +165,7 @@ def serve(server: str | None, use_http: bool, host: str | None, port: int | None
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
-    from mcp_router import serving
+    from mcp_router.runtime import serving
 
     if use_http:
         serving.run_http(settings, server=server, with_stream=owner)
@@ -237,7 +237,7 @@ def demo(scale: float, output: Path) -> None:
     """The main job: a portfolio with known effects, streamed, analysed and checked through the router."""
     settings = load_settings()
     configure_logging("WARNING")
-    from mcp_router.demo import run_demo
+    from mcp_router.apps.demo import run_demo
 
     report = run_demo(settings, scale=scale, output=output)
     if not all(report.matches.values()):
@@ -278,7 +278,7 @@ def _chat_options(func):
 
 def _build_chat_options(model, offline, read_only, max_tool_rounds, max_total_tokens, max_tokens, retries,
                         experiment, user_id, attrs, server_url):
-    from mcp_router.chat import ChatLimits, ChatOptions
+    from mcp_router.apps.chat import ChatLimits, ChatOptions
 
     attributes = {}
     for item in attrs:
@@ -298,7 +298,7 @@ def _run_chat_command(main):
     also when the MCP client's task groups wrap it in an exception group."""
     import anyio
 
-    from mcp_router.chat import ChatSetupError
+    from mcp_router.apps.chat import ChatSetupError
     from schemas.errors import ServiceError
 
     def setup_error(exc: BaseException) -> BaseException | None:
@@ -328,7 +328,7 @@ def chat(**kwargs) -> None:
     """Interactive chat: Claude answers with NeonBlue's tools (offline rules without ANTHROPIC_API_KEY)."""
     import anyio
 
-    from mcp_router.chat import run_chat
+    from mcp_router.apps.chat import run_chat
 
     settings = load_settings()
     configure_logging("WARNING")
@@ -352,7 +352,7 @@ def chat(**kwargs) -> None:
 @_chat_options
 def ask(question: tuple[str, ...], as_json: bool, **kwargs) -> None:
     """Answer one QUESTION (exit status 1 when the answer failed)."""
-    from mcp_router.chat import run_ask
+    from mcp_router.apps.chat import run_ask
 
     settings = load_settings()
     configure_logging("WARNING")
@@ -369,7 +369,7 @@ def stream() -> None:
     configure_logging(settings.log_level)
     import asyncio
 
-    from mcp_router.stream_main import run_standalone
+    from mcp_router.runtime.stream_main import run_standalone
 
     asyncio.run(run_standalone(settings))
 
@@ -433,8 +433,8 @@ def sync_memory() -> None:
     configure_logging("WARNING")
     import anyio
 
-    from mcp_router.serving import open_router, registry_records
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.serving import open_router, registry_records
+    from mcp_router.runtime.stack import Stack
 
     if Stack(settings).owner.pid() is not None:
         raise ConfigError("NEONBLUE_HOME: a running stack owns Chroma; call the sync_from_registry tool through it")

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mcp_router.chat.agent import ChatListener, TurnResult
-from mcp_router.chat.tools import ToolCall
+from mcp_router.apps.chat.agent import ChatListener, TurnResult
+from mcp_router.apps.chat.tools import ToolCall
 
 MAX_ROWS = 20
 MAX_COLUMNS = 9

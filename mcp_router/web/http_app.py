@@ -33,9 +33,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcp_router import metrics
-from mcp_router.embedded import ConfigError
-from mcp_router.router import Router
+from mcp_router.gateway import metrics
+from mcp_router.gateway.router import Router
+from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 log = logging.getLogger("neonblue.http")

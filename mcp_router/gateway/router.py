@@ -26,8 +26,8 @@ import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from mcp_router import metrics
-from mcp_router.backends import Backend
+from mcp_router.gateway import metrics
+from mcp_router.gateway.backends import Backend
 
 log = logging.getLogger("neonblue.router")
 

@@ -18,12 +18,11 @@ from typing import Any
 import anyio
 from mcp import StdioServerParameters
 
-from mcp_router.backends import Backend, Target
-from mcp_router.embedded import ConfigError
-from mcp_router.router import Router, connected
-from mcp_router.router_tools import build_router_tools
+from mcp_router.gateway.backends import Backend, Target
+from mcp_router.gateway.router import Router, connected
+from mcp_router.gateway.router_tools import build_router_tools
 from mcp_servers.registry import SERVERS
-from schemas.errors import BackendUnavailable
+from schemas.errors import BackendUnavailable, ConfigError
 from schemas.settings import Settings
 
 log = logging.getLogger("neonblue.serving")
@@ -136,7 +135,7 @@ def embedded_database(settings: Settings) -> Iterator[None]:
     if settings.database_url:
         yield
         return
-    from mcp_router.embedded import EmbeddedPostgres, ensure_writable_dir
+    from mcp_router.runtime.embedded import EmbeddedPostgres, ensure_writable_dir
 
     ensure_writable_dir(settings.neonblue_home, "NEONBLUE_HOME")
     postgres = EmbeddedPostgres(settings.pg_data_dir, settings.embedded_pg_port)
@@ -256,7 +255,7 @@ def run_stdio(settings: Settings, server: str | None = None) -> None:
 
     It ends when stdin closes or on SIGTERM/SIGINT, and stops the PostgreSQL it started.
     """
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.stack import Stack
 
     stack = Stack(settings)
     attach = server is None and stack.owner.pid() is not None and stack.owner_healthy()
@@ -283,7 +282,7 @@ async def _serve_stdio(settings: Settings, server: str | None, attach: bool) -> 
             await _serve_lowlevel_stdio(spec.build_server(service)._lowlevel_server)
         return
     if attach:
-        from mcp_router.stack import Stack
+        from mcp_router.runtime.stack import Stack
 
         url = Stack(settings).owner_url
         log.info("attaching to the running stack at %s", url)
@@ -303,8 +302,8 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
     """Serve the router over streamable HTTP (stateless, so replicas can sit behind one address)."""
     import uvicorn
 
-    from mcp_router.http_app import build_http_app
-    from mcp_router.rest import rest_routes
+    from mcp_router.web.http_app import build_http_app
+    from mcp_router.web.rest import rest_routes
 
     token = resolve_token(settings, create=with_stream)
     if token is None and not settings.http_is_loopback:  # resolve_token never returns a blank token

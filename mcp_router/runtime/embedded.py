@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.errors import ConfigError  # re-exported: the router's modules import it from here
+from schemas.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class EmbeddedKafka:
     a tansu built with it would also need its schema, `etc/initdb.d/010-schema.sql` of the tansu
     repository, applied first: the binary creates no tables). So the log lives in the broker's
     memory and a stopped broker forgets it; `Stack.down` therefore drains the stream before it
-    stops the broker (see mcp_router/stack.py). `storage_engine` takes any URL the binary
+    stops the broker (see mcp_router/runtime/stack.py). `storage_engine` takes any URL the binary
     accepts; a start that fails says why in one line.
     """
 

@@ -8,11 +8,18 @@
 - `session.py`: the session both commands run.
 """
 
-from mcp_router.chat.agent import ChatAgent, ChatLimits, ChatListener, TurnResult, Usage, describe_api_error
-from mcp_router.chat.experiment_client import ChatExperiment, ChatSetupError
-from mcp_router.chat.offline import OFFLINE_LABEL, OfflineAnswerer
-from mcp_router.chat.session import ChatOptions, ChatSession, open_tools_client, run_ask, run_chat
-from mcp_router.chat.tools import ToolBridge, ToolCall
+from mcp_router.apps.chat.agent import (
+    ChatAgent,
+    ChatLimits,
+    ChatListener,
+    TurnResult,
+    Usage,
+    describe_api_error,
+)
+from mcp_router.apps.chat.experiment_client import ChatExperiment, ChatSetupError
+from mcp_router.apps.chat.offline import OFFLINE_LABEL, OfflineAnswerer
+from mcp_router.apps.chat.session import ChatOptions, ChatSession, open_tools_client, run_ask, run_chat
+from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
 __all__ = [
     "OFFLINE_LABEL", "ChatAgent", "ChatExperiment", "ChatLimits", "ChatListener", "ChatOptions", "ChatSession", "ChatSetupError",

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from mcp_router.embedded import (
+from mcp_router.runtime.embedded import (
     ConfigError,
     EmbeddedKafka,
     EmbeddedPostgres,

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_router.chat.agent import ChatAgent, TurnResult
-from mcp_router.chat.tools import ToolBridge
+from mcp_router.apps.chat.agent import ChatAgent, TurnResult
+from mcp_router.apps.chat.tools import ToolBridge
 
 log = logging.getLogger("neonblue.chat.experiment")
 

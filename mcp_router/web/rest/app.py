@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from mcp_router.router import Router
+from mcp_router.gateway.router import Router
 from mcp_servers.postgres.models import METRIC_NAME_PATTERN
 
 from .models import MAX_BATCH_USERS, ErrorBody, FieldError

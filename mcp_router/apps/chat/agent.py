@@ -30,7 +30,7 @@ from typing import Any, Literal
 import anthropic
 import anyio
 
-from mcp_router.chat.tools import ToolBridge, ToolCall
+from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
 log = logging.getLogger("neonblue.chat")
 

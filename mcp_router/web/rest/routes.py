@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from mcp_router.router import Router
+from mcp_router.gateway.router import Router
 from mcp_servers.postgres.models import (
     BatchAssignment,
     Experiment,

@@ -18,11 +18,11 @@ from mcp import Client
 from rich.console import Console
 from rich.text import Text
 
-from mcp_router.chat.agent import ChatAgent, ChatLimits, ChatListener, TurnResult, make_client
-from mcp_router.chat.experiment_client import ChatExperiment
-from mcp_router.chat.offline import OFFLINE_LABEL, OfflineAnswerer
-from mcp_router.chat.render import ConsoleListener, result_tables
-from mcp_router.chat.tools import ToolBridge
+from mcp_router.apps.chat.agent import ChatAgent, ChatLimits, ChatListener, TurnResult, make_client
+from mcp_router.apps.chat.experiment_client import ChatExperiment
+from mcp_router.apps.chat.offline import OFFLINE_LABEL, OfflineAnswerer
+from mcp_router.apps.chat.render import ConsoleListener, result_tables
+from mcp_router.apps.chat.tools import ToolBridge
 from schemas.settings import Settings
 
 HELP = """\
@@ -59,8 +59,8 @@ def default_user() -> str:
 async def open_tools_client(settings: Settings, server_url: str | None = None) -> AsyncIterator[Client]:
     """An MCP client on the router: a NeonBlue HTTP endpoint when given (bearer token from
     NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process."""
-    from mcp_router.serving import open_attached_router, open_router, resolve_token
-    from mcp_router.stack import Stack
+    from mcp_router.runtime.serving import open_attached_router, open_router, resolve_token
+    from mcp_router.runtime.stack import Stack
 
     if server_url:
         import httpx

@@ -15,9 +15,8 @@ from pydantic import ValidationError
 
 from schemas.errors import ConfigError
 from schemas.logs import configure_logging
+from schemas.servers import SERVER_NAMES
 from schemas.settings import Settings
-
-SERVER_NAMES = ("postgres", "clickhouse", "chromadb", "intelligence")
 
 
 def load_settings() -> Settings:

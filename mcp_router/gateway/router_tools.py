@@ -6,15 +6,13 @@ import json
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_router.gateway.query_routing import RoutePlan, plan_query
+from mcp_servers.annotations import READ_ONLY
 from schemas.errors import InvalidInput
 from schemas.events import Event, event_json_schema
 from schemas.routing import DataClassification, classify_event
-
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 class BackendHealth(BaseModel):

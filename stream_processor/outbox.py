@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from mcp_servers.postgres.store import outbox_backlog
+
 log = logging.getLogger(__name__)
 
 # The event type of an outbox row -> the Kafka topic it goes to (before any prefix of a deployment).
@@ -59,10 +61,11 @@ def encode_event(row: Mapping[str, Any]) -> bytes:
     return orjson.dumps(outbox_event(row), option=orjson.OPT_UTC_Z)
 
 
-async def read_backlog(store: Any) -> dict[str, Any]:
+async def read_backlog(db: Any) -> dict[str, Any]:
     """What waits in the outbox: `unsent` rows, `oldest_age_s` of the oldest (None when empty) and
-    the last error a relay gave back with it. Needs only the PostgreSQL store (for `neonblue status`)."""
-    row = await store.outbox_backlog()
+    the last error a relay gave back with it. `db`: the PostgreSQL store, or any asyncpg connection or
+    pool to the registry's database (`neonblue status` reads it without opening a store)."""
+    row = await (db.outbox_backlog() if hasattr(db, "outbox_backlog") else outbox_backlog(db))
     oldest = row["oldest"]
     age = None if oldest is None else round(max(0.0, (datetime.now(UTC) - oldest).total_seconds()), 3)
     return {"unsent": int(row["unsent"]), "oldest_age_s": age, "last_error": row["last_error"]}

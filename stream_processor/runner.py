@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 from schemas.errors import ConfigError
@@ -104,39 +105,65 @@ def build_outbox_relay(settings: Settings, services: dict[str, Any], **overrides
 class StreamWorker:
     """The stream processor and the outbox relay, run and stopped together.
 
-    The relay retries its own failures forever (the rows wait in the outbox); if the processor
-    stops or fails, the relay is stopped too and the processor's outcome is returned or raised.
+    The relay retries its own failures forever (the rows wait in the outbox). On stop the relay
+    stops first (its batch in flight is marked sent or given back), then the processor gets a few
+    seconds to consume what the relay produced last before it stops too: with the embedded broker,
+    whose log lives in memory, events left unconsumed at shutdown would be gone. If the processor
+    stops or fails, the relay is stopped and the processor's outcome is returned or raised.
     """
 
-    def __init__(self, processor: StreamProcessor, relay: OutboxRelay | None) -> None:
+    def __init__(self, processor: StreamProcessor, relay: OutboxRelay | None, catch_up_seconds: float = 10.0) -> None:
         self.processor = processor
         self.relay = relay
+        self.catch_up_seconds = catch_up_seconds
+        self._stopping = asyncio.Event()
 
     @property
     def stats(self) -> StreamStats:
         return self.processor.stats
 
-    def stop(self) -> None:
-        self.processor.stop()
+    def snapshot(self) -> dict[str, Any]:
+        """The processor's figures, and the relay's under `outbox_relay` (router_status shows them)."""
+        figures = self.processor.stats.snapshot()
         if self.relay is not None:
-            self.relay.stop()
+            figures["outbox_relay"] = self.relay.stats.snapshot()
+        return figures
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         if install_signal_handlers:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        tasks = [asyncio.create_task(self.processor.run(), name="stream-processor")]
-        if self.relay is not None:
-            tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        processing = asyncio.create_task(self.processor.run(), name="stream-processor")
+        relaying = asyncio.create_task(self.relay.run(), name="outbox-relay") if self.relay is not None else None
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([t for t in (processing, relaying, stopping) if t is not None],
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.stop()  # the other one finishes its batch in flight and returns
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        for outcome in outcomes:  # the processor's failure first, then the relay's
-            if isinstance(outcome, BaseException):
-                raise outcome
+            stopping.cancel()
+            if relaying is not None:
+                self.relay.stop()
+                await asyncio.gather(relaying, return_exceptions=True)
+                if not processing.done():
+                    await self._catch_up(processing)
+            self.processor.stop()
+            await asyncio.gather(processing, return_exceptions=True)
+        for task in (processing, relaying):  # the processor's failure first, then the relay's
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+
+    async def _catch_up(self, processing: asyncio.Task) -> None:
+        """Let the processor consume what the relay produced last: until its lag is 0 (measured after
+        the relay stopped), the processor ends, or `catch_up_seconds` pass."""
+        stats = self.processor.stats
+        deadline = time.monotonic() + self.catch_up_seconds
+        await asyncio.sleep(0.5)  # a fetch or two: the lag then counts the relay's last events
+        while time.monotonic() < deadline and not processing.done() and sum(stats.lag.values()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # the lag is a figure the processor updates, not an event to wait on
 
 
 def build_stream(settings: Settings, services: dict[str, Any], stats: StreamStats | None = None,

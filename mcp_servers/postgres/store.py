@@ -225,6 +225,16 @@ def _exposure_outbox(exposed: str, key: str) -> str:
                 FROM {exposed} x JOIN {SCHEMA}.variants v ON v.id = x.variant_id"""
 
 
+async def outbox_backlog(db: asyncpg.Pool | asyncpg.Connection) -> asyncpg.Record:
+    """unsent (rows), oldest (created_at of the oldest unsent row, or None), last_error (of that row).
+    Takes any pool or connection, so `neonblue status` reads it without opening a store."""
+    return await db.fetchrow(
+        f"""SELECT count(*) AS unsent, min(created_at) AS oldest,
+                   (SELECT last_error FROM {_OUTBOX} WHERE sent_at IS NULL ORDER BY id LIMIT 1) AS last_error
+        FROM {_OUTBOX} WHERE sent_at IS NULL"""
+    )
+
+
 class PostgresStore:
     """asyncpg pools over the `neonblue` schema.
 
@@ -698,12 +708,7 @@ class PostgresStore:
         )
 
     async def outbox_backlog(self) -> asyncpg.Record:
-        """unsent (rows), oldest (created_at of the oldest unsent row, or None), last_error (of that row)."""
-        return await self.pool.fetchrow(
-            f"""SELECT count(*) AS unsent, min(created_at) AS oldest,
-                       (SELECT last_error FROM {_OUTBOX} WHERE sent_at IS NULL ORDER BY id LIMIT 1) AS last_error
-            FROM {_OUTBOX} WHERE sent_at IS NULL"""
-        )
+        return await outbox_backlog(self.pool)
 
     async def prune_outbox(self, older_than_seconds: float, limit: int = 10_000) -> int:
         """Delete up to `limit` rows sent more than `older_than_seconds` ago and older than every unsent row."""

@@ -136,6 +136,28 @@ async def test_relayed_exposures_and_results_are_stored_once_even_when_sent_agai
         assert sum(s.sum for s in stats.statistics if s.metric == "conversion") == 150
 
 
+async def test_stopping_right_after_the_relay_sent_leaves_nothing_unconsumed(stream_settings: Settings) -> None:
+    """The embedded broker keeps its log in memory: what the relay sent must be stored before the worker
+    stops (the relay stops first, then the processor catches up)."""
+    await create_topics(stream_settings.effective_kafka_bootstrap, stream_settings.kafka_topics, partitions=1)
+    async with open_world(stream_settings) as world:
+        postgres = world.services["postgres"]
+        await make_experiment(postgres, "outbox-stop")
+        expected = await record_traffic(postgres, "outbox-stop", [f"u{i}" for i in range(200)])
+        running = worker(stream_settings, world.services, batch_size=50)
+        task = asyncio.create_task(running.run())
+
+        async def relayed() -> bool:
+            return running.relay.stats.relayed == expected["exposure"] + expected["metric"]
+
+        try:
+            await wait_for(relayed, "the relay to send everything", 60, task)
+        finally:
+            await stopped(running, task)
+        assert await event_counts(world, "outbox-stop") == expected
+        assert running.snapshot()["outbox_relay"]["relayed"] == expected["exposure"] + expected["metric"]
+
+
 async def test_a_relay_that_dies_between_producing_and_marking_sent_loses_and_doubles_nothing(
         stream_settings: Settings) -> None:
     await create_topics(stream_settings.effective_kafka_bootstrap, stream_settings.kafka_topics, partitions=1)

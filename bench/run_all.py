@@ -36,6 +36,7 @@ BENCHES = [
     ("bench_stream.py", [], ["--users", "20000"],
      "end-to-end events/s beside a bare baseline (goal ≥150k/s and ≥0.8× baseline)"),
     ("bench_rest.py", [], ["--requests", "2000", "--seconds", "10"], "REST get-variant requests/s and p99"),
+    ("bench_broker.py", [], ["--events", "50000"], "embedded broker produce/consume events/s per storage engine"),
 ]
 
 

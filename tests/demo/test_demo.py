@@ -34,6 +34,6 @@ def test_the_demo_recovers_every_planted_effect_and_reruns_safely() -> None:
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=1500, check=False)
         assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]  # re-running is safe
     finally:
-        subprocess.run([sys.executable, "-m", "mcp_router", "down"], env=env, capture_output=True, timeout=120,
+        subprocess.run([sys.executable, "-m", "mcp_router", "down", "--force"], env=env, capture_output=True, timeout=120,
                        check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -106,8 +106,12 @@ def status(as_json: bool) -> None:
         detail = f"lag {lag.total:,} (group {lag.group})"
         parts = [replace(p, detail="; ".join(filter(None, (p.detail, detail)))) if p is kafka else p for p in parts]
     stream = _stream_figures(settings) if stack.owner_healthy() else None
+    # Exposures and results recorded in the registry, not yet relayed to the event store.
+    postgres = next((p for p in parts if p.name == "postgres"), None)
+    outbox = stack.outbox_backlog() if postgres is not None and postgres.running else None
     if as_json:
-        rows = [p.__dict__ | ({"lag": lag.as_dict() if lag else None} if p.name == "kafka" else {}) for p in parts]
+        rows = [p.__dict__ | ({"lag": lag.as_dict() if lag else None} if p.name == "kafka" else {})
+                | ({"outbox": outbox} if p.name == "postgres" else {}) for p in parts]
         click.echo(json.dumps(rows, indent=2))
     else:
         _print_status(parts)
@@ -116,6 +120,22 @@ def status(as_json: bool) -> None:
             click.echo(f"stream: {stream['consumed']:,} consumed, {stream['dead_lettered']:,} dead-lettered, "
                        f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {shown}, "
                        f"batch p50 {stream['batch_ms_p50']} ms, retries {stream['retries']}")
+        if outbox is not None:
+            click.echo(_outbox_line(outbox, (stream or {}).get("outbox_relay")))
+
+
+def _outbox_line(outbox: dict, relay: dict | None) -> str:
+    """One line: what waits in the event outbox, and what the owner's relay has done."""
+    line = f"outbox: {outbox['unsent']:,} waiting"
+    if outbox["unsent"]:
+        line += f" (oldest {outbox['oldest_age_s']:,.1f} s)"
+        if outbox["last_error"]:
+            line += f", last error: {outbox['last_error']}"
+    if relay is not None:
+        line += f"; relay: {relay['relayed']:,} sent, {relay['retries']} retries"
+    elif outbox["unsent"]:
+        line += "; no relay runs (it runs with the stream processor: `neonblue up` or `neonblue stream`)"
+    return line
 
 
 def _stream_figures(settings: Settings) -> dict | None:

@@ -320,9 +320,15 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
 
     async def serve_router(shutdown: Shutdown) -> None:
         from stream_processor.processor import StreamStats
+        from stream_processor.runner import StreamWorker
 
         stats = StreamStats() if with_stream else None
-        async with open_router(settings, stream_stats=stats.snapshot if stats else None) as router:
+        worker: StreamWorker | None = None
+
+        def stream_figures() -> dict[str, Any]:  # the processor's, and the outbox relay's once it runs
+            return worker.snapshot() if worker is not None else stats.snapshot()
+
+        async with open_router(settings, stream_stats=stream_figures if stats else None) as router:
             app = build_http_app(router, settings, token, extra_routes=rest_routes(router))
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="on")
@@ -333,22 +339,22 @@ def run_http(settings: Settings, server: str | None = None, with_stream: bool = 
             if not with_stream:
                 await server.serve()
                 return
-            # The store owner also runs the stream processor: it shares the in-process services
-            # (chDB and Chroma allow one owning process).
-            from stream_processor.runner import build_processor
+            # The store owner also runs the stream processor and the outbox relay (the registry's
+            # exposures and results on their way to the event store): they share the in-process
+            # services (chDB and Chroma allow one owning process).
+            from stream_processor.runner import build_stream
 
-            processor = build_processor(settings, router.services, stats,
-                                        intelligence=router.backends.get("intelligence"))
+            worker = build_stream(settings, router.services, stats, intelligence=router.backends.get("intelligence"))
             async with anyio.create_task_group() as tg:
                 async def consume() -> None:
                     try:
-                        await processor.run()
+                        await worker.run()
                     except Exception:  # noqa: BLE001 - keep serving MCP; router_status shows the stream stalled
                         log.exception("stream processor stopped")
 
                 tg.start_soon(consume)
                 await server.serve()  # returns on SIGTERM/SIGINT (uvicorn handles the signal)
-                processor.stop()  # finish the batch in flight, commit, leave the group
+                worker.stop()  # the relay's batch in flight, then the processor's: commit, leave the group
 
     if server is not None:
         raise ConfigError("serve --http serves the router; run a single server over stdio instead")

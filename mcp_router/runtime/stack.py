@@ -216,6 +216,25 @@ class Stack:
                 time.sleep(0.2)
         return self.status()
 
+    def outbox_backlog(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The registry's facts still on their way to the event store (stream_processor/outbox.py):
+        unsent, oldest_age_s, last_error; None when PostgreSQL cannot be read (or predates the outbox)."""
+        import asyncpg
+
+        from stream_processor.outbox import read_backlog
+
+        async def read() -> dict[str, Any]:
+            conn = await asyncpg.connect(self.settings.effective_database_url, timeout=timeout)
+            try:
+                return await read_backlog(conn)
+            finally:
+                await conn.close()
+
+        try:
+            return _bounded(read(), timeout)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - a database that is down or hung: unknown
+            return None
+
     def lag(self, timeout: float = 10.0) -> GroupLag | None:
         """The stream group's true lag on the configured topics; None when the broker cannot be read."""
         settings = self.settings

@@ -2,7 +2,8 @@
 
 It opens the servers through the router's own assembly (in-process, or remote per
 NEONBLUE_BACKENDS) and hands their services to the stream processor, which knows
-nothing of the router.
+nothing of the router. With the PostgreSQL server in-process it also runs an outbox
+relay (any number of members share the outbox: each claims disjoint batches).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from mcp_router.runtime.stack import Stack
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from stream_processor.processor import StreamStats
-from stream_processor.runner import build_processor
+from stream_processor.runner import StreamWorker, build_stream
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,13 @@ async def run_standalone(settings: Settings) -> None:
             "(chDB and Chroma allow one owning process); use `neonblue status`"
         )
     stats = StreamStats()
-    async with open_router(settings, stream_stats=stats.snapshot) as router:
-        processor = build_processor(settings, router.services, stats, intelligence=router.backends.get("intelligence"))
-        log.info("stream processor: group %s on %s", settings.kafka_group_id, settings.kafka_topics)
-        await processor.run(install_signal_handlers=True)
+    worker: StreamWorker | None = None
+
+    def figures() -> dict:
+        return worker.snapshot() if worker is not None else stats.snapshot()
+
+    async with open_router(settings, stream_stats=figures) as router:
+        worker = build_stream(settings, router.services, stats, intelligence=router.backends.get("intelligence"))
+        log.info("stream processor: group %s on %s; outbox relay %s", settings.kafka_group_id, settings.kafka_topics,
+                 "on" if worker.relay is not None else "off (PostgreSQL is not in this process)")
+        await worker.run(install_signal_handlers=True)

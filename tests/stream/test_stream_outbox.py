@@ -302,3 +302,48 @@ async def test_with_the_broker_down_the_outbox_holds_and_drains_exactly_once_on_
             assert sum(s.sum for s in stats.statistics if s.metric == "conversion") == 50 + 75
     finally:
         broker.stop()
+
+
+async def test_neonblue_stream_relays_the_outbox_and_status_reports_the_backlog(stream_settings: Settings,
+                                                                               tmp_path: Path) -> None:
+    """The entry point, as a real process: `neonblue stream` runs the relay beside the processor."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_stream_crash import COUNT_SCRIPT, _env, _start  # type: ignore[import-not-found]
+
+    from mcp_router.apps.cli import _outbox_line
+    from mcp_router.runtime.stack import Stack
+    from mcp_servers.postgres import open_service
+
+    await create_topics(stream_settings.effective_kafka_bootstrap, stream_settings.kafka_topics, partitions=1)
+    async with open_service(stream_settings) as postgres:
+        await make_experiment(postgres, "outbox-entry")
+        expected = await record_traffic(postgres, "outbox-entry", [f"u{i}" for i in range(60)])
+        total = expected["exposure"] + expected["metric"]
+        stack = Stack(stream_settings)
+        backlog = await asyncio.to_thread(stack.outbox_backlog)
+        assert backlog["unsent"] == total and backlog["oldest_age_s"] >= 0
+        assert _outbox_line(backlog, None).startswith(f"outbox: {total} waiting (oldest ")
+
+        env = _env(stream_settings, tmp_path / "home")
+        proc = _start(env)
+        try:
+            async def relayed_and_consumed() -> bool:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "exited"
+                return await postgres.store.pool.fetchval(
+                    "SELECT count(*) FROM neonblue.event_outbox WHERE sent_at IS NULL") == 0
+
+            await wait_for(relayed_and_consumed, "`neonblue stream` to relay the outbox", 180)
+        finally:
+            proc.send_signal(signal.SIGTERM)  # the relay stops, the processor catches up, commits, leaves
+            code = proc.wait(60)
+        assert code == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else code
+        backlog = await asyncio.to_thread(stack.outbox_backlog)
+        assert (backlog["unsent"], backlog["oldest_age_s"]) == (0, None)
+        assert _outbox_line(backlog, {"relayed": total, "retries": 0}) == f"outbox: 0 waiting; relay: {total} sent, 0 retries"
+
+    counted = subprocess.run([sys.executable, "-c", COUNT_SCRIPT], env=env, capture_output=True, text=True,
+                             timeout=120, check=True)
+    assert int(counted.stdout.strip()) == total

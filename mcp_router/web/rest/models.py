@@ -44,12 +44,17 @@ class _Query(BaseModel):
 # ---------------------------------------------------------------- bodies
 
 
+EXPOSED = ("true (default): the user is shown the variant now; their first exposed request counts them as "
+           "exposed in the analysis. false: fetched but not shown yet (prefetch); a later exposed request counts them.")
+
+
 class GetVariantRequest(_Body):
     """Assign one user (sticky: the first assignment is recorded and wins)."""
 
     experiment: ExperimentRef
     user_id: UserId
     attributes: Attributes = None
+    exposed: bool = Field(default=True, description=EXPOSED)
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"experiment": "checkout-1step", "user_id": "u-123", "attributes": {"country": "US"}},
@@ -65,7 +70,8 @@ class BatchGetVariantRequest(_Body):
     attributes: dict[str, dict[str, Any]] | None = Field(
         default=None, description="user_id -> that user's attributes, for targeting (missing: no attributes)."
     )
-    record: bool = Field(default=True, description="false: predict only, nothing is written.")
+    record: bool = Field(default=True, description="false: predict only, nothing is written (so no exposure either).")
+    exposed: bool = Field(default=True, description=EXPOSED)
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"experiment": "checkout-1step", "user_ids": ["u-1", "u-2", "u-3"]},

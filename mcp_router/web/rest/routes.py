@@ -235,11 +235,12 @@ def add_operations(app: FastAPI, router: Router) -> None:
         summary="Assign a user to a variant",
         description="Deterministic and sticky (GrowthBook-compatible hashing): the first assignment is recorded and "
         "wins forever. Only running experiments assign; a concluded one serves its declared winner. When "
-        "`in_experiment` is false, serve your default experience.",
+        "`in_experiment` is false, serve your default experience. The user's first request with `exposed` true "
+        "(the default) is their exposure: it reaches the event store the analysis reads (`newly_exposed`).",
         responses=_responses(400, 404, 413, 422),
     )
     async def get_variant(body: GetVariantRequest, service: Service) -> VariantAssignment:
-        return await service.get_variant(body.experiment, body.user_id, body.attributes)
+        return await service.get_variant(body.experiment, body.user_id, body.attributes, exposed=body.exposed)
 
     @op(
         f"{PREFIX}/get-variant/batch", methods=["POST"], response_model=BatchAssignment,
@@ -249,12 +250,14 @@ def add_operations(app: FastAPI, router: Router) -> None:
         responses=_responses(400, 404, 413, 422),
     )
     async def get_variant_batch(body: BatchGetVariantRequest, service: Service) -> BatchAssignment:
-        return await service.assign_many(body.experiment, body.user_ids, body.attributes, record=body.record)
+        return await service.assign_many(body.experiment, body.user_ids, body.attributes, record=body.record,
+                                         exposed=body.exposed)
 
     @op(
         f"{PREFIX}/record-result", methods=["POST"], status_code=201, response_model=ResultRecorded,
         operation_id="recordResult", summary="Record a metric value for an assigned user",
         description="Attributed to the user's recorded variant. The metric must be declared on the experiment. "
+        "The value also reaches the event store the analysis reads, once per `event_id`. "
         "201 when recorded; 200 when `event_id` was seen before (nothing added, the first record is returned).",
         responses=_responses(400, 404, 409, 413, 422,
                              success={200: {"model": ResultRecorded, "description": "Success (see the description)."}}),

@@ -11,9 +11,10 @@ pool is itself the bottleneck at high concurrency here (about 5x fewer requests/
 against the same server at 32 in flight), so its figures understate the server. `wrk` is used
 when it is on PATH and --client wrk is given.
 
-Series: first assignments (every request a new user: hash + one INSERT), returning users
-(sticky: the recorded assignment is read back), record-result (one metric value per request for
-an assigned user), and batch get-variant (users/s, 1000 a call).
+Series: first assignments (every request a new user: hash + one INSERT of the assignment and of its
+exposure's event-outbox row), the same with exposed=false (no outbox row: the outbox's cost), returning
+users (sticky: the recorded assignment is read back, nothing written), record-result (one metric value
+per request for an assigned user, with its outbox row), and batch get-variant (users/s, 1000 a call).
 Uses DATABASE_URL when set (a fresh database is created in it), otherwise a throw-away
 embedded PostgreSQL. The rate limit is raised for the run (the default, 600/min per token,
 would cap a single client at 10 requests/s). Prints figures; asserts only that answers are 200.
@@ -228,6 +229,10 @@ async def run(args: argparse.Namespace, dsn: str, pg_pid: int | None = None) -> 
         await drive(url, bodies(returning[:500]), args.concurrency, 10)  # warm up: connections, caches
         await series("first assignment (hash + INSERT)", bodies([f"new-{i}" for i in range(args.requests)]),
                      args.concurrency)
+        # The same with exposed=false: the assignment alone, without its exposure's outbox row.
+        hidden = [f'{{"experiment": "{KEY}", "user_id": "hidden-{i}", "exposed": false}}'.encode()
+                  for i in range(args.requests)]
+        await series("  same, exposed=false (no outbox)", hidden, args.concurrency)
         again = (returning * (args.requests // len(returning) + 1))[:args.requests]
         await series("returning user (sticky read)", bodies(again), args.concurrency)
         await series("returning user, 1 in flight", bodies(again[:1000]), 1)

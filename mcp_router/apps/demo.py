@@ -31,8 +31,11 @@ from typing import Any
 import httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from mcp_router.runtime.serving import resolve_token
 from mcp_router.runtime.stack import Stack
@@ -218,6 +221,45 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:+.1f}%"
 
 
+STATISTICS_NOTE = (
+    "These are the numbers each verdict used. lift: relative to the control, with its always-valid "
+    "(sequential) 95% interval, valid however often the results are read. p: always-valid, Holm-adjusted "
+    "across treatment arms, one-sided (harm) for a guardrail. The analysis also reports a fixed-horizon "
+    "interval (relative_ci): narrower, it can exclude 0 while the decision waits, because it is valid only "
+    "for one look at a sample size planned in advance."
+)
+
+
+def decision_cells(analysis: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The metric that decided the verdict and the statistics the decision read: (decided by, lift with the
+    always-valid interval, decision p, chance to win). A guardrail decides a guardrail_failure roll-back."""
+    verdict, options = analysis["verdict"], analysis["options"]
+    arm = verdict.get("variant")
+    metrics = [m for m in analysis["metrics"] if not m.get("error") and m["variant"] == (arm or m["variant"])]
+    failing = [m for m in metrics if m["role"] == "guardrail" and (m.get("guardrail") or {}).get("status") == "fail"]
+    if verdict["rule_id"] == "guardrail_failure" and failing:
+        m = min(failing, key=lambda g: g["guardrail"]["p_harm"])
+        p = f"{m['guardrail']['p_harm']:.2g}\none-sided"
+        role = "guardrail"
+    else:
+        primary = [m for m in metrics if m["role"] == "primary"]
+        if not primary:
+            return "—", "—", "—", "—"
+        m, role = primary[0], "primary"
+        treatments = len({x["variant"] for x in analysis["metrics"] if x["role"] == "primary"})
+        corrected = options["multiple_testing"] != "none" and treatments > 1
+        decision_p = m["p_value_adjusted"] if m["p_value_adjusted"] is not None else m["p_value_sequential"]
+        adjusted = {"holm": "Holm", "benjamini-hochberg": "BH"}.get(options["multiple_testing"], "")
+        p = f"{decision_p:.2g}" + (f"\n{adjusted}-adjusted" if corrected else "")
+    sequential = options["sequential"]
+    ci = m["relative_ci_sequential"] if sequential else m["relative_ci"]
+    lift = f"{_pct(m['relative_lift'])}\n({_pct(ci[0])} to {_pct(ci[1])})"
+    if not sequential:
+        lift += "\nfixed-horizon"
+    chance = f"{m['chance_to_win']:.0%}" if role == "primary" else "—"
+    return f"{m['metric']} ({role})\n{m['variant']} vs {m['control']}", lift, p, chance
+
+
 async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
     report = DemoReport()
     stack = Stack(settings)
@@ -268,25 +310,23 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         console.print(f"Semantic memory: {json.dumps({c['name']: c['count'] for c in stats['collections']})}")
 
         # 5. ask, as an agent would
-        verdicts = Table("experiment", "verdict", "expected", "primary lift (95% CI)", "p (seq.)", "P(win)", "rule",
-                         title="analyze_experiment_performance", show_lines=True)
+        verdicts = Table("experiment", "verdict", "decided by", "lift, always-valid 95% CI", "always-valid p",
+                         "chance to win", title="analyze_experiment_performance", box=box.SIMPLE_HEAD)
+        rules: list[tuple[str, str]] = []
         for exp in experiments:
             analysis = await agent.call("analyze_experiment_performance", {"experiment_id": exp.key})
             verdict = analysis["verdict"]
             if not exp.bandit:
                 report.verdicts[exp.key] = verdict["verdict"]
-            primary = [m for m in analysis["metrics"] if m["role"] == "primary"
-                       and m["variant"] == (verdict.get("variant") or m["variant"])]
-            m = primary[0] if primary else None
             ok = "" if exp.bandit else ("✓ " if verdict_matches(verdict["verdict"], exp.expected) else "✗ ")
-            verdicts.add_row(
-                exp.key, f"{ok}{verdict['verdict']}", "(bandit: see allocation)" if exp.bandit else exp.expected,
-                f"{_pct(m['relative_lift'])} ({_pct(m['relative_ci'][0])}, {_pct(m['relative_ci'][1])})"
-                if m else "—",
-                f"{m['p_value_sequential']:.2g}" if m else "—",
-                f"{m['chance_to_win']:.0%}" if m else "—",
-                verdict["rule"])
+            expected = "(bandit: see allocation)" if exp.bandit else f"(expected {exp.expected})"
+            verdicts.add_row(exp.key, f"{ok}{verdict['verdict']}\n{expected}", *decision_cells(analysis))
+            rules.append((exp.key, f"{verdict['rule_id']}: {verdict['rule']}"))
         console.print(verdicts)
+        console.print("The rule behind each verdict:")
+        for key, rule in rules:
+            console.print(Padding(Text.assemble((key, "bold"), " ", rule), (0, 0, 0, 2)))
+        console.print(Padding(Text(STATISTICS_NOTE, style="dim"), (1, 0, 0, 0)))
 
         recs = await agent.call("recommend_experiment_optimization", {"experiment_id": "onboarding-bandit"})
         rec_table = Table("#", "action", "why", title="recommend_experiment_optimization: onboarding-bandit")

@@ -60,7 +60,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .narrative import days, pct, pct_interval, prob
+from .narrative import days, interval_label, p_label, pct, pct_interval, prob, statistic_kind
 
 SRM_RULE_THRESHOLD = 0.001
 FUTILITY_CONDITIONAL_POWER = 0.2  # below this chance of significance by the maximum duration, stop (R6)
@@ -131,6 +131,27 @@ class VerdictInputs:
     max_duration_days: float = 56.0
     mde: float = 0.05
     target_power: float = 0.8
+    # How the decision statistics were computed, so the rule sentences name them: always-valid
+    # (sequential) or fixed-horizon, and the multiple-testing correction of the decision p ("none",
+    # "holm", "benjamini-hochberg"; "none" with a single treatment arm).
+    sequential: bool = True
+    correction: str = "none"
+
+    @property
+    def kind(self) -> str:
+        return statistic_kind(self.sequential)
+
+    @property
+    def p_label(self) -> str:
+        return p_label(self.sequential, self.correction)
+
+    @property
+    def interval_label(self) -> str:
+        return interval_label(self.sequential, self.alpha)
+
+    @property
+    def power_label(self) -> str:
+        return f"{self.kind} power"
 
 
 @dataclass(frozen=True)
@@ -186,20 +207,22 @@ def arm_verdict(arm: ArmEvidence, inputs: VerdictInputs) -> Outcome:
             "roll_back", "guardrail_failure",
             f"Guardrail {worst.metric} fails for {arm.variant}: {pct(worst.relative_lift)} "
             f"({'lower' if worst.lower_is_better else 'higher'} is better), beyond the {worst.margin:.0%} margin "
-            f"(harmful-side bound {pct(worst.bound)}); the degradation is significant (p = {worst.p_harm:.2g}).",
+            f"(harmful-side bound {pct(worst.bound)}); the degradation is significant "
+            f"(one-sided {inputs.kind} p = {worst.p_harm:.2g}).",
             _clip(1.0 - worst.p_harm), "1 - p(harm) of the failing guardrail", arm.variant, 0.0)
     if arm.better is True and arm.chance_to_win >= inputs.chance_threshold:
         return Outcome(
             "ship", "primary_win",
-            f"{arm.variant} wins on {arm.metric}: {pct(arm.relative_lift)} (interval {pct_interval(arm.ci)}), "
-            f"p = {arm.p_value:.2g}, chance to win {prob(arm.chance_to_win)} ≥ {prob(inputs.chance_threshold)}, "
+            f"{arm.variant} wins on {arm.metric}: {pct(arm.relative_lift)} ({inputs.interval_label} "
+            f"{pct_interval(arm.ci)}), {inputs.p_label} = {arm.p_value:.2g}, "
+            f"chance to win {prob(arm.chance_to_win)} ≥ {prob(inputs.chance_threshold)}, "
             f"no guardrail failing.",
             _clip(arm.chance_to_win), "chance to win (posterior P(treatment better))", arm.variant, 0.0)
     if arm.better is False:
         return Outcome(
             "roll_back", "primary_loss",
             f"{arm.variant} is significantly worse on {arm.metric}: {pct(arm.relative_lift)} "
-            f"(interval {pct_interval(arm.ci)}), p = {arm.p_value:.2g}.",
+            f"({inputs.interval_label} {pct_interval(arm.ci)}), {inputs.p_label} = {arm.p_value:.2g}.",
             _clip(1.0 - arm.chance_to_win), "1 - chance to win", arm.variant, 0.0)
     remaining = inputs.max_duration_days - inputs.days_observed
     cp = arm.conditional_power
@@ -209,8 +232,9 @@ def arm_verdict(arm: ArmEvidence, inputs: VerdictInputs) -> Outcome:
                  f"is {prob(cp)}" if cp is not None else "")
         return Outcome(
             "needs_review", "futility",
-            f"{arm.variant}: no significant effect on {arm.metric} ({pct(arm.relative_lift)}, p = {arm.p_value:.2g}) "
-            f"and reaching {prob(inputs.target_power)} power for a {inputs.mde:.1%} effect needs {days(arm.days_left)}, "
+            f"{arm.variant}: no significant effect on {arm.metric} ({pct(arm.relative_lift)}, "
+            f"{inputs.p_label} = {arm.p_value:.2g}) and reaching {prob(inputs.target_power)} "
+            f"{inputs.power_label} for a {inputs.mde:.1%} relative effect (the MDE) needs {days(arm.days_left)}, "
             f"beyond the {inputs.max_duration_days:.0f}-day maximum ({remaining:.1f} days remain){trend}: "
             f"stop for futility.",
             _clip(1.0 - (cp if cp is not None else power)),
@@ -219,21 +243,22 @@ def arm_verdict(arm: ArmEvidence, inputs: VerdictInputs) -> Outcome:
     if arm.days_left is not None and arm.days_left <= 0:
         return Outcome(
             "needs_review", "no_effect",
-            f"{arm.variant}: no significant effect on {arm.metric} ({pct(arm.relative_lift)}, interval "
-            f"{pct_interval(arm.ci)}) although powered at {prob(power)} for a {inputs.mde:.1%} effect: "
+            f"{arm.variant}: no significant effect on {arm.metric} ({pct(arm.relative_lift)}, {inputs.interval_label} "
+            f"{pct_interval(arm.ci)}) although {inputs.power_label} is {prob(power)} for a {inputs.mde:.1%} "
+            f"relative effect (the MDE): "
             f"any effect is likely smaller than the MDE.",
             _clip(power), "power reached for the MDE", arm.variant, 0.0)
     if arm.better is True:  # significant but the posterior is not convincing enough
         return Outcome(
             "keep_running", "underpowered",
-            f"{arm.variant} is significantly better on {arm.metric} ({pct(arm.relative_lift)}, p = {arm.p_value:.2g}) "
-            f"but its chance to win {prob(arm.chance_to_win)} is below {prob(inputs.chance_threshold)}.",
+            f"{arm.variant} is significantly better on {arm.metric} ({pct(arm.relative_lift)}, "
+            f"{inputs.p_label} = {arm.p_value:.2g}) but its chance to win {prob(arm.chance_to_win)} is below {prob(inputs.chance_threshold)}.",
             _clip(arm.chance_to_win), "chance to win", arm.variant, arm.days_left)
     return Outcome(
         "keep_running", "underpowered",
-        f"{arm.variant}: no significant effect yet on {arm.metric} ({pct(arm.relative_lift)}, p = {arm.p_value:.2g}); "
-        f"power now {prob(power)} for a {inputs.mde:.1%} effect, {days(arm.days_left)} to reach "
-        f"{prob(inputs.target_power)} at {inputs.units_per_day:.0f} users/day.",
+        f"{arm.variant}: no significant effect yet on {arm.metric} ({pct(arm.relative_lift)}, "
+        f"{inputs.p_label} = {arm.p_value:.2g}); {inputs.power_label} now {prob(power)} for a {inputs.mde:.1%} "
+        f"relative effect (the MDE), {days(arm.days_left)} to reach {prob(inputs.target_power)} at {inputs.units_per_day:.0f} users/day.",
         _clip(1.0 - power), "1 - power now (chance of missing an MDE-sized effect)", arm.variant, arm.days_left)
 
 

@@ -300,7 +300,7 @@ def read_out(experiment: dict[str, Any], arms: Arms, st: Mapping[str, Any], opts
         srm_error=None if total else no_data_reason(experiment, opts), min_units=min_units, units_per_day=units_per_day,
         days_observed=days_observed, arm_shares=shares, control=control,
         chance_threshold=opts.chance_to_win_threshold, alpha=opts.alpha, max_duration_days=opts.max_duration_days,
-        mde=opts.mde, target_power=opts.target_power)
+        mde=opts.mde, target_power=opts.target_power, sequential=opts.sequential, correction=opts.multiple_testing if len(treatments) > 1 else "none")
     verdict, per_arm = decide_verdict(vin)
     if weights_changed:
         notes.append("Traffic weights changed during the window: SRM expects each period's split; pooled lifts "

@@ -15,7 +15,7 @@ from . import analysis as calc
 from . import priors
 from .base import ACTOR, rounded
 from .models import AnalysisOptions, OptimizationRecommendations, RecommendedAction
-from .narrative import days, prob
+from .narrative import WHY_THE_DECISION_WAITS, days, excludes_zero, pct_interval, prob
 from .readout import Analysed, analysis_options, experiment_text, normalised_weights
 from .traffic import TrafficAllocator
 
@@ -64,6 +64,13 @@ class Recommendations(TrafficAllocator):
                             "chance_to_win": arm.bayes.chance_to_win, "power": arm.power, "days_left": arm.days_left,
                             "conditional_power": arm.conditional_power,
                             "users": {a.control: arm.control_n, arm.variant: arm.n}}
+                fixed_ci = calc.interval(arm.fixed.ci)
+                waits = ""  # the fixed interval says "an effect" while the always-valid decision does not yet
+                if opts.sequential and not arm.significant and excludes_zero(fixed_ci) \
+                        and not excludes_zero(evidence["interval"]):
+                    evidence["fixed_horizon_interval"] = list(fixed_ci)
+                    waits = (f" Its fixed-horizon interval ({pct_interval(fixed_ci)}) excludes 0 and its always-valid "
+                             f"one ({pct_interval(evidence['interval'])}) does not: {WHY_THE_DECISION_WAITS}.")
                 if o.verdict == "ship":
                     add("ship", o.variant, f"Ship {o.variant}", o.rule, evidence, o.confidence)
                 elif o.verdict == "roll_back":
@@ -73,16 +80,16 @@ class Recommendations(TrafficAllocator):
                     add(kind, o.variant, f"Roll back {o.variant}" if kind == "roll_back" else f"Remove {o.variant}",
                         o.rule, {**evidence, "failing_guardrails": guards}, o.confidence, grounded=False)
                 elif o.rule_id == "futility":
-                    add("stop_for_futility", o.variant, f"Stop {o.variant} for futility", o.rule, evidence,
+                    add("stop_for_futility", o.variant, f"Stop {o.variant} for futility", o.rule + waits, evidence,
                         o.confidence)
                 elif o.rule_id == "no_effect":
                     add("review_results", o.variant, f"Conclude {o.variant}: no effect of the planned size",
-                        o.rule, evidence, o.confidence)
+                        o.rule + waits, evidence, o.confidence)
                 elif o.days_left is not None and o.days_left > 0:
                     needed = math.ceil(o.days_left * r.units_per_day)
                     add("extend_duration", o.variant,
                         f"Keep running {days(o.days_left)} to reach {opts.target_power:.0%} power for a {opts.mde:.0%} effect",
-                        f"{o.rule} That is about {needed} more users at {r.units_per_day:.0f}/day.",
+                        f"{o.rule} That is about {needed:,} more users at {r.units_per_day:.0f}/day.{waits}",
                         {**evidence, "additional_users": needed}, o.confidence)
             if r.verdict.verdict == "keep_running" and a.primary_pairs():
                 bandit = self._bandit(a)

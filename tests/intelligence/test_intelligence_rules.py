@@ -3,6 +3,7 @@ mapping, SRM under weight changes, and kNN voting."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,6 +103,20 @@ class TestVerdictRules:
         assert (verdict.verdict, verdict.variant) == ("keep_running", "t2") and "Remove t2" in verdict.rule
         verdict, _ = decide_verdict(inputs(arm("t1", guardrails=(FAILING,)), arm("t2", guardrails=(FAILING,))))
         assert verdict.verdict == "roll_back"
+
+    def test_each_rule_names_the_statistics_it_read(self) -> None:
+        # The decision p and interval are always-valid by default; with several arms the p is Holm-adjusted.
+        ship, _ = decide_verdict(inputs(arm(**WIN)))
+        assert "(always-valid 95% interval +8.0% to +12.0%), always-valid p = 1e-06," in ship.rule
+        multi = replace(inputs(arm("t1", **WIN), arm("t2", days_left=12.0)), correction="holm")
+        _, per_arm = decide_verdict(multi)
+        assert "always-valid p (Holm) = 1e-06" in per_arm[0].rule
+        assert ("always-valid p (Holm) = 0.5); always-valid power now 40.0% for a 5.0% relative effect (the MDE)"
+                in per_arm[1].rule)
+        fixed, _ = decide_verdict(replace(inputs(arm(**WIN)), sequential=False, alpha=0.1))
+        assert "(fixed-horizon 90% interval +8.0% to +12.0%), fixed-horizon p = 1e-06" in fixed.rule
+        guard, _ = decide_verdict(inputs(arm(guardrails=(FAILING,))))
+        assert "(one-sided always-valid p = 1e-06)" in guard.rule
 
 
 def facts(verdict: Outcome, *, status: str = "running", days: float = 14.0, units: int = 20_000,

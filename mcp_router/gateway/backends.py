@@ -5,6 +5,10 @@ an `MCPServer` in this process (in-memory, no JSON-RPC framing), a command
 started over stdio, or a streamable-HTTP URL. Each backend carries its own
 timeout, latency/error counters and a circuit breaker, so a dead backend
 answers with a clear error quickly instead of hanging the router.
+
+Every isError result leaving a backend is a refusal in `schemas.refusals`' form: one line, its
+kind in `_meta`. `Backend.call` raises that kind's class again (a peer's NotFound is a NotFound
+here), never by reading the message.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 
 from schemas.errors import BackendUnavailable, ServiceError
+from schemas.refusals import normalized, refusal, refusal_of, refusal_result
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ Target = MCPServer | StdioServerParameters | str
 
 
 def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+    """The router's own refusal that a backend cannot be reached (kind `unavailable`)."""
+    return refusal_result(BackendUnavailable(message))
 
 
 class Backend:
@@ -180,6 +186,7 @@ class Backend:
         self.breaker.record_success()
         if result.is_error:
             self.stats.tool_errors += 1
+            result = normalized(result)  # a remote server's refusal reads like an in-process one
         return strip_identity(result)
 
     @staticmethod
@@ -193,28 +200,28 @@ class Backend:
             result = await server.call_tool(tool, arguments)
         except MCPError:
             raise
-        except Exception as exc:  # noqa: BLE001 - mirrors MCPServer._handle_call_tool
+        except Exception as exc:  # noqa: BLE001 - a plain MCPServer (ToolServer answers refusals itself)
             if not isinstance(exc, ToolError) or isinstance(exc, UnexpectedToolError):
                 log.exception("tool %s raised an unexpected exception", tool)
-            return error_result(str(exc))
+            return refusal_result(refusal(exc, server._tool_input_schema(tool)))
         if not isinstance(result, types.CallToolResult):  # an input-required round trip: not routed in-process
             raise ServiceError(f"tool {tool} asked for client input, which the router cannot relay")
         return result
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Call a tool and return its structured content; errors raise ServiceError.
+        """Call a tool and return its structured content; a refusal raises its kind's ServiceError
+        subclass (NotFound, InvalidInput, Conflict, QueryRefused, BackendUnavailable, InternalError)
+        with the peer's own line, no backend name added.
 
         This is how one server (Experiment Intelligence) uses another.
         """
         result = await self.call_tool(tool, arguments)
-        text = " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
         if result.is_error:
-            if text.startswith(f"backend '{self.name}' is unavailable"):
-                raise BackendUnavailable(text)
-            raise ServiceError(f"{self.name}.{tool}: {text}")
+            raise refusal_of(result)
         if result.structured_content is not None:
             return result.structured_content
-        raise ServiceError(f"{self.name}.{tool} returned no structured content")
+        log.error("backend %s: tool %s returned no structured content", self.name, tool)
+        raise ServiceError(f"{tool} returned no structured content")
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         if self.client is None:

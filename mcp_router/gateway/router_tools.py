@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mcp_router.gateway.query_routing import RoutePlan, plan_query
 from mcp_servers.annotations import READ_ONLY
+from mcp_servers.tool_server import ToolServer
 from schemas.errors import InvalidInput
 from schemas.events import Event, event_json_schema
 from schemas.routing import DataClassification, classify_event
@@ -38,7 +39,7 @@ class RouterStatus(BaseModel):
 
 
 def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
-    mcp = MCPServer("router")
+    mcp = ToolServer("router")
 
     @mcp.tool(annotations=READ_ONLY)
     async def router_status() -> RouterStatus:

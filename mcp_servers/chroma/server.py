@@ -8,6 +8,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from mcp_servers.annotations import OVERWRITE, READ_ONLY
+from mcp_servers.tool_server import ToolServer
 
 from .models import (
     CollectionStats,
@@ -56,7 +57,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
     """
     if registry is not None:
         service.registry = registry
-    mcp = MCPServer("neonblue-chroma", instructions=INSTRUCTIONS)
+    mcp = ToolServer("neonblue-chroma", instructions=INSTRUCTIONS)
 
     @mcp.tool(annotations=OVERWRITE)
     async def store_experiment_context(experiment: ExperimentRecord,

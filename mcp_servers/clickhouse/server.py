@@ -9,6 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from mcp_servers.annotations import IDEMPOTENT_WRITE, READ_ONLY
+from mcp_servers.tool_server import ToolServer
 from schemas.events import Event
 
 from .models import (
@@ -45,7 +46,7 @@ Metrics = Annotated[list[MetricName], Field(default_factory=list, max_length=20,
 
 def build_server(service: ClickHouseService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
-    mcp = MCPServer("neonblue-clickhouse", instructions=INSTRUCTIONS)
+    mcp = ToolServer("neonblue-clickhouse", instructions=INSTRUCTIONS)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def ingest_events(

@@ -21,12 +21,12 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import anyio
-import mcp.types as types
 from anyio.abc import TaskGroup
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import MCPServer
 
 from schemas.errors import BackendUnavailable, ConfigError, ServiceError
+from schemas.refusals import refusal_of
 from schemas.servers import CHROMADB, CLICKHOUSE, PEERS_OF_INTELLIGENCE, POSTGRES
 from schemas.settings import Settings
 
@@ -113,11 +113,10 @@ class ClientPeer:
         except Exception as exc:  # noqa: BLE001 - connection lost, process died, protocol error
             raise BackendUnavailable(f"backend '{self.name}' is unavailable: {type(exc).__name__}: {exc}") from exc
         if result.is_error:
-            text = " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
-            raise ServiceError(f"{self.name}.{tool}: {text}")
+            raise refusal_of(result)  # the peer's kind and line (schemas.refusals), no backend name added
         if result.structured_content is not None:
             return result.structured_content
-        raise ServiceError(f"{self.name}.{tool} returned no structured content")
+        raise ServiceError(f"{tool} returned no structured content")
 
 
 def _postgres() -> ModuleType:

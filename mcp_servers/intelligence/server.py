@@ -9,6 +9,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import Field
 
 from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY
+from mcp_servers.tool_server import ToolServer
 
 from .models import (
     AnalysisOptions,
@@ -45,7 +46,7 @@ Options = Annotated[AnalysisOptions | None, Field(default=None, description="Ana
 
 def build_server(service: IntelligenceService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
-    mcp = MCPServer("neonblue-intelligence", instructions=INSTRUCTIONS)
+    mcp = ToolServer("neonblue-intelligence", instructions=INSTRUCTIONS)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def analyze_experiment_performance(experiment_id: ExperimentId, options: Options = None) -> ExperimentAnalysis:

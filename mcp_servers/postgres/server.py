@@ -8,6 +8,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, OVERWRITE, READ_ONLY, WRITE
+from mcp_servers.tool_server import ToolServer
 
 from .models import (
     Actor,
@@ -50,7 +51,7 @@ Attributes = Annotated[
 
 def build_server(service: ExperimentService) -> MCPServer:
     """The MCP server over `service` (tools only; the service's lifetime is the caller's)."""
-    mcp = MCPServer("neonblue-postgres", instructions=INSTRUCTIONS)
+    mcp = ToolServer("neonblue-postgres", instructions=INSTRUCTIONS)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -53,9 +53,9 @@ async def test_a_peer_refusal_inside_the_analysis_task_group_keeps_its_message(i
             Client(router.server) as client:
         await kit.Seeder(router, client).experiment("down")
         text = await refusal(client, "analyze_experiment_performance", {"experiment_id": "down"})
-    # The SDK prefixes every refusal; before, an exception group left only that prefix.
-    assert text.startswith("Error executing tool analyze_experiment_performance: backend 'clickhouse' is "
-                           "unavailable: "), text
+    # Before, an exception group left only the SDK's "Error executing tool ..." prefix; now the one line
+    # is the peer's own reason (schemas.refusals), without the SDK's wrapper.
+    assert text.startswith("backend 'clickhouse' is unavailable: "), text
 
 
 async def test_gathering_unwraps_service_errors_only() -> None:

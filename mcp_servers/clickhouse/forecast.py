@@ -6,7 +6,9 @@ with t in days since the first observed day and weekday dummies (Monday is the
 baseline) when at least 14 days are observed, otherwise the linear trend alone.
 Prediction intervals are the OLS ones: ŷ ± t_{n-p, (1+level)/2} · s · √(1 + x₀ᵀ(XᵀX)⁻¹x₀),
 with s² the residual variance. Days without data are simply not observed (the
-trend keeps calendar time). The backtest refits the same model at rolling
+trend keeps calendar time), and neither are partial days, which the caller leaves out
+(`ClickHouseService.predict_experiment_trends`: the window's first or last day when it
+covers only part of it). The backtest refits the same model at rolling
 origins over the last days and scores the forecasts of the following days
 (MAE, MAPE) next to a naive "repeat the last value" forecast.
 """
@@ -29,8 +31,9 @@ def describe_model(weekly: bool) -> str:
     if weekly:
         base += " + day-of-week effects"
     return (
-        f"{base} on daily values, fitted per variant; prediction intervals from the residual variance "
-        "(t distribution, OLS prediction variance); rolling-origin backtest vs a naive last-value forecast"
+        f"{base} on the complete days' values (a partial first or last day is not fitted), per variant; "
+        "prediction intervals from the residual variance (t distribution, OLS prediction variance); "
+        "rolling-origin backtest vs a naive last-value forecast"
     )
 
 

@@ -220,6 +220,9 @@ class DailyValue(_Model):
     date: date
     value: float
     active_users: int
+    partial: bool = Field(default=False, description="Only part of this day is observed: the last day while it "
+                          "has not ended (today, UTC), or a first day the experiment started more than an hour "
+                          "into. Shown, not fitted; a partial last day is forecast as a full day")
 
 
 class ForecastPoint(_Model):
@@ -258,6 +261,8 @@ class TrendForecast(_Model):
     days_ahead: int
     interval: float
     variants: list[VariantForecast]
+    partial_days: list[date] = Field(default_factory=list, description="Days observed only in part: flagged "
+                                     "in each history, left out of the fit and the backtest")
     elapsed_ms: float
 
 

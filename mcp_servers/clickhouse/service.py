@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 
 MAX_METRICS = 20
 VOLUME_DROP_RATIO = 0.5
+# An experiment whose first exposure came this long after midnight has a partial first day (the
+# trend model shows it, never fits it; the same for a last day that has not ended yet).
+PARTIAL_DAY_GAP = timedelta(hours=1)
 # Engine errors that mean "this batch is bad", not "the engine is down".
 _BAD_BATCH_CODES = {6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 395, 469, 1001}
 _BAD_QUERY_CODES = {
@@ -658,6 +661,14 @@ class ClickHouseService:
         if not measured:
             raise NotFound(f"no {metric!r} events for experiment {experiment_id!r}")
         variants = sorted({v for v, _ in active})
+        # Partial days: the last one while it has not ended (today: its events are still arriving, and
+        # the late conversions of yesterday's users crowd a short day), the first one when the experiment
+        # started well into it. Their values are biased, so they are shown, flagged, and not fitted.
+        partial = set()
+        if first_day == start.date() and start - _day_start(first_day) > PARTIAL_DAY_GAP:
+            partial.add(first_day)
+        if _day_start(last_day + timedelta(days=1)) > datetime.now(UTC):
+            partial.add(last_day)
         results: list[VariantForecast] = []
         weekly_any = False
         for variant in variants:
@@ -668,15 +679,18 @@ class ClickHouseService:
                 n_active = active[(variant, day)]
                 value = {"mean_per_active_user": m["value_sum"] / n_active, "total": m["value_sum"],
                          "share_of_active_users": m["users"] / n_active}[statistic]
-                series.append(DailyValue(date=day, value=value, active_users=n_active))
-            if len(series) < forecast.MIN_DAYS:
-                raise InvalidInput(f"variant {variant!r} has {len(series)} observed days; "
+                series.append(DailyValue(date=day, value=value, active_users=n_active, partial=day in partial))
+            complete = [p for p in series if not p.partial]
+            if len(complete) < forecast.MIN_DAYS:
+                skipped = f" ({len(series) - len(complete)} partial day(s) not used)" if len(complete) < len(series) else ""
+                raise InvalidInput(f"variant {variant!r} has {len(complete)} complete observed days{skipped}; "
                                    f"the model needs at least {forecast.MIN_DAYS}")
-            obs_days = [p.date for p in series]
-            values = [p.value for p in series]
+            obs_days = [p.date for p in complete]
+            values = [p.value for p in complete]
             model = forecast.fit(obs_days, values)
             weekly_any |= model.weekly
-            ahead = forecast.future_days(obs_days[-1], days_ahead)
+            # From the day after the last complete one: a partial last day gets its full-day forecast.
+            ahead = forecast.future_days(obs_days[-1], days_ahead + (series[-1].date - obs_days[-1]).days)
             mean, lower, upper = model.predict(ahead, interval)
             level = float(model.predict([obs_days[-1]], interval)[0][0])
             score = forecast.backtest(obs_days, values, horizon=min(days_ahead, 7), weekly=model.weekly)
@@ -693,7 +707,8 @@ class ClickHouseService:
         return TrendForecast(
             experiment_id=experiment_id, metric=metric, statistic=statistic,  # type: ignore[arg-type]
             model=forecast.describe_model(weekly_any), history_days=history_days, days_ahead=days_ahead,
-            interval=interval, variants=results, elapsed_ms=(time.perf_counter() - started) * 1000)
+            interval=interval, variants=results, partial_days=sorted(partial),
+            elapsed_ms=(time.perf_counter() - started) * 1000)
 
     # ------------------------------------------------------------------ SQL
 

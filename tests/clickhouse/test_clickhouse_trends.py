@@ -20,29 +20,42 @@ USERS_PER_DAY = 60
 LEVEL = {"control": 10.0, "treatment": 12.0}
 SLOPE = {"control": 0.10, "treatment": 0.25}
 WEEKDAY = np.array([0.0, 0.5, 1.0, 1.5, 2.0, -3.0, -4.0])  # Mon..Sun
+NOW = datetime.now(UTC)
+TODAY = NOW.date()
+TODAY_HOURS = max((NOW - datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=UTC)).total_seconds() / 3600 - 0.05,
+                  0.01)  # today's events so far (none in the future)
+ONGOING_DAYS = 21
+ONGOING_FIRST = TODAY - timedelta(days=ONGOING_DAYS - 1)
 
 
 def truth(variant: str, day: date) -> float:
     return LEVEL[variant] + SLOPE[variant] * (day - FIRST_DAY).days + WEEKDAY[day.weekday()]
 
 
-def daily_events(days: int, experiment_id: str, seed: int = 3) -> pa.Table:
-    """Each day, fresh users per variant: an exposure and one revenue event of truth + noise."""
+def daily_events(days: int, experiment_id: str, seed: int = 3, *, first_day: date = FIRST_DAY, first_hour: float = 0.0,
+                 last_hours: float = 24.0, last_day_extra: float = 0.0) -> pa.Table:
+    """Each day, fresh users per variant, spread over the day: an exposure and one revenue event of
+    truth + noise. `first_hour`: the first day starts then (an experiment started mid-day); `last_hours`:
+    the last day stops after that many hours (a day still going on), its values raised by `last_day_extra`."""
     rng = np.random.default_rng(seed)
     cols: dict[str, list] = {name: [] for name in EVENT_SCHEMA.names}
     k = 0
     for d in range(days):
-        day = FIRST_DAY + timedelta(days=d)
-        noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+        day = first_day + timedelta(days=d)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(hours=first_hour if d == 0 else 0)
+        hours = (last_hours if d == days - 1 else 24.0) - (first_hour if d == 0 else 0.0)
         for variant in LEVEL:
             values = truth(variant, day) + rng.normal(0, 2.0, USERS_PER_DAY)
+            if d == days - 1:
+                values = values + last_day_extra
             for i, value in enumerate(values):
                 user = f"{variant}-{d}-{i}"
+                at = start + timedelta(hours=hours * i / USERS_PER_DAY)
                 for event_type, metric, val in (("exposure", "", None), ("revenue", "revenue", float(value))):
                     k += 1
                     row = {"event_id": f"e{k}", "event_type": event_type, "experiment_id": experiment_id,
                            "variant": variant if event_type == "exposure" else "", "user_id": user,
-                           "metric": metric, "value": val, "timestamp": noon + timedelta(minutes=i),
+                           "metric": metric, "value": val, "timestamp": at,
                            "session_id": "", "device": "", "country": "", "source": "", "plan": "", "raw": ""}
                     for name, v in row.items():
                         cols[name].append(v)
@@ -56,6 +69,11 @@ async def ch(chdb_path):
         await service.ingest_arrow(daily_events(DAYS, "trend"), "six-weeks")
         await service.ingest_arrow(daily_events(5, "short"), "five-days")
         await service.ingest_arrow(daily_events(2, "tiny"), "two-days")
+        # Started at 15:00 on its first day; its last day is today, so far, with inflated values.
+        await service.ingest_arrow(daily_events(ONGOING_DAYS, "ongoing", first_day=ONGOING_FIRST, first_hour=15,
+                                                last_hours=TODAY_HOURS, last_day_extra=30.0), "ongoing")
+        await service.ingest_arrow(daily_events(3, "young", first_day=TODAY - timedelta(days=2), first_hour=15,
+                                                last_hours=TODAY_HOURS), "young")
         yield service
 
 
@@ -133,3 +151,31 @@ def test_prediction_intervals_have_their_nominal_coverage():
         actual = np.array([truth("control", d) for d in future]) + rng.normal(0, 1.0, 3)
         hits += int(np.sum((lo <= actual) & (actual <= hi)))
     assert hits / (3 * trials) == pytest.approx(0.9, abs=0.03)
+
+
+async def test_partial_first_and_last_days_are_flagged_and_never_feed_the_forecast(ch):
+    first, last = ONGOING_FIRST, TODAY
+    result = await ch.predict_experiment_trends("ongoing", "revenue", days_ahead=3)
+    assert result.partial_days == [first, last]
+    assert "partial first or last day is not fitted" in result.model
+    for variant in result.variants:
+        history = variant.history
+        assert [p.date for p in history if p.partial] == [first, last]  # shown, flagged
+        assert history[-1].value > truth(variant.variant, last) + 20  # today's spike is there...
+        complete = [p for p in history if not p.partial]
+        model = forecast.fit([p.date for p in complete], [p.value for p in complete])
+        # ...but the forecast is the model of the complete days alone, starting with today itself.
+        assert [p.date for p in variant.forecast] == [last + timedelta(days=i) for i in range(4)]
+        predicted, _, _ = model.predict([p.date for p in variant.forecast])
+        np.testing.assert_allclose([p.predicted for p in variant.forecast], predicted)
+        for point in variant.forecast:
+            assert point.predicted == pytest.approx(truth(variant.variant, point.date), abs=1.5)
+        assert variant.level == pytest.approx(float(model.predict([complete[-1].date])[0][0]))
+    # Days that have ended, from midnight: nothing is partial.
+    full = await ch.predict_experiment_trends("trend", "revenue", days_ahead=1)
+    assert full.partial_days == [] and not any(p.partial for v in full.variants for p in v.history)
+
+
+async def test_too_few_complete_days_are_refused_naming_the_partial_ones(ch):
+    with pytest.raises(InvalidInput, match=r"1 complete observed days \(2 partial day\(s\) not used\)"):
+        await ch.predict_experiment_trends("young", "revenue")

@@ -486,6 +486,20 @@ class LiftSeries(BaseModel):
     users: list[int]
 
 
+class DailySeries(BaseModel):
+    """The daily panel of one variant: observed days (partial ones flagged) and the forecast after them."""
+
+    variant: str
+    days: list[str]
+    values: list[float]
+    partial: list[bool] = Field(description="Only part of the day is observed (today, or a first day started late): "
+                                "drawn hollow, not used by the forecast.")
+    forecast_days: list[str]
+    forecast: list[float] = Field(description="Fitted on the complete days only.")
+    forecast_low: list[float]
+    forecast_high: list[float]
+
+
 class PlotSummary(BaseModel):
     experiment_id: str
     metric: str
@@ -495,4 +509,16 @@ class PlotSummary(BaseModel):
     series: list[LiftSeries]
     daily_source: str | None = Field(description="Where the daily per-variant panel comes from (None: not drawn).")
     final_lift: dict[str, float | None] = Field(description="Last cumulative lift per treatment.")
+    verdict: str = Field(default="", description="The analysis verdict the chart's headline states.")
+    rule_id: str = ""
+    headline: str = Field(default="", description="The line above the chart: verdict and the metric that decided.")
+    decided_by: str | None = Field(default=None, description="The metric that decided the verdict (a failing "
+                                   "guardrail for a guardrail roll-back; None for an SRM).")
+    panels: list[str] = Field(default_factory=list, description="Panels top to bottom: lift:<metric>, "
+                              "guardrail:<metric> (when a guardrail decided), daily:<metric>.")
+    guardrail_metric: str | None = None
+    guardrail_margin: float | None = None
+    guardrail_series: list[LiftSeries] = Field(default_factory=list, description="The guardrail panel's lifts.")
+    daily: list[DailySeries] = Field(default_factory=list)
+    partial_days: list[str] = Field(default_factory=list, description="Days observed only in part.")
     png_bytes: int

@@ -160,6 +160,8 @@ def _problem(err: Mapping[str, Any], path: str, node: Mapping[str, Any] | None, 
         return f"argument {path!r}: missing{expected or '; it is required'}"
     if kind == "extra_forbidden":
         return f"argument {path!r}: not accepted here; leave it out"
+    if kind in ("value_error", "assertion_error"):  # a validator's own sentence says what to do
+        return f"argument {path!r}: {_what(err)}"
     got = "" if "input" not in err else f", got {_shown(err['input'])}"
     return f"argument {path!r}: {_what(err)}{got}{expected}"
 
@@ -171,7 +173,7 @@ def _what(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "is invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
-    msg = _INSTANCE_OF.sub("an object", msg)
+    msg = _INSTANCE_OF.sub("an object", msg).replace("a valid dictionary", "an object")
     msg = re.sub(r"^Input should\b", "should", msg)
     msg = re.sub(r"^Input\b", "value", msg)
     return msg[:1].lower() + msg[1:] if msg[:2] != msg[:2].upper() else msg
@@ -317,9 +319,15 @@ def _bounds(low: Any, high: Any, unit: str) -> str:
     return ""
 
 
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _range(node: Mapping[str, Any]) -> str:
-    low, high = node.get("minimum"), node.get("maximum")
-    xlow, xhigh = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
+    low, high, xlow, xhigh = (None if node.get(k) is None else _number(node[k])
+                              for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
     if low is not None and high is not None:
         return f" from {low} to {high}"
     parts = []

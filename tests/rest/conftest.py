@@ -71,12 +71,13 @@ def rest_api(pg_dsn: str, ch_database: str, chdb_path: Path) -> Callable[..., Ab
 
     The router holds the postgres server in-process (as `neonblue up` does); with
     intelligence=True also ClickHouse (chDB, this test's database) and the Experiment
-    Intelligence server over the router's backends (no Chroma: similar experiments are skipped).
+    Intelligence server over the router's backends (no Chroma: similar experiments are skipped);
+    intelligence="backend" leaves it out of the in-process services, so REST reaches it through the gateway.
     """
 
     @asynccontextmanager
-    async def open_api(*, token: str | None = TOKEN, postgres_in_process: bool = True, intelligence: bool = False,
-                       **settings: Any) -> AsyncIterator[RestApi]:
+    async def open_api(*, token: str | None = TOKEN, postgres_in_process: bool = True,
+                       intelligence: bool | str = False, **settings: Any) -> AsyncIterator[RestApi]:
         # model_copy: some fields (rate_limit_per_minute...) are only read from their env alias at init.
         config = Settings(_env_file=None, database_url=pg_dsn, clickhouse_database=ch_database,
                           neonblue_home=chdb_path.parent).model_copy(update={"rate_limit_per_minute": 100_000, **settings})
@@ -94,7 +95,8 @@ def rest_api(pg_dsn: str, ch_database: str, chdb_path: Path) -> Callable[..., Ab
                 router.services["clickhouse"] = ch
                 router.backends["clickhouse"] = Backend("clickhouse", clickhouse.build_server(ch))
                 brain = await stack.enter_async_context(intel.open_service(config, backends=router.backends))
-                router.services["intelligence"] = brain
+                if intelligence != "backend":  # "backend": reached only through the gateway, as a remote one is
+                    router.services["intelligence"] = brain
                 router.backends["intelligence"] = Backend("intelligence", intel.build_server(brain))
             async with connected(router):
                 app = build_http_app(router, config, token, extra_routes=rest_routes(router))

@@ -1,6 +1,7 @@
-"""GET /analyze with the Experiment Intelligence server in-process: its full analysis of the
-event store (ClickHouse) by default, the registry's descriptive statistics on request, no
-audit-trail write on a GET, and the REST status codes preserved across the tool hop."""
+"""GET /analyze: the Experiment Intelligence server's full analysis of the event store (ClickHouse)
+by default — in-process, or behind the gateway as a remote server is — the registry's descriptive
+statistics only on request, no audit-trail write on a GET, the REST status codes preserved across the
+tool hop, and no data yet answered as the no_data verdict."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ async def test_analyze_serves_the_intelligence_analysis_without_writing_a_decisi
         registry = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"source": "registry"})
         assert registry.status_code == 200
         assert registry.json()["total_assigned"] == 0  # no record-result / get-variant here: PostgreSQL has none
+        assert "verdict" not in registry.json()  # descriptive only
+
+        # Each view refuses the other's parameters instead of ignoring them.
+        mixed = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"metrics": "conversion"})
+        assert mixed.status_code == 422 and "only for source=registry" in mixed.json()["detail"]
+        mixed = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"source": "registry", "alpha": 0.01})
+        assert mixed.status_code == 422 and "alpha: options of the statistics engine" in mixed.json()["detail"]
+        gone = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"source": "auto"})
+        assert gone.status_code == 422 and gone.json()["errors"][0]["loc"] == ["query", "source"]
 
         missing = await api.http.get(f"{BASE}/nope/analyze")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
@@ -58,3 +68,25 @@ async def test_analyze_without_events_answers_the_no_data_verdict_not_an_error(r
         assert verdict["rule_id"] == "no_data" and verdict["verdict"] == "needs_review"
         assert "no exposure events for 'quiet'" in verdict["rule"] and "\n" not in verdict["rule"]
         assert (await api.http.get(f"{BASE}/quiet/analyze", params={"source": "registry"})).status_code == 200
+
+
+async def test_analyze_reaches_a_remote_intelligence_server_through_the_gateway(rest_api) -> None:
+    async with rest_api(intelligence="backend") as api:
+        assert "intelligence" not in api.router.services
+        await api.create_running("remote")
+        await load_traffic(api, "remote", users=3000)
+        answer = await api.http.get(f"{BASE}/remote/analyze", params={"sequential": "false", "mde": 0.1})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert sum(v["users"] for v in body["variants"]) == 3000 and body["verdict"]["rule_id"]
+        assert body["options"]["sequential"] is False and body["options"]["mde"] == 0.1
+        assert body["options"]["record_decision"] is False
+
+
+async def test_analyze_without_an_intelligence_server_says_so_and_points_to_the_registry_view(rest_api) -> None:
+    async with rest_api() as api:
+        await api.create_running("alone")
+        answer = await api.http.get(f"{BASE}/alone/analyze")
+        assert answer.status_code == 503 and answer.json()["error"] == "backend_unavailable"
+        assert "source=registry" in answer.json()["detail"]
+        assert (await api.http.get(f"{BASE}/alone/analyze", params={"source": "registry"})).status_code == 200

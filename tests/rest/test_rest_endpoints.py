@@ -53,7 +53,8 @@ async def test_the_seed_flow_create_start_assign_record_analyze_stop_archive(res
         assert duplicate.status_code == 200 and duplicate.json()["duplicate"] is True
         assert duplicate.json()["value"] == 1.0  # the first record stands
 
-        analysis = await http.get(f"{BASE}/checkout-1step/analyze", params={"metrics": ["conversion"]})
+        analysis = await http.get(f"{BASE}/checkout-1step/analyze",
+                                  params={"source": "registry", "metrics": ["conversion"]})
         assert analysis.status_code == 200
         body = analysis.json()
         assert body["total_assigned"] == 40 and body["metrics"] == ["conversion"]
@@ -179,7 +180,7 @@ async def test_status_codes_and_error_bodies(rest_api) -> None:
         unassigned = await http.post(f"{BASE}/record-result", json={"experiment": "live", "user_id": "ghost",
                                                                     "metric": "conversion", "value": 1})
         assert unassigned.status_code == 409 and "get_variant" in unassigned.json()["detail"]
-        undeclared = await http.get(f"{BASE}/live/analyze", params={"metrics": "latency"})
+        undeclared = await http.get(f"{BASE}/live/analyze", params={"source": "registry", "metrics": "latency"})
         assert undeclared.status_code == 422 and "not declared" in undeclared.json()["detail"]
         bad_winner = await http.post(f"{BASE}/live/stop", params={"declare_winner": "nobody"})
         assert bad_winner.status_code == 422 and "not a variant" in bad_winner.json()["detail"]

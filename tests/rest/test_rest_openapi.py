@@ -68,31 +68,24 @@ async def test_real_answers_validate_against_the_documented_schemas(rest_api) ->
                                          json={"experiment": "checkout-1step", "user_id": "u-1"})
         recorded = await api.http.post("/api/v1/experiments/record-result", json={
             "experiment": "checkout-1step", "user_id": "u-1", "metric": "revenue", "value": 12.5})
-        analysis = await api.http.get("/api/v1/experiments/checkout-1step/analyze")
+        analysis = await api.http.get("/api/v1/experiments/checkout-1step/analyze", params={"source": "registry"})
         detail = await api.http.get("/api/v1/experiments/1", params={"include_change_log": True})
         error = await api.http.get("/api/v1/experiments/missing")
     for answer, component in [(assignment, "VariantAssignment"), (recorded, "ResultRecorded"),
-                              (analysis, "ExperimentAnalysis"), (detail, "ExperimentDetail"), (error, "ErrorBody")]:
+                              (analysis, "PostgresExperimentAnalysis"), (detail, "ExperimentDetail"), (error, "ErrorBody")]:
         errors = [e.message for e in validator(doc, component).iter_errors(answer.json())]
         assert not errors, (component, errors)
 
 
-async def test_analyze_documents_the_intelligence_options_only_when_that_server_runs(rest_api) -> None:
-    async with rest_api() as api:
-        registry_only = (await api.http.get("/openapi.json")).json()
-    async with rest_api(intelligence=True) as api:
-        full = (await api.http.get("/openapi.json")).json()
-
-    def analyze(doc: dict) -> dict:
-        return doc["paths"]["/api/v1/experiments/{id}/analyze"]["get"]
-
-    params = {p["name"]: p["schema"] for p in analyze(registry_only)["parameters"]}
-    assert params["source"]["enum"] == ["auto", "registry"] and "alpha" not in params
-    assert analyze(registry_only)["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/ExperimentAnalysis"}
-    params = {p["name"]: p["schema"] for p in analyze(full)["parameters"]}
-    assert params["source"]["enum"] == ["auto", "intelligence", "registry"]
-    assert {"alpha", "mde", "sequential", "multiple_testing"} <= set(params) and "record_decision" not in params
-    assert analyze(full)["responses"]["200"]["content"]["application/json"]["schema"] == {"anyOf": [
+async def test_analyze_documents_the_engine_first_and_the_registry_view_as_secondary(rest_api) -> None:
+    async with rest_api() as api:  # the document does not depend on where the intelligence server runs
+        doc = (await api.http.get("/openapi.json")).json()
+    analyze = doc["paths"]["/api/v1/experiments/{id}/analyze"]["get"]
+    params = {p["name"]: p["schema"] for p in analyze["parameters"]}
+    assert params["source"]["enum"] == ["intelligence", "registry"] and params["source"]["default"] == "intelligence"
+    assert {"alpha", "mde", "sequential", "multiple_testing", "cuped"} <= set(params) and "record_decision" not in params
+    source = next(p for p in analyze["parameters"] if p["name"] == "source")
+    assert "descriptive only" in source["description"] and "no verdict" in source["description"]
+    assert analyze["responses"]["200"]["content"]["application/json"]["schema"] == {"anyOf": [
         {"$ref": "#/components/schemas/IntelligenceExperimentAnalysis"},
         {"$ref": "#/components/schemas/PostgresExperimentAnalysis"}]}

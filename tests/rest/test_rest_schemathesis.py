@@ -72,7 +72,7 @@ def _execute(schema: Any) -> tuple[list[str], dict[str, int]]:
 
 
 async def test_schemathesis_finds_no_server_errors_and_no_schema_violations(rest_api) -> None:
-    async with rest_api() as api:
+    async with rest_api(intelligence=True) as api:  # /analyze answers the statistics engine's analysis
         # Give the documented examples something real to hit: the example experiment runs,
         # the example user is assigned, and the example metric is declared.
         await api.create_running("checkout-1step", secondary_metrics=["revenue"])

@@ -43,7 +43,7 @@ async def test_serve_http_serves_the_rest_api(request, pg_dsn, tmp_path) -> None
             doc = (await http.get("/openapi.json")).json()
             source = next(p for p in doc["paths"]["/api/v1/experiments/{id}/analyze"]["get"]["parameters"]
                           if p["name"] == "source")
-            assert source["schema"]["enum"] == ["auto", "intelligence", "registry"]
+            assert source["schema"]["enum"] == ["intelligence", "registry"]
             created = await http.post("/api/v1/experiments/", json={
                 "key": "served", "name": "served", "type": "ui", "primary_metric": "conversion",
                 "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]})

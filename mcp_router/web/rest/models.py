@@ -8,9 +8,12 @@ Responses are the service's own return models; nothing here holds a business rul
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from datetime import date
+from functools import cache
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mcp_servers.postgres.models import (
     Actor,
@@ -125,11 +128,16 @@ class StopQuery(ActorQuery):
     )
 
 
+REGISTRY_ONLY = frozenset({"metrics", "aggregation"})
+
+
 class AnalyzeQuery(_Query):
-    source: Literal["auto", "registry"] = Field(
-        default="auto",
-        description="registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
-        "(record-result). auto: the same here, as the intelligence server does not run in this process.",
+    source: Literal["intelligence", "registry"] = Field(
+        default="intelligence",
+        description="intelligence (the default): the statistics engine's analysis of the event store (ClickHouse), "
+        "the same as the MCP tool analyze_experiment_performance - tests, intervals, SRM, verdict. registry: "
+        "descriptive only - per-variant counts and means of the results recorded in PostgreSQL (record-result); "
+        "no test, no interval, no verdict.",
     )
     metrics: list[MetricName] | None = Field(default=None, description="registry only. Default: every declared metric.")
     aggregation: Literal["mean", "sum"] = Field(
@@ -138,21 +146,31 @@ class AnalyzeQuery(_Query):
     )
 
 
-def intelligence_analyze_query() -> type[AnalyzeQuery]:
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    """A query string names a day as YYYY-MM-DD, as documented (pydantic alone also reads "0" as 1970-01-01)."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day as YYYY-MM-DD")
+    return value
+
+
+@cache
+def analyze_query() -> type[AnalyzeQuery]:
     """AnalyzeQuery plus the intelligence server's own AnalysisOptions as query parameters (same
     names, types and limits), except record_decision: a GET writes nothing to the audit trail."""
     from mcp_servers.intelligence.models import AnalysisOptions
 
-    source = Field(
-        default="auto",
-        description="intelligence: the Experiment Intelligence analysis of the event store (ClickHouse): tests, "
-        "intervals, SRM, verdict. registry: descriptive per-variant statistics of the results recorded in PostgreSQL "
-        "(record-result). auto: intelligence.",
-    )
-    options = {name: (info.annotation, info) for name, info in AnalysisOptions.model_fields.items()
-               if name != "record_decision"}
-    return create_model("AnalyzeQueryWithOptions", __base__=AnalyzeQuery,  # type: ignore[call-overload]
-                        source=(Literal["auto", "intelligence", "registry"], source), **options)
+    options: dict[str, Any] = {}
+    for name, info in AnalysisOptions.model_fields.items():
+        if name == "record_decision":
+            continue
+        annotation = info.annotation
+        if date in get_args(annotation):
+            annotation = Annotated[annotation, BeforeValidator(_iso_day)]
+        options[name] = (annotation, info)
+    return create_model("AnalyzeQueryWithOptions", __base__=AnalyzeQuery, **options)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------- errors
@@ -174,6 +192,7 @@ class ErrorBody(BaseModel):
 
 __all__ = [
     "MAX_BATCH_USERS",
+    "REGISTRY_ONLY",
     "ActorQuery",
     "AnalyzeQuery",
     "BatchGetVariantRequest",
@@ -184,4 +203,5 @@ __all__ = [
     "ListQuery",
     "RecordResultRequest",
     "StopQuery",
+    "analyze_query",
 ]

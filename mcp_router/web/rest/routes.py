@@ -12,7 +12,7 @@ ServiceError answers its `status_code` as {"error", "detail"}, never a stack tra
 
 import logging
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Annotated, Any
 
@@ -40,8 +40,8 @@ from mcp_servers.postgres.models import (
 from schemas.errors import ServiceError
 
 from .models import (
+    REGISTRY_ONLY,
     ActorQuery,
-    AnalyzeQuery,
     BatchGetVariantRequest,
     ErrorBody,
     GetQuery,
@@ -49,7 +49,7 @@ from .models import (
     ListQuery,
     RecordResultRequest,
     StopQuery,
-    intelligence_analyze_query,
+    analyze_query,
 )
 
 log = logging.getLogger("neonblue.rest")
@@ -65,7 +65,8 @@ ERRORS = {
     413: f"Request body over {MAX_BODY_BYTES} bytes (`payload_too_large`).",
     422: "Invalid input (`invalid_input`); `errors` lists the field paths, e.g. [\"body\", \"variants\", 0, \"key\"].",
     429: "Over the per-client rate limit (`rate_limited`); retry after the Retry-After header.",
-    503: "The postgres server is not available in this process (`backend_unavailable`).",
+    503: "The postgres server is not available in this process, or for /analyze the intelligence server "
+         "(`backend_unavailable`).",
 }
 ALWAYS = (401, 429, 503)  # middleware and availability: every operation can answer these
 
@@ -183,8 +184,8 @@ def _responses(*errors: int, success: dict[int, dict[str, Any]] | None = None) -
 
 
 def add_operations(app: FastAPI, router: Router) -> None:
-    """The seed's /api/v1/experiments endpoints; /analyze's parameters and answer depend on
-    whether the intelligence server runs in this process."""
+    """The seed's /api/v1/experiments endpoints. /analyze answers the intelligence server's analysis,
+    in this process or behind the gateway (remote); the registry's descriptive view on request."""
 
     async def postgres() -> Any:  # async: FastAPI would run a plain def in a worker thread
         service = router.services.get("postgres")
@@ -311,47 +312,56 @@ def add_operations(app: FastAPI, router: Router) -> None:
     async def stop(id: Ref, q: Annotated[StopQuery, Query()], service: Service) -> Experiment:
         return await service.stop_experiment(id, winner=q.declare_winner, actor=q.actor, reason=q.reason)
 
-    registry = ("registry: users assigned and observed traffic share per variant, and per metric the users with "
-                "data, mean, std, sum, sum of squares, conversion rate and lift vs control, from the results "
-                "recorded with record-result (QA-forced users excluded); descriptive, no significance claim.")
-    if "intelligence" in router.services:
-        from mcp_servers.intelligence.models import AnalysisOptions
-        from mcp_servers.intelligence.models import ExperimentAnalysis as PerformanceAnalysis
+    from mcp_servers.intelligence.models import AnalysisOptions
+    from mcp_servers.intelligence.models import ExperimentAnalysis as EngineAnalysis
 
-        analyze_query: type[AnalyzeQuery] = intelligence_analyze_query()
-        analysis: Any = PerformanceAnalysis | ExperimentAnalysis
-        analyze_errors: Sequence[int] = (400, 404, 422)
-        analyze_description = (
-            "intelligence (the default here): the Experiment Intelligence analysis over the event store - per metric "
-            "and arm lifts with intervals, fixed and sequential p-values, chance to win, CUPED, SRM, multiple testing, "
-            "power, guardrails, and a verdict with the rule that produced it; options as query parameters. The "
-            "verdict is not written to the audit trail (the MCP tool analyze_experiment_performance does that). "
-            f"{registry}")
-    else:
-        analyze_query, analysis, analyze_errors = AnalyzeQuery, ExperimentAnalysis, (404, 422)
-        analyze_description = f"{registry} (The intelligence server does not run in this process, so that is the only source.)"
+    query_model = analyze_query()  # the query parameters: a model class FastAPI reads from the signature
 
     @op(
-        f"{PREFIX}/{{id}}/analyze", methods=["GET"], response_model=analysis, operation_id="analyzeExperiment",
-        summary="Analyse an experiment", description=analyze_description, responses=_responses(*analyze_errors),
+        f"{PREFIX}/{{id}}/analyze", methods=["GET"], response_model=EngineAnalysis | ExperimentAnalysis,
+        operation_id="analyzeExperiment", summary="Analyse an experiment: the statistics engine's verdict",
+        description="By default the full analysis of the statistics engine over the event store (ClickHouse), the "
+        "same computation as the MCP tool analyze_experiment_performance: per metric and arm the lift with fixed "
+        "and always-valid (sequential) intervals and p-values, chance to win, CUPED when a pre-period covariate "
+        "exists, sample ratio mismatch, multiple testing, power and days left, guardrails, and a verdict (ship, "
+        "roll_back, keep_running, needs_review) with the rule that produced it. An experiment nobody has been "
+        "exposed to yet answers the no_data verdict with its reason. Options as query parameters; a GET writes "
+        "nothing to the audit trail. `source=registry` is a secondary, descriptive view: users assigned and per "
+        "metric the count, mean, std and lift of the results recorded in PostgreSQL (`metrics`, `aggregation`), "
+        "with no test, no interval and no verdict.",
+        responses=_responses(404, 422, 400),
     )
-    async def analyze(id: Ref, q: Annotated[analyze_query, Query()], service: Service) -> Any:
-        intelligence = router.services.get("intelligence")
-        if q.source == "registry" or (q.source == "auto" and intelligence is None):
+    async def analyze(id: Ref, q: Annotated[query_model, Query()], service: Service) -> Any:
+        given = q.model_fields_set - {"source"}
+        if q.source == "registry":
+            if given - REGISTRY_ONLY:
+                raise ApiError(422, "invalid_input", f"{', '.join(sorted(given - REGISTRY_ONLY))}: options of the "
+                               "statistics engine; source=registry takes only metrics and aggregation")
             return await service.analyze_experiment_data(id, metrics=q.metrics, aggregation=q.aggregation)
-        if intelligence is None:
-            raise ApiError(503, "backend_unavailable", "the intelligence server does not run in this process; "
-                           "use source=registry for the registry's descriptive statistics")
+        if given & REGISTRY_ONLY:
+            raise ApiError(422, "invalid_input", f"{', '.join(sorted(given & REGISTRY_ONLY))}: only for "
+                           "source=registry; the engine analyses every metric the experiment declares")
         # Resolve the experiment here: across the intelligence server's tool hop a NotFound arrives as a plain 400.
         experiment = await service.get_experiment(id)
-        options = {name: getattr(q, name) for name in q.model_fields_set if name in AnalysisOptions.model_fields}
-        return await intelligence.analyze_experiment_performance(experiment.key, {**options, "record_decision": False})
+        options = {name: getattr(q, name) for name in given if name in AnalysisOptions.model_fields}
+        options["record_decision"] = False
+        intelligence = router.services.get("intelligence")
+        if intelligence is not None:
+            return await intelligence.analyze_experiment_performance(experiment.key, options)
+        backend = router.backends.get("intelligence")  # a remote intelligence server behind the gateway
+        if backend is None:
+            raise ApiError(503, "backend_unavailable", "the intelligence server is not connected to this router; "
+                           "source=registry gives the registry's descriptive statistics (no test, no verdict)")
+        return await backend.call("analyze_experiment_performance", {
+            "experiment_id": experiment.key, "options": AnalysisOptions.model_validate(options).model_dump(mode="json")})
 
     @op(
         f"{PREFIX}/{{id}}/summary", methods=["GET"], response_model=ExperimentSummary,
         operation_id="getExperimentSummary", summary="Human-readable summary",
-        description="A short markdown report: status, hypothesis, per-variant table on the primary metric, the "
-        "current leader (descriptive, not a significance claim) and whether the sample size is reached.",
+        description="A short markdown report from the registry: status, hypothesis, per-variant table on the "
+        "primary metric (per assigned user), the current leader (descriptive, not a significance claim) and "
+        "whether every arm has the planned sample - min_sample_size, or when that is 0 the size that detects a 5% "
+        "relative change at the control's value so far - with the numbers. GET /analyze tests and decides.",
         responses=_responses(404, 422),
     )
     async def summary(id: Ref, service: Service) -> ExperimentSummary:

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         '"chromadb": "http://host:8765/mcp"}. Unlisted servers run in-process.',
     )
     backend_timeout: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("NEONBLUE_BACKEND_TIMEOUT"))
+    tool_profile: Literal["core", "full"] = Field(
+        default="full", validation_alias=AliasChoices("NEONBLUE_TOOL_PROFILE"),
+        description="The tools the router lists: full = every tool; core = a dozen for the experiment journey "
+        "plus find_tools, which finds any other tool by meaning (all stay callable by name).",
+    )
     rate_limit_per_minute: int = Field(
         default=600, ge=1, validation_alias=AliasChoices("NEONBLUE_RATE_LIMIT"),
         description="Requests per minute per principal (the token, or the client address without one) on /mcp "

@@ -35,6 +35,9 @@ from schemas.refusals import normalized, refusal, refusal_of, refusal_result
 log = logging.getLogger(__name__)
 
 SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+# A tools/list request's `_meta` key naming the profile to list (the router's `core` or `full`): a
+# backend that is itself a NeonBlue router lists every tool to the router in front of it.
+PROFILE_META = "neonblue/profile"
 
 
 @dataclass
@@ -136,7 +139,7 @@ class Backend:
             # around it (the client's own read timeout bounds the handshake).
             client = await stack.enter_async_context(self._client())
             with anyio.fail_after(max(self.timeout, 60.0)):
-                self.tools = (await client.list_tools()).tools
+                self.tools = (await client.list_tools(meta={PROFILE_META: "full"})).tools
                 caps = client.server_capabilities
                 if caps.resources is not None:
                     self.resources = (await client.list_resources()).resources

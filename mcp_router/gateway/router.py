@@ -8,7 +8,11 @@ handlers consult a catalogue built from the backends' own listings:
   with the server name, so names are unique and stable;
 - a call is forwarded to its backend, the backend's identity is stripped from
   the result, and every call is logged (stderr) and counted (Prometheus);
-- an unknown tool is a JSON-RPC -32602 error, as the spec asks.
+- an unknown tool is a JSON-RPC -32602 error, as the spec asks;
+- `tools/list` shows the router's profile: `full` (every tool) or `core` (CORE_TOOLS, the journey
+  from design to decision, and `find_tools`); every tool stays callable by name whatever the
+  profile, and `find_tools` finds any of them by meaning. A client may ask for another profile in
+  the request's `_meta` (PROFILE_META): a stdio front attached to a stack reads the stack's full list.
 """
 
 from __future__ import annotations
@@ -20,16 +24,27 @@ import time
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcp_router.gateway import metrics
-from mcp_router.gateway.backends import Backend
+from mcp_router.gateway.backends import PROFILE_META, Backend
+from mcp_router.gateway.tool_search import ToolIndex
 
 log = logging.getLogger("neonblue.router")
+
+Profile = Literal["core", "full"]
+PROFILES: tuple[Profile, ...] = ("core", "full")
+# The journey an agent walks, in order: plan and create, start, assign, record, analyse, recommend,
+# remember, decide; plus the registry's list, the health check and the way to every other tool.
+CORE_TOOLS: tuple[str, ...] = (
+    "find_tools", "list_experiments", "plan_experiment", "create_experiment", "start_experiment", "get_variant",
+    "record_result", "analyze_experiment_performance", "recommend_experiment_optimization",
+    "semantic_experiment_search", "stop_experiment", "router_status",
+)
 
 MAX_TOOL_NAME = 64
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -86,17 +101,20 @@ def build_catalogue(backends: list[Backend]) -> Catalogue:
 class Router:
     """Dispatches MCP requests to backends; owns their connections."""
 
-    def __init__(self, backends: list[Backend]) -> None:
+    def __init__(self, backends: list[Backend], *, profile: Profile = "full") -> None:
         self.backends = {b.name: b for b in backends}
         self.services: dict[str, Any] = {}  # in-process services, shared with the stream processor
         self.catalogue = Catalogue()
+        self.profile: Profile = profile
+        self.tool_index = ToolIndex()  # find_tools' embeddings of the catalogue, built on first use
         self.server: Server[Any] = Server(
             "neonblue",
             version="0.1.0",
             instructions=(
                 "NeonBlue runs experiments (A/B, prompt and model tests): create and start experiments, "
                 "assign users, record results, analyse with trustworthy statistics, search past experiments "
-                "by meaning, and get recommendations. Start with list_experiments or route_query."
+                "by meaning, and get recommendations. Start with list_experiments; find_tools finds any "
+                "other tool by what you want to do (every tool is callable by name, listed or not)."
             ),
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
@@ -114,8 +132,15 @@ class Router:
         return self.backends[name]
 
     # -- handlers -----------------------------------------------------------
+    def listed_tools(self, profile: Profile | None = None) -> list[types.Tool]:
+        """The tools `tools/list` shows for a profile (the router's own by default)."""
+        if (profile or self.profile) == "full":
+            return list(self.catalogue.tools.values())
+        return [self.catalogue.tools[name] for name in CORE_TOOLS if name in self.catalogue.tools]
+
     async def _list_tools(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=list(self.catalogue.tools.values()))
+        asked = ((getattr(params, "meta", None) or {}) if params is not None else {}).get(PROFILE_META)
+        return types.ListToolsResult(tools=self.listed_tools(asked if asked in PROFILES else None))
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         return await self.call_tool(params.name, params.arguments or {})

@@ -1,4 +1,4 @@
-"""The router's own tools: router_status, classify_event, route_query."""
+"""The router's own tools: router_status, find_tools, classify_event, route_query."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_router.gateway.query_routing import RoutePlan, plan_query
+from mcp_router.gateway.tool_search import headline
 from mcp_servers.annotations import READ_ONLY
 from mcp_servers.tool_server import ToolServer
 from schemas.errors import InvalidInput
@@ -38,6 +39,22 @@ class RouterStatus(BaseModel):
     stream: dict[str, Any] | None = Field(default=None, description="Stream processor figures when it runs here.")
 
 
+class ToolMatch(BaseModel):
+    name: str = Field(description="Call the tool by this name, listed in this profile or not.")
+    description: str = Field(description="What it does, in one line.")
+    score: float = Field(description="Cosine similarity of the question to the tool's closest text (word overlap "
+                         "when the embedding model is unavailable); higher is closer.")
+    listed: bool = Field(description="True when the current profile's tools/list shows it.")
+    input_schema: dict[str, Any] = Field(description="The tool's inputSchema: its arguments.")
+
+
+class ToolMatches(BaseModel):
+    query: str
+    profile: str = Field(description="The router's tool profile: core or full.")
+    method: str = Field(description="embedding (all-MiniLM-L6-v2) or keywords (the fallback without the model).")
+    matches: list[ToolMatch]
+
+
 def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
     mcp = ToolServer("router")
 
@@ -54,6 +71,26 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
             tools=len(router.catalogue.tools),
             stream=stream_stats() if stream_stats else None,
         )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def find_tools(
+        query: Annotated[str, Field(min_length=2, max_length=500, description="What you want to do, in words.")],
+        limit: Annotated[int, Field(ge=1, le=20, description="How many tools to return.")] = 5,
+    ) -> ToolMatches:
+        """Find the tool for a task among ALL of NeonBlue's tools, by meaning, best first, with its arguments.
+
+        Use it when no listed tool fits: the core profile lists a dozen tools, the catalogue has
+        over forty (traffic allocation, guardrails, forecasts, SQL, journeys, decisions...), and
+        every one can be called by name. Returns name, one-line description, input schema and score.
+        Example: {"query": "split traffic toward the winning arm", "limit": 3} -> allocate_traffic first.
+        """
+        tools = router.catalogue.tools
+        ranked = await router.tool_index.search(tools, query, limit)
+        listed = {tool.name for tool in router.listed_tools()}
+        return ToolMatches(query=query, profile=router.profile, method=router.tool_index.method, matches=[
+            ToolMatch(name=name, description=headline(tools[name]), score=score, listed=name in listed,
+                      input_schema=tools[name].input_schema)
+            for name, score in ranked])
 
     # Named classify_event for agents; the Python name avoids shadowing the rule function.
     @mcp.tool(name="classify_event", annotations=READ_ONLY)

@@ -19,7 +19,7 @@ import anyio
 from mcp import StdioServerParameters
 
 from mcp_router.gateway.backends import Backend, Target
-from mcp_router.gateway.router import Router, connected
+from mcp_router.gateway.router import Profile, Router, connected
 from mcp_router.gateway.router_tools import build_router_tools
 from mcp_servers.registry import SERVERS
 from schemas.errors import BackendUnavailable, ConfigError
@@ -58,7 +58,7 @@ async def open_router(
     unknown = set(remote) - set(SERVERS)
     if unknown:
         raise ConfigError(f"NEONBLUE_BACKENDS: unknown server(s) {sorted(unknown)}; known: {sorted(SERVERS)}")
-    router = Router([])
+    router = Router([], profile=settings.tool_profile)
     async with AsyncExitStack() as stack:
         for name, spec in SERVERS.items():
             if name in remote:
@@ -96,9 +96,10 @@ def registry_records(backends: dict[str, Backend]) -> Callable[[], AsyncIterator
 
 
 @asynccontextmanager
-async def open_attached_router(url: str, token: str | None) -> AsyncIterator[Router]:
-    """A thin stdio front for a running stack: one HTTP backend, names passed through."""
-    router = Router([Backend("stack", url, token=token)])
+async def open_attached_router(url: str, token: str | None, profile: Profile = "full") -> AsyncIterator[Router]:
+    """A thin stdio front for a running stack: one HTTP backend, names passed through; it lists the
+    tools of its own profile (it reads the stack's full list, whatever the stack's profile)."""
+    router = Router([Backend("stack", url, token=token)], profile=profile)
     async with connected(router):
         yield router
 
@@ -286,7 +287,7 @@ async def _serve_stdio(settings: Settings, server: str | None, attach: bool) -> 
 
         url = Stack(settings).owner_url
         log.info("attaching to the running stack at %s", url)
-        cm = open_attached_router(f"{url}/mcp", resolve_token(settings, create=False))
+        cm = open_attached_router(f"{url}/mcp", resolve_token(settings, create=False), settings.tool_profile)
     else:
         cm = open_router(settings)
     async with cm as router, _stdio() as (read, write):

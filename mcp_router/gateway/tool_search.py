@@ -4,7 +4,7 @@ Each tool is embedded as up to three texts with the model the chromadb server sh
 (all-MiniLM-L6-v2 on CPU, offline; `mcp_servers.chroma.embeddings` loads it once per process, so
 an in-process chromadb server and this index share one model): its name and headline, its name and
 the rest of its description, and its example calls. A question scores each tool by its closest
-text (cosine similarity). Measured on 22 typical questions: 18 find the right tool first, 20 in
+text (cosine similarity). Measured on 22 typical questions: 16 find the right tool first, 20 in
 the top 3 (one text per tool: 12 and 18).
 
 The index is built on the first question (≈1-2 s, plus the model's ≈4 s load when nothing loaded it

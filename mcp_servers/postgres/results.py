@@ -212,7 +212,8 @@ class Results(RegistryBase):
                 lift = f"{(value - base) / abs(base):+.1%}"
             else:
                 lift = "–"
-            lines.append(f"| {vs.variant_key}{' (control)' if vs.is_control else ''} | {vs.weight:.0%} | "
+            label = f"{vs.variant_key} (control)" if vs.is_control and vs.variant_key != "control" else vs.variant_key
+            lines.append(f"| {label} | {vs.weight:.0%} | "
                          f"{vs.assigned_users} | {vs.metrics[primary.name].users} | "
                          f"{'–' if value is None else f'{value:.4g}'} | {lift} |")
         lines.append("")

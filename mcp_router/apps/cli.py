@@ -171,7 +171,24 @@ def _print_status(parts: list) -> None:
     Console().print(table)
 
 
+def profile_option(command: click.decorators.FC) -> click.decorators.FC:
+    """`--profile core|full`: this command's NEONBLUE_TOOL_PROFILE (which load_settings then reads)."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        import os
+
+        if value:
+            os.environ["NEONBLUE_TOOL_PROFILE"] = value
+
+    return click.option(
+        "--profile", type=click.Choice(["core", "full"]), default=None, expose_value=False, is_eager=True,
+        callback=remember, help="Tools the router lists: core (a dozen for the experiment journey + find_tools, "
+        "which finds the others by meaning) or full (default: NEONBLUE_TOOL_PROFILE, else full). Every tool stays "
+        "callable by name.")(command)
+
+
 @cli.command()
+@profile_option
 @click.argument("server", required=False, type=click.Choice(SERVER_NAMES))
 @click.option("--http", "use_http", is_flag=True, help="Serve streamable HTTP instead of stdio.")
 @click.option("--host", default=None, help="HTTP host (default NEONBLUE_HTTP_HOST).")
@@ -206,6 +223,7 @@ def schema(output: Path | None) -> None:
 
 
 @cli.command("claude-config")
+@profile_option
 def claude_config() -> None:
     """Print a claude_desktop_config.json entry for this install."""
     settings = load_settings()
@@ -213,6 +231,8 @@ def claude_config() -> None:
     command = str(executable) if executable and executable.exists() else sys.executable
     args = ["serve"] if executable else ["-m", "mcp_router", "serve"]
     env = {**stack_locating_env(settings), "HF_HUB_OFFLINE": "1"}
+    if settings.tool_profile != "full":
+        env["NEONBLUE_TOOL_PROFILE"] = settings.tool_profile
     if settings.http_token is not None:
         # Set explicitly (environment or .env), the stack serves this token and no run/http_token file
         # exists, so the spawned `serve` needs it to attach. A generated token is never copied: `serve`

@@ -41,6 +41,20 @@ def test_the_default_profile_is_full_and_the_setting_reads_core(monkeypatch: pyt
     assert len(CORE_TOOLS) == len(set(CORE_TOOLS)) == 12
 
 
+def test_serve_and_claude_config_take_a_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from mcp_router.apps.cli import cli
+
+    monkeypatch.setenv("NEONBLUE_HOME", str(tmp_path))
+    monkeypatch.setenv("NEONBLUE_TOOL_PROFILE", "full")  # so the option's setting is undone after the test
+    assert "NEONBLUE_TOOL_PROFILE" not in CliRunner().invoke(cli, ["claude-config"]).output
+    out = CliRunner().invoke(cli, ["claude-config", "--profile", "core"])
+    assert out.exit_code == 0, out.output
+    assert '"NEONBLUE_TOOL_PROFILE": "core"' in out.output  # Claude Desktop's `serve` lists the core
+    assert "--profile [core|full]" in CliRunner().invoke(cli, ["serve", "--help"]).output
+
+
 @readable
 async def test_core_lists_a_dozen_tools_and_every_other_tool_is_found_and_called_by_name(
         neonblue_home: Path, pg_dsn: str, ch_database: str, serve_http) -> None:

@@ -13,7 +13,7 @@ from types import ModuleType
 import anyio
 
 from schemas.errors import ServiceError
-from schemas.logs import configure_logging
+from schemas.logs import configure_logging, stdio_log_level
 from schemas.settings import Settings, get_settings
 
 
@@ -26,7 +26,7 @@ async def serve_stdio(package: ModuleType, settings: Settings) -> None:
 def stdio_main(name: str, package: ModuleType) -> int:
     """Logs to stderr; a store that is down is one line and exit status 2; Ctrl-C is 130."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(stdio_log_level(settings.log_level, "log_level" in settings.model_fields_set))
     try:
         anyio.run(serve_stdio, package, settings)
     except ServiceError as exc:

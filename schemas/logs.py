@@ -40,3 +40,12 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_DeferredQueueHandler(records)]
     root.setLevel(getattr(logging, level, logging.INFO))
+
+
+def stdio_log_level(level: str, chosen: bool, verbose: bool = False) -> str:
+    """The level of a server speaking MCP over stdio. Its stderr is the client's log (Claude Desktop keeps
+    one per server, CI prints it), so it is WARNING unless a level was chosen (`chosen`: NEONBLUE_LOG_LEVEL
+    or LOG_LEVEL is set) or `verbose` (--verbose: INFO, or DEBUG when that was chosen)."""
+    if verbose:
+        return "DEBUG" if level == "DEBUG" else "INFO"
+    return level if chosen else "WARNING"

@@ -140,7 +140,11 @@ class Settings(BaseSettings):
         description="Seconds between autopilot evaluations of one experiment by the stream's optimization loop.",
     )
     environment: Literal["production", "staging", "development"] = "development"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=AliasChoices("NEONBLUE_LOG_LEVEL", "LOG_LEVEL"),
+        description="Log level on stderr. `neonblue serve` over stdio logs at WARNING unless this is set (or "
+        "--verbose): each tool call would otherwise write lines to the client's log.",
+    )
 
     @field_validator("http_token", mode="before")
     @classmethod

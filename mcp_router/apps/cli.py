@@ -14,7 +14,7 @@ import click
 from pydantic import ValidationError
 
 from schemas.errors import ConfigError
-from schemas.logs import configure_logging
+from schemas.logs import configure_logging, stdio_log_level
 from schemas.servers import SERVER_NAMES
 from schemas.settings import Settings
 
@@ -110,18 +110,22 @@ def status(as_json: bool) -> None:
     postgres = next((p for p in parts if p.name == "postgres"), None)
     outbox = stack.outbox_backlog() if postgres is not None and postgres.running else None
     if as_json:
+        # The stream processor runs in the store owner: its figures go on that row (None when it does not answer).
         rows = [p.__dict__ | ({"lag": lag.as_dict() if lag else None} if p.name == "kafka" else {})
-                | ({"outbox": outbox} if p.name == "postgres" else {}) for p in parts]
+                | ({"outbox": outbox} if p.name == "postgres" else {})
+                | ({"stream": stream} if p.name == OWNER else {}) for p in parts]
         click.echo(json.dumps(rows, indent=2))
     else:
-        _print_status(parts)
+        notes: dict[str, list[tuple[str, str]]] = {}
         if stream:
             shown = f"{lag.total:,}" if lag is not None else "unknown"
-            click.echo(f"stream: {stream['consumed']:,} consumed, {stream['dead_lettered']:,} dead-lettered, "
-                       f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {shown}, "
-                       f"batch p50 {stream['batch_ms_p50']} ms, retries {stream['retries']}")
+            notes[OWNER] = [("stream", f"{stream['consumed']:,} consumed, {stream['dead_lettered']:,} dead-lettered, "
+                                       f"{stream['events_per_s_10s']:,.0f} events/s (10 s), lag {shown}, "
+                                       f"batch p50 {stream['batch_ms_p50']} ms, retries {stream['retries']}")]
         if outbox is not None:
-            click.echo(_outbox_line(outbox, (stream or {}).get("outbox_relay")))
+            notes["postgres"] = [("outbox", _outbox_line(outbox, (stream or {}).get("outbox_relay"))
+                                  .removeprefix("outbox: "))]
+        _print_status(parts, notes)
 
 
 def _outbox_line(outbox: dict, relay: dict | None) -> str:
@@ -160,15 +164,29 @@ def _stream_figures(settings: Settings) -> dict | None:
         return None
 
 
-def _print_status(parts: list) -> None:
+OWNER = "router+stores"  # the part that runs the stream processor (runtime.stack names it)
+
+
+def _print_status(parts: list, notes: dict[str, list[tuple[str, str]]] | None = None) -> None:
+    """One block per part: its name, state and address, then its data directory, detail and `notes`
+    (label, text) one per line. Long values fold at the terminal's width: nothing is cut."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("part", "state", "address", "data", "detail")
-    for part in parts:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for i, part in enumerate(parts):
+        if i:
+            table.add_row("", "")
         state = "[green]up[/green]" if part.running else "[red]down[/red]"
-        table.add_row(part.name, state, part.address, part.data_dir, part.detail)
-    Console().print(table)
+        table.add_row(f"[bold]{escape(part.name)}[/bold]", f"{state}  {escape(part.address)}")
+        rows = [("data", part.data_dir), ("detail", part.detail), *(notes or {}).get(part.name, [])]
+        for label, text in rows:
+            if text:
+                table.add_row(f"  {label}", escape(text))
+    Console(highlight=False).print(table)
 
 
 def profile_option(command: click.decorators.FC) -> click.decorators.FC:
@@ -194,13 +212,19 @@ def profile_option(command: click.decorators.FC) -> click.decorators.FC:
 @click.option("--host", default=None, help="HTTP host (default NEONBLUE_HTTP_HOST).")
 @click.option("--port", default=None, type=int, help="HTTP port (default NEONBLUE_HTTP_PORT).")
 @click.option("--owner", is_flag=True, hidden=True, help="Run as the stack's store owner (used by `up`).")
-def serve(server: str | None, use_http: bool, host: str | None, port: int | None, owner: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Log at INFO on stderr (each tool call, each request to the stack). Over stdio the default is "
+              "WARNING unless NEONBLUE_LOG_LEVEL is set.")
+def serve(server: str | None, use_http: bool, host: str | None, port: int | None, owner: bool,
+          verbose: bool) -> None:
     """Serve the router (all servers) or one SERVER, over stdio (default) or HTTP."""
     settings = load_settings()
     overrides = {k: v for k, v in {"http_host": host, "http_port": port}.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    configure_logging(settings.log_level)
+    # Over stdio, stderr is the MCP client's log: quiet (WARNING) unless a level is set or --verbose.
+    chosen = use_http or "log_level" in settings.model_fields_set
+    configure_logging(stdio_log_level(settings.log_level, chosen, verbose))
     from mcp_router.runtime import serving
 
     if use_http:

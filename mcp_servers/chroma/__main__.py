@@ -22,7 +22,7 @@ import anyio
 from mcp_servers import chroma
 from mcp_servers.stdio import serve_stdio
 from schemas.errors import ServiceError
-from schemas.logs import configure_logging
+from schemas.logs import configure_logging, stdio_log_level
 from schemas.settings import get_settings
 
 from . import open_service
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    chosen = "log_level" in settings.model_fields_set
+    configure_logging(settings.log_level if args.command else stdio_log_level(settings.log_level, chosen))
     try:
         if args.command == "sync":
             anyio.run(sync, args.source)

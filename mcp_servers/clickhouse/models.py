@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MetricName = Annotated[str, Field(min_length=1, max_length=128, description="Metric name as in events.metric")]
-ExperimentKey = Annotated[str, Field(min_length=1, max_length=128, description="Experiment key (events.experiment_id)")]
+from schemas.vocabulary import ExperimentKey, MetricName  # noqa: F401  (the one vocabulary)
+
 IdempotencyToken = Annotated[
     str,
     Field(
@@ -58,7 +58,7 @@ class SegmentFilter(_Model):
 class RatioMetric(_Model):
     """A ratio metric: per user numerator / denominator (e.g. revenue per session)."""
 
-    name: str = Field(min_length=1, max_length=128, description="Name reported in the output")
+    name: MetricName = Field(description="Name reported in the output")
     numerator: MetricName
     denominator: MetricName
 
@@ -109,7 +109,7 @@ class VariantExposure(_Model):
 
 
 class VariantStatistics(_Model):
-    experiment_id: str
+    experiment_key: str
     engine: str
     window_start: datetime
     window_end: datetime = Field(description="Exclusive")
@@ -139,7 +139,7 @@ class PeriodExposures(_Model):
 
 
 class ExposuresByPeriod(_Model):
-    experiment_id: str
+    experiment_key: str
     periods: list[PeriodExposures] = Field(description="One per consecutive pair of boundaries, in order")
     deduplication: str = "events read with FINAL; users exposed to more than one variant are left out"
     elapsed_ms: float
@@ -199,7 +199,7 @@ class DataQualityFlag(_Model):
 
 
 class AnalyticsInsights(_Model):
-    experiment_id: str
+    experiment_key: str
     window_start: datetime
     window_end: datetime
     control_variant: str
@@ -253,7 +253,7 @@ class VariantForecast(_Model):
 
 
 class TrendForecast(_Model):
-    experiment_id: str
+    experiment_key: str
     metric: str
     statistic: Literal["mean_per_active_user", "total", "share_of_active_users"]
     model: str = Field(description="The fitted model, stated")

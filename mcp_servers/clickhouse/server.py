@@ -11,6 +11,7 @@ from pydantic import Field
 from mcp_servers.annotations import IDEMPOTENT_WRITE, READ_ONLY
 from mcp_servers.tool_server import ToolServer
 from schemas.events import Event
+from schemas.vocabulary import limit
 
 from .models import (
     AnalyticsInsights,
@@ -39,8 +40,9 @@ predict_experiment_trends for forecasts of a daily metric, clickhouse_query for 
 (see list_tables for the columns), ingest_events to store events idempotently."""
 
 
-StartDate = Annotated[date | None, Field(default=None, description="First day (UTC) of the window; default: the first exposure")]
-EndDate = Annotated[date | None, Field(default=None, description="Last day (UTC, inclusive); default: the last exposure")]
+StartDate = Annotated[date | None, Field(default=None, description="First day (UTC) of the window, YYYY-MM-DD; default: the first exposure")]
+EndDate = Annotated[date | None, Field(default=None, description="Last day (UTC, inclusive), YYYY-MM-DD; default: the last exposure")]
+Experiment = Annotated[ExperimentKey, Field(description="The experiment's key, e.g. 'checkout-1step' (events.experiment_id)")]
 Metrics = Annotated[list[MetricName], Field(default_factory=list, max_length=20, description="Mean metrics, e.g. ['revenue', 'conversion']")]
 
 
@@ -70,7 +72,7 @@ def build_server(service: ClickHouseService) -> MCPServer:
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_variant_statistics(
-        experiment_id: ExperimentKey,
+        experiment: Experiment,
         metrics: Metrics,
         ratio_metrics: Annotated[list[RatioMetric], Field(default_factory=list, max_length=10, description="Ratio metrics (numerator / denominator per user)")],
         start_date: StartDate = None,
@@ -92,17 +94,17 @@ def build_server(service: ClickHouseService) -> MCPServer:
         filter is answered from a per-user rollup kept current (fast); other
         windows and segments read the events; `computed_from` says which.
 
-        Example: {"experiment_id": "checkout-1step", "metrics": ["revenue", "conversion"], "cuped": true,
+        Example: {"experiment": "checkout-1step", "metrics": ["revenue", "conversion"], "cuped": true,
         "ratio_metrics": [{"name": "revenue_per_session", "numerator": "revenue", "denominator": "sessions"}],
         "segment": {"device": "mobile"}}
         """
         return await service.get_variant_statistics(
-            experiment_id, metrics, ratio_metrics, start_date=start_date, end_date=end_date, segment=segment,
+            experiment, metrics, ratio_metrics, start_date=start_date, end_date=end_date, segment=segment,
             cuped=cuped, cuped_lookback_days=cuped_lookback_days)
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_exposures_by_period(
-        experiment_id: ExperimentKey,
+        experiment: Experiment,
         boundaries: Annotated[
             list[datetime],
             Field(min_length=2, max_length=101, description="Increasing times (UTC when no offset): the window's "
@@ -119,21 +121,21 @@ def build_server(service: ClickHouseService) -> MCPServer:
         get_variant_statistics). Returns one entry per period with start, end and
         users per variant.
 
-        Example: {"experiment_id": "checkout-1step", "boundaries": ["2025-01-06T00:00:00Z",
+        Example: {"experiment": "checkout-1step", "boundaries": ["2025-01-06T00:00:00Z",
         "2025-01-09T12:00:00Z", "2025-01-13T00:00:00Z"]}
         """
-        return await service.get_exposures_by_period(experiment_id, boundaries)
+        return await service.get_exposures_by_period(experiment, boundaries)
 
-    @mcp.tool(annotations=IDEMPOTENT_WRITE)
+    @mcp.tool(annotations=READ_ONLY)
     async def generate_analytics_insights(
-        experiment_id: ExperimentKey,
+        experiment: Experiment,
         metrics: Annotated[list[MetricName], Field(min_length=1, max_length=20, description="Metrics to compare")],
         control_variant: Annotated[str | None, Field(default=None, description="Default: 'control' if present, else the first variant")] = None,
         start_date: StartDate = None,
         end_date: EndDate = None,
         expected_weights: Annotated[dict[str, float] | None, Field(default=None, description="Intended traffic split for the sample-ratio check; default equal")] = None,
         min_segment_users: Annotated[int, Field(ge=2, le=100_000, description="Smallest segment cell compared")] = 30,
-        top_segments: Annotated[int, Field(ge=1, le=100)] = 10,
+        limit: Annotated[int, limit(100, "At most this many segment cells in the answer (largest |z| first)")] = 10,
     ) -> AnalyticsInsights:
         """A computed overview of one experiment: what differs, where, and whether the data can be trusted.
 
@@ -144,17 +146,17 @@ def build_server(service: ClickHouseService) -> MCPServer:
         (sample-ratio mismatch, users in several variants, missing days, event-volume
         drops, metric events without exposure, duplicates awaiting merge, future
         timestamps). Every sentence in `summary` is a template filled with those
-        numbers. Refreshes the daily rollup table as a side effect.
+        numbers. Read-only for the caller (it brings the internal daily rollup up to date first).
 
-        Example: {"experiment_id": "checkout-1step", "metrics": ["revenue", "conversion"]}
+        Example: {"experiment": "checkout-1step", "metrics": ["revenue", "conversion"]}
         """
         return await service.generate_analytics_insights(
-            experiment_id, metrics, control_variant=control_variant, start_date=start_date, end_date=end_date,
-            expected_weights=expected_weights, min_segment_users=min_segment_users, top_segments=top_segments)
+            experiment, metrics, control_variant=control_variant, start_date=start_date, end_date=end_date,
+            expected_weights=expected_weights, min_segment_users=min_segment_users, top_segments=limit)
 
-    @mcp.tool(annotations=IDEMPOTENT_WRITE)
+    @mcp.tool(annotations=READ_ONLY)
     async def predict_experiment_trends(
-        experiment_id: ExperimentKey,
+        experiment: Experiment,
         metric: MetricName,
         days_ahead: Annotated[int, Field(ge=1, le=90, description="Days to forecast past the last observed day")] = 7,
         history_days: Annotated[int, Field(ge=3, le=90, description="Days of history the model is fitted on")] = 90,
@@ -169,17 +171,18 @@ def build_server(service: ClickHouseService) -> MCPServer:
         The model is stated in the answer: an OLS linear trend (plus day-of-week
         effects once 14+ days are observed) fitted per variant on up to 90 days of
         the daily rollup, intervals from the residual variance, and a rolling-origin
-        backtest (MAE, MAPE) next to a naive last-value forecast so you can judge it.
+        backtest (MAE, MAPE) next to a naive last-value forecast so you can judge it. Read-only for
+        the caller (it brings the internal daily rollup up to date first).
 
-        Example: {"experiment_id": "checkout-1step", "metric": "revenue", "days_ahead": 14}
+        Example: {"experiment": "checkout-1step", "metric": "revenue", "days_ahead": 14}
         """
         return await service.predict_experiment_trends(
-            experiment_id, metric, days_ahead, history_days=history_days, statistic=statistic, interval=interval)
+            experiment, metric, days_ahead, history_days=history_days, statistic=statistic, interval=interval)
 
     @mcp.tool(annotations=READ_ONLY)
     async def clickhouse_query(
         sql: Annotated[str, Field(min_length=1, max_length=20_000, description="One SELECT/WITH/SHOW/DESCRIBE/EXPLAIN statement")],
-        max_rows: Annotated[int, Field(ge=1, le=10_000, description="Rows returned at most")] = 1000,
+        limit: Annotated[int, limit(10_000, "At most this many rows returned")] = 1000,
     ) -> QueryResult:
         """Run one read-only ClickHouse SQL statement over this store's tables and return typed rows.
 
@@ -191,11 +194,11 @@ def build_server(service: ClickHouseService) -> MCPServer:
 
         Example: {"sql": "SELECT variant, uniqExact(user_id) AS users FROM events FINAL WHERE experiment_id = 'checkout-1step' AND event_type = 'exposure' GROUP BY variant"}
         """
-        return await service.run_query(sql, max_rows)
+        return await service.run_query(sql, limit)
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_tables() -> TableList:
-        """List this store's tables with engine, row count, size, sorting key and commented columns.
+        """Describe the event store's schema: list its tables with engine, row count, size, sorting key and commented columns.
 
         Example: {}
         """

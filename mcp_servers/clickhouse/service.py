@@ -346,7 +346,7 @@ class ClickHouseService:
                     m_d_sum_of_products=row[f"r{k}"],
                 ))
         return VariantStatistics(
-            experiment_id=experiment_id, engine=self.store.engine, window_start=start, window_end=end,
+            experiment_key=experiment_id, engine=self.store.engine, window_start=start, window_end=end,
             pre_period_start=pre_start if cuped else None, pre_period_end=start if cuped else None,
             segment=segment if filters else None,
             variants=[VariantExposure(variant=v, users=e["users"], excluded_multiple_variants=e["mixed"])
@@ -398,7 +398,7 @@ class ClickHouseService:
         for row in rows:
             users[int(row["period"])][str(row["variant"])] = int(row["users"])
         return ExposuresByPeriod(
-            experiment_id=experiment_id,
+            experiment_key=experiment_id,
             periods=[PeriodExposures(start=bounds[k], end=bounds[k + 1], users=users[k]) for k in range(len(users))],
             elapsed_ms=(time.perf_counter() - started) * 1000)
 
@@ -506,7 +506,7 @@ class ClickHouseService:
         sentences = self._summary_sentences(experiment_id, control, variants, cells, metric_table, segment_rows,
                                             flags, start, end, volume)
         return AnalyticsInsights(
-            experiment_id=experiment_id, window_start=start, window_end=end, control_variant=control,
+            experiment_key=experiment_id, window_start=start, window_end=end, control_variant=control,
             metric_table=metric_table, segment_differences=segment_rows, daily_volume=volume,
             data_quality=flags, summary=sentences, elapsed_ms=(time.perf_counter() - started) * 1000)
 
@@ -705,7 +705,7 @@ class ClickHouseService:
                                   naive_mae=score.naive_mae) if score else None,
             ))
         return TrendForecast(
-            experiment_id=experiment_id, metric=metric, statistic=statistic,  # type: ignore[arg-type]
+            experiment_key=experiment_id, metric=metric, statistic=statistic,  # type: ignore[arg-type]
             model=forecast.describe_model(weekly_any), history_days=history_days, days_ahead=days_ahead,
             interval=interval, variants=results, partial_days=sorted(partial),
             elapsed_ms=(time.perf_counter() - started) * 1000)

@@ -102,7 +102,7 @@ class OutcomePredictor(IntelligenceBase):
         rates: dict[str, float] = {}
         for w in sorted(used, key=lambda x: -x.similarity)[:5]:
             try:
-                st = await self.peers.clickhouse("get_variant_statistics", experiment_id=w.key, metrics=[metric])
+                st = await self.peers.clickhouse("get_variant_statistics", experiment=w.key, metrics=[metric])
             except ServiceError:
                 continue
             span = (as_utc(st["window_end"]) - as_utc(st["window_start"])).total_seconds() / 86400.0

@@ -50,7 +50,7 @@ class PerformanceAnalysis(IntelligenceBase):
         experiment = await self.peers.postgres("get_experiment", experiment=str(experiment_id), include_change_log=True)
         timings["registry_ms"] = (time.perf_counter() - started) * 1000
         arms = arms_of(experiment)
-        stats_args = {"experiment_id": arms.key, "metrics": [s.name for s in arms.specs], "cuped": opts.cuped,
+        stats_args = {"experiment": arms.key, "metrics": [s.name for s in arms.specs], "cuped": opts.cuped,
                       "cuped_lookback_days": opts.cuped_lookback_days,
                       "start_date": opts.start_date.isoformat() if opts.start_date else None,
                       "end_date": opts.end_date.isoformat() if opts.end_date else None}
@@ -96,7 +96,7 @@ class PerformanceAnalysis(IntelligenceBase):
     async def _never_exposed(self, key: str) -> bool:
         """True when the event store holds no exposure of `key` at all (False when it cannot tell)."""
         try:
-            answer = await self.peers.clickhouse("get_exposures_by_period", experiment_id=key,
+            answer = await self.peers.clickhouse("get_exposures_by_period", experiment=key,
                                                  boundaries=[t.isoformat() for t in ALL_TIME])
         except ServiceError:
             return False
@@ -109,7 +109,7 @@ class PerformanceAnalysis(IntelligenceBase):
         cuts = weight_history(experiment).cuts(start, end)
         if not cuts:
             return None
-        result = await self.peers.clickhouse("get_exposures_by_period", experiment_id=experiment["key"],
+        result = await self.peers.clickhouse("get_exposures_by_period", experiment=experiment["key"],
                                              boundaries=[b.isoformat() for b in [start, *cuts, end]])
         return [p["users"] for p in result["periods"]]
 

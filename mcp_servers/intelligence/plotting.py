@@ -48,7 +48,7 @@ class ExperimentPlots(PerformanceAnalysis):
         series: dict[tuple[str, str], dict[str, list]] = {
             (m.name, t): {"days": [], "lift": [], "lo": [], "hi": [], "users": []} for m in plotted for t in a.treatments}
         for day in days_list:
-            st = await self.peers.clickhouse("get_variant_statistics", experiment_id=a.key,
+            st = await self.peers.clickhouse("get_variant_statistics", experiment=a.key,
                                              metrics=[m.name for m in plotted], start_date=first.isoformat(),
                                              end_date=day.isoformat())
             rows = {(s["variant"], s["metric"]): s for s in st["statistics"]}
@@ -78,7 +78,7 @@ class ExperimentPlots(PerformanceAnalysis):
         partial_days: list[str] = []
         daily_source = None
         try:
-            trend = await self.peers.clickhouse("predict_experiment_trends", experiment_id=a.key, metric=spec.name,
+            trend = await self.peers.clickhouse("predict_experiment_trends", experiment=a.key, metric=spec.name,
                                                 days_ahead=3)
             partial_days = [str(d) for d in trend.get("partial_days", [])]
             daily_series = [DailySeries(

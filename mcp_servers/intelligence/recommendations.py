@@ -144,8 +144,8 @@ class Recommendations(TrafficAllocator):
         """The segment whose own split departs most from the weights (from the ClickHouse insights' segment cells)."""
         try:
             insights = await self.peers.clickhouse(
-                "generate_analytics_insights", experiment_id=a.key, metrics=[a.specs[0].name],
-                control_variant=a.control, expected_weights=a.weights, min_segment_users=2, top_segments=100)
+                "generate_analytics_insights", experiment=a.key, metrics=[a.specs[0].name],
+                control_variant=a.control, expected_weights=a.weights, min_segment_users=2, limit=100)
         except ServiceError as exc:
             log.warning("segment breakdown for SRM failed: %s", exc)
             return None

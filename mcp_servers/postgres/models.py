@@ -7,25 +7,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-EXPERIMENT_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
-VARIANT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,99}$"
+from schemas.vocabulary import (  # noqa: F401  (re-exported: the one vocabulary)
+    EXPERIMENT_KEY_PATTERN,
+    METRIC_NAME_PATTERN,
+    VARIANT_KEY_PATTERN,
+    Direction,
+    ExperimentKey,
+    ExperimentRef,
+    MetricName,
+    VariantKey,
+)
+
 ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 ExperimentType = Literal["prompt", "model", "agent_config", "feature", "ui", "workflow"]
 ExperimentStatus = Literal["draft", "running", "stopped", "concluded", "archived"]
-Direction = Literal["higher", "lower"]
-
-ExperimentKey = Annotated[
-    str,
-    Field(pattern=EXPERIMENT_KEY_PATTERN, description="Stable public handle, e.g. 'checkout-1step' (starts with a letter)."),
-]
-ExperimentRef = Annotated[
-    str,
-    Field(min_length=1, max_length=100, description="Experiment key (e.g. 'checkout-1step') or its numeric id."),
-]
-VariantKey = Annotated[str, Field(pattern=VARIANT_KEY_PATTERN, description="Variant key, e.g. 'control' or 'treatment'.")]
-MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN, description="Metric name, e.g. 'resolution_rate'.")]
 UserId = Annotated[str, Field(min_length=1, max_length=256, description="The user (or session) id that is hashed.")]
 Actor = Annotated[str, Field(min_length=1, max_length=200, description="Who acts, e.g. 'agent:claude' or 'user:alice'.")]
 

@@ -79,9 +79,9 @@ async def test_the_tool_is_read_only_and_typed(service) -> None:
     async with Client(build_server(service)) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == "get_exposures_by_period")
         result = await call(client, "get_exposures_by_period",
-                            {"experiment_id": "periods", "boundaries": [T0.isoformat(), CUT.isoformat(), END.isoformat()]})
+                            {"experiment": "periods", "boundaries": [T0.isoformat(), CUT.isoformat(), END.isoformat()]})
         refused = await refusal(client, "get_exposures_by_period",
-                                {"experiment_id": "periods", "boundaries": [END.isoformat(), T0.isoformat()]})
+                                {"experiment": "periods", "boundaries": [END.isoformat(), T0.isoformat()]})
     assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
     assert tool.output_schema is not None and "Example" in (tool.description or "")
     assert [p["users"] for p in result["periods"]] == [{"control": 2, "treatment": 1}, {"control": 1, "treatment": 2}]

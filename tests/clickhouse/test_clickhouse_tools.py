@@ -18,8 +18,9 @@ from mcp_servers.clickhouse import build_server, open_service
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-READ_ONLY = {"get_variant_statistics", "get_exposures_by_period", "clickhouse_query", "list_tables"}
-IDEMPOTENT_WRITES = {"ingest_events", "generate_analytics_insights", "predict_experiment_trends"}
+READ_ONLY = {"get_variant_statistics", "get_exposures_by_period", "clickhouse_query", "list_tables",
+             "generate_analytics_insights", "predict_experiment_trends"}
+IDEMPOTENT_WRITES = {"ingest_events"}
 
 
 def events(days: int = 4, users_per_day: int = 6) -> list[dict]:
@@ -55,7 +56,7 @@ async def test_the_catalogue_has_typed_schemas_and_honest_annotations(service):
         assert hints.open_world_hint is False and hints.destructive_hint is False and hints.idempotent_hint is True
         assert hints.read_only_hint is (name in READ_ONLY), name
     props = tools["get_variant_statistics"].input_schema["properties"]
-    assert {"experiment_id", "metrics", "ratio_metrics", "start_date", "end_date", "segment", "cuped"} <= set(props)
+    assert {"experiment", "metrics", "ratio_metrics", "start_date", "end_date", "segment", "cuped"} <= set(props)
 
 
 async def test_every_tool_over_an_in_memory_client(service):
@@ -64,18 +65,18 @@ async def test_every_tool_over_an_in_memory_client(service):
         assert stored["rows"] == 48 and stored["engine"] == "chdb"
         await call(client, "ingest_events", {"events": events(), "idempotency_token": "batch-1"})
 
-        stats = await call(client, "get_variant_statistics", {"experiment_id": "tools-exp", "metrics": ["revenue"],
+        stats = await call(client, "get_variant_statistics", {"experiment": "tools-exp", "metrics": ["revenue"],
                                                               "cuped": True, "segment": {"device": "mobile"}})
         by_variant = {s["variant"]: s for s in stats["statistics"]}
         assert by_variant["control"]["n"] == 12 and by_variant["control"]["sum"] == 4 * (10 + 12 + 14)
         assert by_variant["treatment"]["mean"] == pytest.approx((11 + 13 + 15) / 3)
         assert by_variant["control"]["pre_sum"] == 0.0
 
-        insights = await call(client, "generate_analytics_insights", {"experiment_id": "tools-exp",
+        insights = await call(client, "generate_analytics_insights", {"experiment": "tools-exp",
                                                                       "metrics": ["revenue"], "min_segment_users": 2})
         assert insights["control_variant"] == "control" and insights["summary"]
 
-        trends = await call(client, "predict_experiment_trends", {"experiment_id": "tools-exp", "metric": "revenue",
+        trends = await call(client, "predict_experiment_trends", {"experiment": "tools-exp", "metric": "revenue",
                                                                   "days_ahead": 2})
         assert len(trends["variants"][0]["forecast"]) == 2 and "OLS" in trends["model"]
 
@@ -95,13 +96,13 @@ async def test_refusals_and_bad_arguments_come_back_as_readable_errors(service):
         assert "function file() reaches outside" in text and "root:" not in text
         text = await refusal(client, "clickhouse_query", {"sql": "DROP TABLE events"})
         assert "only SELECT, WITH, SHOW, DESCRIBE and EXPLAIN" in text
-        text = await refusal(client, "get_variant_statistics", {"experiment_id": "nope", "metrics": ["revenue"]})
+        text = await refusal(client, "get_variant_statistics", {"experiment": "nope", "metrics": ["revenue"]})
         assert "no exposure events for experiment 'nope'" in text
         bad_event = {**events(1, 1)[0], "event_type": "teleport"}
         assert "event_type" in await refusal(client, "ingest_events", {"events": [bad_event],
                                                                        "idempotency_token": "t"})
         assert "days_ahead" in await refusal(client, "predict_experiment_trends", {
-            "experiment_id": "tools-exp", "metric": "revenue", "days_ahead": 500})
+            "experiment": "tools-exp", "metric": "revenue", "days_ahead": 500})
 
 
 async def test_stdio_round_trip_with_its_own_chdb_path(tmp_path):

@@ -92,7 +92,7 @@ class Results(RegistryBase):
         if metric not in declared:
             raise InvalidInput(
                 f"metric {metric!r} is not declared on {key!r} (declared: {', '.join(dict.fromkeys(declared))}); "
-                "add it to secondary_metrics with update_experiment first"
+                "declare it first: add it to secondary_metrics with the MCP tool update_experiment (REST has no update route: call the tool through /mcp with the same token, or `neonblue chat`), or record a declared metric"
             )
         if row["assigned_variant_id"] is None:
             raise Conflict(f"user {user_id!r} has no assignment in {key!r}: call get_variant for them first")

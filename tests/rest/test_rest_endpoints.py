@@ -182,6 +182,10 @@ async def test_status_codes_and_error_bodies(rest_api) -> None:
         assert unassigned.status_code == 409 and "get_variant" in unassigned.json()["detail"]
         undeclared = await http.get(f"{BASE}/live/analyze", params={"source": "registry", "metrics": "latency"})
         assert undeclared.status_code == 422 and "not declared" in undeclared.json()["detail"]
+        # An undeclared metric's result: the answer says what a REST caller can do (no REST route updates).
+        unknown = await http.post(f"{BASE}/record-result", json={"experiment": "live", "user_id": "ghost",
+                                                                 "metric": "latency", "value": 1})
+        assert unknown.status_code == 422 and "/mcp" in unknown.json()["detail"]
         bad_winner = await http.post(f"{BASE}/live/stop", params={"declare_winner": "nobody"})
         assert bad_winner.status_code == 422 and "not a variant" in bad_winner.json()["detail"]
 

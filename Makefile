@@ -13,14 +13,29 @@ export ANONYMIZED_TELEMETRY := False
 
 .PHONY: install demo test test-slow lint bench clean
 
+# pip's own output is off (hundreds of lines); each step says what it does and how long it takes.
+# `make install PIP_QUIET=` shows everything pip does.
+PIP_QUIET ?= --quiet
+# Where the CPU build of torch comes from. Empty: pip's own configuration (on the build machine a local
+# wheel directory holds torch-2.13.0+cpu). With only PyPI, set TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+TORCH_INDEX ?=
+
 $(STAMP):
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: it takes the CPU build; unpinned pulls GBs of CUDA wheels.
-	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[embeddings,local,dev]"
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	@echo "==> [1/4] virtualenv $(VENV) (first run only)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> [2/4] upgrading pip"
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	@# torch first and pinned to the CPU build: PyPI's Linux torch pulls GBs of CUDA wheels (README, "Installing").
+	@echo "==> [3/4] torch 2.13.0, CPU build$(if $(TORCH_INDEX), from $(TORCH_INDEX),) (30 s from a local wheel, longer to download)"
+	@$(PY) -m pip install $(PIP_QUIET) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),) "torch==2.13.0"
+	@$(PY) -c "import sys, torch; v = torch.__version__; cuda = sys.platform == 'linux' and '+cpu' not in v; print('    torch', v, '(a CUDA build: GBs of nvidia wheels; see the README, Installing, for TORCH_INDEX)' if cuda else '')"
+	@echo "==> [4/4] neonblue and its dependencies, editable (about 2 minutes; setuptools prints an"
+	@echo "          'Editable installation' notice at the end: expected, nothing to do)"
+	@$(PY) -m pip install $(PIP_QUIET) -e ".[embeddings,local,dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+	@echo "==> installed. The command is $(VENV)/bin/neonblue (not on your PATH): call it by that path,"
+	@echo "    or run 'source $(VENV)/bin/activate' once per shell to type plain 'neonblue'."
 
 # The official MCP Inspector CLI (Node >= 22 from npm's node@22) for the router conformance test.
 INSPECTOR := 0.21.2

@@ -21,6 +21,8 @@ import asyncio
 import base64
 import json
 import random
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -382,12 +384,32 @@ def run_demo(settings: Settings, scale: float = 1.0, output: Path | None = None)
     for key, ok in matched.items():
         console.print(f"  {'✓' if ok else '✗'} {key}: verdict {report.verdicts.get(key)} "
                       f"(the planted effect calls for {report.expected[key]})")
+    nb, on_path = neonblue_command()
+    where = ("" if on_path else
+             f"\n  ([bold]neonblue[/bold] is {nb}, not on your PATH: type it so, or run "
+             f"[bold]source {Path(nb).parent / 'activate'}[/bold] once per shell to type plain neonblue.)")
     console.print(
-        "\nNext:\n"
-        "  • Claude Desktop: add the entry printed by [bold]neonblue claude-config[/bold] to "
+        "\nNext:" + where + "\n"
+        f"  • Claude Desktop: add the entry printed by [bold]{nb} claude-config[/bold] to "
         "claude_desktop_config.json; it attaches to this running stack.\n"
-        "  • Agent chat: [bold]neonblue chat[/bold] (set ANTHROPIC_API_KEY; without it, offline mode), "
-        "or [bold]neonblue ask \"Show me experiments similar to our checkout optimization\"[/bold].\n"
-        "  • Stop the stack: [bold]neonblue down[/bold]."
+        f"  • Agent chat: [bold]{nb} chat[/bold] (set ANTHROPIC_API_KEY; without it, offline mode), "
+        f"or [bold]{nb} ask \"Show me experiments similar to our checkout optimization\"[/bold].\n"
+        f"  • The stack: [bold]{nb} status[/bold]; stop it with [bold]{nb} down[/bold].",
+        highlight=False,
     )
     return report
+
+
+def neonblue_command() -> tuple[str, bool]:
+    """How to type the `neonblue` command of this install, and whether plain `neonblue` reaches it: the
+    venv's script, relative to the working directory when it lies under it (`.venv/bin/neonblue`)."""
+    script = Path(sys.executable).parent / "neonblue"
+    if not script.exists():
+        return f"{sys.executable} -m mcp_router", False
+    found = shutil.which("neonblue")
+    if found and Path(found).resolve() == script.resolve():
+        return "neonblue", True
+    try:
+        return str(script.relative_to(Path.cwd())), False
+    except ValueError:
+        return str(script), False

@@ -15,7 +15,7 @@ from . import analysis as calc
 from . import priors
 from .base import ACTOR, rounded
 from .models import AnalysisOptions, OptimizationRecommendations, RecommendedAction
-from .narrative import WHY_THE_DECISION_WAITS, days, excludes_zero, pct_interval, prob
+from .narrative import WHY_THE_DECISION_WAITS, days, excludes_zero, pct_interval, prob, statistic_kind
 from .readout import Analysed, analysis_options, experiment_text, normalised_weights
 from .traffic import TrafficAllocator
 
@@ -88,7 +88,8 @@ class Recommendations(TrafficAllocator):
                 elif o.days_left is not None and o.days_left > 0:
                     needed = math.ceil(o.days_left * r.units_per_day)
                     add("extend_duration", o.variant,
-                        f"Keep running {days(o.days_left)} to reach {opts.target_power:.0%} power for a {opts.mde:.0%} effect",
+                        f"Keep running {days(o.days_left)} to reach {opts.target_power:.0%} "
+                        f"{statistic_kind(opts.sequential)} power for a {opts.mde:.0%} relative effect (the MDE)",
                         f"{o.rule} That is about {needed:,} more users at {r.units_per_day:.0f}/day.{waits}",
                         {**evidence, "additional_users": needed}, o.confidence)
             if r.verdict.verdict == "keep_running" and a.primary_pairs():

@@ -228,6 +228,7 @@ asyncio.run(main())
     return int(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the whole stack up, ~50k events, down, up: 1.5-3 min (make test-slow)
 def test_down_drains_so_up_down_up_keeps_every_acknowledged_event() -> None:
     """The real stack: generate, `down` at once (the stream drains first), `up` again: every event is stored."""
     base = Path(tempfile.mkdtemp(prefix="neonblue-drain-"))  # outside basetemp: PostgreSQL's user reads it

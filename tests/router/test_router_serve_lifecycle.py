@@ -193,7 +193,10 @@ def assert_stopped_cleanly(home: Home, proc: subprocess.Popen[bytes]) -> None:
     assert port_is_free("127.0.0.1", home.pg_port)
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "stdin closed"])
+# SIGTERM is how Claude Desktop stops a server: always run. SIGINT and stdin EOF take the same
+# path and run in make test-slow.
+@pytest.mark.parametrize("stop", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow),
+                                  pytest.param("stdin closed", marks=pytest.mark.slow)])
 def test_stdio_serve_stops_its_postgres(make_home, start_serve, stop: str) -> None:
     home = make_home()
     proc = start_serve(home)

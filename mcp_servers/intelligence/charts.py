@@ -122,7 +122,8 @@ def lift_chart(
         for (day, marker, y), values in off_scale.items():  # one note per off-scale partial day
             ax2.annotate("partial day, off the scale:\n" + "\n".join(values), (date.fromisoformat(day), y),
                          textcoords="offset points", xytext=(-8, 0), ha="right",
-                         va="top" if marker == "^" else "bottom", fontsize=7, color="#333333")
+                         va="top" if marker == "^" else "bottom", fontsize=7, color="#333333",
+                         bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         if low is not None and high is not None:
             ax2.set_ylim(low, high)
         handles, labels = ax2.get_legend_handles_labels()

@@ -48,6 +48,9 @@ def test_up_is_idempotent_down_stops_and_a_crash_is_reported(stack_env: dict[str
         assert first.returncode == 0, first.stderr
         parts = status_of(stack_env)
         assert all(parts[name]["running"] for name in ("postgres", "kafka", "router+stores")), parts
+        assert parts["router+stores"]["stream"]["consumed"] >= 0  # the owner's stream-processor figures
+        _assert_status_is_whole_at_any_width(stack_env, parts)
+        _assert_stdio_calls_are_quiet(stack_env)
         owner_pid = Path(stack_env["NEONBLUE_HOME"], "run", "owner.pid").read_text()
 
         second = neonblue(["up"], stack_env)  # starting twice is harmless: same processes
@@ -65,6 +68,42 @@ def test_up_is_idempotent_down_stops_and_a_crash_is_reported(stack_env: dict[str
     parts = status_of(stack_env)
     assert not any(parts[name]["running"] for name in ("postgres", "kafka", "router+stores"))
     assert not Path(stack_env["NEONBLUE_HOME"], "run", "owner.pid").exists()
+
+
+def _assert_status_is_whole_at_any_width(env: dict[str, str], parts: dict[str, dict]) -> None:
+    """`status` folds long values at the terminal's width but never cuts one: every address and data
+    directory appears whole (once the folding line breaks are removed), at 80 and 120 columns."""
+    for columns in ("80", "120"):
+        done = neonblue(["status"], {**env, "COLUMNS": columns})
+        assert done.returncode == 0, done.stderr
+        assert "…" not in done.stdout and max(len(line.rstrip()) for line in done.stdout.splitlines()) <= int(columns)
+        joined = "".join(done.stdout.split())
+        for part in parts.values():
+            for value in (part["address"], part["data_dir"]):
+                assert "".join(value.split()) in joined, (columns, value, done.stdout)
+        assert "stream" in done.stdout and "consumed" in done.stdout
+
+
+def _assert_stdio_calls_are_quiet(env: dict[str, str]) -> None:
+    """`serve` over stdio logs nothing per call by default (its stderr is the client's log); a level set
+    in the environment or --verbose brings the INFO lines back."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    async def calls(extra_env: dict[str, str], args: list[str]) -> str:
+        quiet = {k: v for k, v in env.items() if k not in ("LOG_LEVEL", "NEONBLUE_LOG_LEVEL")} | extra_env
+        params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_router", "serve", *args], env=quiet)
+        with tempfile.TemporaryFile("w+") as errlog:
+            async with Client(stdio_client(params, errlog=errlog)) as client:
+                for _ in range(2):
+                    assert not (await client.call_tool("list_experiments", {})).is_error
+            errlog.seek(0)
+            return errlog.read()
+
+    assert " INFO " not in anyio.run(calls, {}, [])
+    assert "tool=list_experiments" in anyio.run(calls, {}, ["--verbose"])
+    assert "tool=list_experiments" in anyio.run(calls, {"NEONBLUE_LOG_LEVEL": "INFO"}, [])
 
 
 def _assert_one_line_error(done: subprocess.CompletedProcess[str], setting: str) -> None:

@@ -241,7 +241,7 @@ def decision_cells(analysis: dict[str, Any]) -> tuple[str, str, str, str]:
     failing = [m for m in metrics if m["role"] == "guardrail" and (m.get("guardrail") or {}).get("status") == "fail"]
     if verdict["rule_id"] == "guardrail_failure" and failing:
         m = min(failing, key=lambda g: g["guardrail"]["p_harm"])
-        p = f"{m['guardrail']['p_harm']:.2g}\none-sided"
+        p = f"{m['guardrail']['p_harm']:.2g}\n(one-sided)"
         role = "guardrail"
     else:
         primary = [m for m in metrics if m["role"] == "primary"]
@@ -252,7 +252,7 @@ def decision_cells(analysis: dict[str, Any]) -> tuple[str, str, str, str]:
         corrected = options["multiple_testing"] != "none" and treatments > 1
         decision_p = m["p_value_adjusted"] if m["p_value_adjusted"] is not None else m["p_value_sequential"]
         adjusted = {"holm": "Holm", "benjamini-hochberg": "BH"}.get(options["multiple_testing"], "")
-        p = f"{decision_p:.2g}" + (f"\n{adjusted}-adjusted" if corrected else "")
+        p = f"{decision_p:.2g}" + (f"\n({adjusted})" if corrected else "")
     sequential = options["sequential"]
     ci = m["relative_ci_sequential"] if sequential else m["relative_ci"]
     lift = f"{_pct(m['relative_lift'])}\n({_pct(ci[0])} to {_pct(ci[1])})"
@@ -312,8 +312,11 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         console.print(f"Semantic memory: {json.dumps({c['name']: c['count'] for c in stats['collections']})}")
 
         # 5. ask, as an agent would
-        verdicts = Table("experiment", "verdict", "decided by", "lift, always-valid 95% CI", "always-valid p",
-                         "chance to win", title="analyze_experiment_performance", box=box.SIMPLE_HEAD)
+        # Narrow enough for 80 columns; a value that does not fit folds onto the next line, never "…".
+        verdicts = Table(title="analyze_experiment_performance", box=box.SIMPLE_HEAD)
+        for header, width in (("experiment, verdict", 18), ("decided by", 12), ("lift, always-valid 95% CI", 12),
+                              ("always-valid p", 12), ("chance to win", 6)):
+            verdicts.add_column(header, min_width=width, overflow="fold")
         rules: list[tuple[str, str]] = []
         for exp in experiments:
             analysis = await agent.call("analyze_experiment_performance", {"experiment_id": exp.key})
@@ -322,7 +325,7 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
                 report.verdicts[exp.key] = verdict["verdict"]
             ok = "" if exp.bandit else ("✓ " if verdict_matches(verdict["verdict"], exp.expected) else "✗ ")
             expected = "(bandit: see allocation)" if exp.bandit else f"(expected {exp.expected})"
-            verdicts.add_row(exp.key, f"{ok}{verdict['verdict']}\n{expected}", *decision_cells(analysis))
+            verdicts.add_row(f"[bold]{exp.key}[/bold]\n{ok}{verdict['verdict']}\n{expected}", *decision_cells(analysis))
             rules.append((exp.key, f"{verdict['rule_id']}: {verdict['rule']}"))
         console.print(verdicts)
         console.print("The rule behind each verdict:")

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import secrets
-import shlex
 import signal
 import stat
 import sys
@@ -16,30 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import StdioServerParameters
 
 from mcp_router.gateway.backends import Backend, Target
 from mcp_router.gateway.router import Profile, Router, connected
 from mcp_router.gateway.router_tools import build_router_tools
 from mcp_servers.registry import SERVERS
 from schemas.errors import BackendUnavailable, ConfigError
+from schemas.servers import backend_target
 from schemas.settings import Settings
 
 log = logging.getLogger("neonblue.serving")
-
-
-def parse_target(spec: str) -> Target:
-    """`stdio:<command line>` or an http(s) URL."""
-    if spec.startswith("stdio:"):
-        argv = shlex.split(spec.removeprefix("stdio:"))
-        if not argv:
-            raise ConfigError(f"NEONBLUE_BACKENDS: empty stdio command in {spec!r}")
-        import os
-
-        return StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
-    if spec.startswith(("http://", "https://")):
-        return spec
-    raise ConfigError(f"NEONBLUE_BACKENDS: {spec!r} is neither 'stdio:<command>' nor an http(s) URL")
 
 
 @asynccontextmanager
@@ -53,7 +38,7 @@ async def open_router(
 
     `targets` overrides settings.backends (tests pass a subprocess or a dead URL here).
     """
-    remote = {name: parse_target(spec) for name, spec in settings.backends.items()}
+    remote = {name: backend_target(name, spec) for name, spec in settings.backends.items()}
     remote.update(targets or {})
     unknown = set(remote) - set(SERVERS)
     if unknown:

@@ -13,8 +13,6 @@ process behind an in-memory MCP client, or the remote server settings.backends n
 from __future__ import annotations
 
 import logging
-import os
-import shlex
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import ModuleType
@@ -25,9 +23,9 @@ from anyio.abc import TaskGroup
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import MCPServer
 
-from schemas.errors import BackendUnavailable, ConfigError, ServiceError
+from schemas.errors import BackendUnavailable, ServiceError
 from schemas.refusals import refusal_of
-from schemas.servers import CHROMADB, CLICKHOUSE, PEERS_OF_INTELLIGENCE, POSTGRES
+from schemas.servers import CHROMADB, CLICKHOUSE, PEERS_OF_INTELLIGENCE, POSTGRES, backend_target
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,18 +142,6 @@ def _chroma() -> ModuleType | None:
 _PACKAGES = {POSTGRES: _postgres, CLICKHOUSE: _clickhouse, CHROMADB: _chroma}
 
 
-def remote_target(name: str, spec: str) -> StdioServerParameters | str:
-    """A settings.backends entry: `stdio:<command line>` or an http(s) URL."""
-    if spec.startswith("stdio:"):
-        argv = shlex.split(spec.removeprefix("stdio:"))
-        if not argv:
-            raise ConfigError(f"NEONBLUE_BACKENDS: empty stdio command for {name} in {spec!r}")
-        return StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
-    if spec.startswith(("http://", "https://")):
-        return spec
-    raise ConfigError(f"NEONBLUE_BACKENDS: {spec!r} ({name}) is neither 'stdio:<command>' nor an http(s) URL")
-
-
 @asynccontextmanager
 async def open_peers(settings: Settings) -> AsyncIterator[dict[str, ToolBackend]]:
     """The postgres, clickhouse and chromadb servers for an intelligence server running alone.
@@ -169,7 +155,7 @@ async def open_peers(settings: Settings) -> AsyncIterator[dict[str, ToolBackend]
             target: MCPServer | StdioServerParameters | str
             timeout: float | None = settings.backend_timeout
             if name in settings.backends:
-                target = remote_target(name, settings.backends[name])
+                target = backend_target(name, settings.backends[name])
             else:
                 package = _PACKAGES[name]()
                 if package is None:

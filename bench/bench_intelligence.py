@@ -78,14 +78,14 @@ async def analysis_latency(router, client: Client, args: argparse.Namespace) -> 
     await call(client, "create_experiment", {"experiment": EXPERIMENT})
     await call(client, "start_experiment", {"experiment": "bench"})
 
-    args_analysis = {"experiment_id": "bench", "options": {"cuped": True, "record_decision": False}}
+    args_analysis = {"experiment": "bench", "options": {"cuped": True, "record_decision": False}}
     result: dict = {}
 
     async def analyze() -> None:
         result.update(await call(client, "analyze_experiment_performance", args_analysis))
 
     async def audited() -> None:
-        await call(client, "analyze_experiment_performance", {"experiment_id": "bench"})
+        await call(client, "analyze_experiment_performance", {"experiment": "bench"})
 
     async def statistics_only() -> None:
         await ch.get_variant_statistics("bench", ["revenue", "conversion"], cuped=True)

@@ -197,8 +197,8 @@ async def walk(j: Journey) -> None:
     j.text("`GET $API/{id}/analyze?source=registry` is the secondary, descriptive view: per-variant counts and "
            "means of the results recorded in PostgreSQL, no test, no interval, no verdict.")
     j.text("**7. Stop and declare the winner**: from now on get-variant serves its config to everyone:")
-    stopped = await j.call("POST", f"/{KEY}/stop", params={"declare_winner": "one-step"})
-    j.show(curl("POST", f"/{KEY}/stop?declare_winner=one-step", jq="{status, winner}"),
+    stopped = await j.call("POST", f"/{KEY}/stop", params={"winner": "one-step"})
+    j.show(curl("POST", f"/{KEY}/stop?winner=one-step", jq="{status, winner}"),
            {"status": stopped["status"], "winner": stopped["winner"]})
 
 

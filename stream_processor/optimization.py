@@ -53,7 +53,7 @@ class OptimizationLoop:
                 self.errors += 1
                 log.warning("autopilot for %s failed: %s", key, exc)
                 continue
-            self.decisions.insert(0, {"experiment_id": key, **{k: decision.get(k) for k in ("action", "applied")}})
+            self.decisions.insert(0, {"experiment_key": key, **{k: decision.get(k) for k in ("action", "applied")}})
             del self.decisions[50:]
             log.info("autopilot %s: %s (applied=%s)", key, decision.get("action"), decision.get("applied"))
 
@@ -62,6 +62,6 @@ def autopilot_via(backend: Any) -> RunAutopilot:
     """Run the autopilot through the router's intelligence backend (in-process or remote)."""
 
     async def run(key: str) -> dict[str, Any]:
-        return await backend.call("run_autopilot", {"experiment_id": key})
+        return await backend.call("run_autopilot", {"experiment": key})
 
     return run

@@ -210,9 +210,9 @@ def journey_from_event(event: Event) -> dict[str, Any]:
         "journey_id": event.event_id,
         "user_id": event.user_id,
         "steps": [s.strip() for s in steps],
-        "device": event.segment.device if event.segment else None,
+        "device_type": event.segment.device if event.segment else None,
         "session_minutes": props.get("session_minutes"),
-        "outcome": props.get("outcome"),
-        "experiment_id": event.experiment_id,
+        "conversion_outcome": props.get("outcome"),
+        "experiment_key": event.experiment_id,
         "variant": event.variant,
     }

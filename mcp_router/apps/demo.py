@@ -319,7 +319,7 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
             verdicts.add_column(header, min_width=width, overflow="fold")
         rules: list[tuple[str, str]] = []
         for exp in experiments:
-            analysis = await agent.call("analyze_experiment_performance", {"experiment_id": exp.key})
+            analysis = await agent.call("analyze_experiment_performance", {"experiment": exp.key})
             verdict = analysis["verdict"]
             if not exp.bandit:
                 report.verdicts[exp.key] = verdict["verdict"]
@@ -333,13 +333,13 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
             console.print(Padding(Text.assemble((key, "bold"), " ", rule), (0, 0, 0, 2)))
         console.print(Padding(Text(STATISTICS_NOTE, style="dim"), (1, 0, 0, 0)))
 
-        recs = await agent.call("recommend_experiment_optimization", {"experiment_id": "onboarding-bandit"})
+        recs = await agent.call("recommend_experiment_optimization", {"experiment": "onboarding-bandit"})
         rec_table = Table("#", "action", "why", title="recommend_experiment_optimization: onboarding-bandit")
         for action in recs["actions"][:5]:
             rec_table.add_row(str(action["rank"]), action["action"], action["reasoning"])
         console.print(rec_table)
 
-        allocation = await agent.call("allocate_traffic", {"experiment_id": "onboarding-bandit", "apply": True})
+        allocation = await agent.call("allocate_traffic", {"experiment": "onboarding-bandit", "dry_run": False})
         weights = allocation["proposed_weights"]
         report.verdicts["onboarding-bandit"] = f"traffic → {max(weights, key=weights.get)}"
         console.print("allocate_traffic (Thompson sampling): "
@@ -355,7 +355,7 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         console.print(f"predict_experiment_outcome: {prediction['message']}")
 
         search = await agent.call("semantic_experiment_search", {"query": "reduce checkout steps on mobile",
-                                                                 "n_results": 5})
+                                                                 "limit": 5})
         hits = Table("similarity", "experiment", "lift", "outcome", title="semantic_experiment_search: "
                      "'reduce checkout steps on mobile'")
         for hit in search["hits"]:
@@ -366,7 +366,7 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
 
         output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, tiny
         for key in ("checkout-1step", "pricing-premium"):
-            result = await agent.call("plot_experiment", {"experiment_id": key})
+            result = await agent.call("plot_experiment", {"experiment": key})
             image = next(c for c in result.content if getattr(c, "type", "") == "image")
             path = output / f"{key}.png"
             path.write_bytes(base64.b64decode(image.data))  # noqa: ASYNC240 - a small PNG

@@ -140,10 +140,10 @@ def plan_query(query: str, catalogue: Any, today: date | None = None) -> RoutePl
 
 
 # Which metadata field a search tool filters an improvement on, and the factor from percent to its unit
-# (mcp_servers/chroma: experiments carry `lift` as a fraction, patterns `improvement_percentage` in percent).
+# (mcp_servers/chroma: experiments carry `lift`, patterns `improvement`, both fractions).
 IMPROVEMENT_FILTERS: dict[str, tuple[str, float]] = {
     "semantic_experiment_search": ("lift", 0.01),
-    "search_optimization_patterns": ("improvement_percentage", 1.0),
+    "search_optimization_patterns": ("improvement", 0.01),
 }
 _STATUSES = ("running", "draft", "stopped", "concluded", "archived")
 
@@ -153,16 +153,13 @@ def _arguments(intent: str, tool: str, query: str, entities: dict[str, Any], cat
     args: dict[str, Any] = {}
     key = (entities.get("experiment_keys") or [None])[0]
     if key:
-        # The registry's tools call it `experiment`, the analytics and intelligence tools `experiment_id`.
-        for name in ("experiment_id", "experiment"):
-            if name in props:
-                args[name] = key
-                break
+        if "experiment" in props:  # every tool's experiment argument (schemas/vocabulary.py)
+            args["experiment"] = key
     if "query" in props:
         args["query"] = _subject(query, entities)
     if "where" in props:
         where: list[dict[str, Any]] = []
-        field, per_percent = IMPROVEMENT_FILTERS.get(tool, ("improvement_pct", 1.0))
+        field, per_percent = IMPROVEMENT_FILTERS.get(tool, ("improvement", 0.01))
         if "min_improvement_pct" in entities:
             where.append({field: {"$gte": round(entities["min_improvement_pct"] * per_percent, 6)}})
         if "max_improvement_pct" in entities:

@@ -301,8 +301,8 @@ def build_pattern_document(pattern: PatternRecord) -> BuiltDocument:
     parts = [f"{_OUTCOME_WORD[pattern.outcome]} optimization ({humanize(pattern.optimization_type)}): "
              + _sentence(pattern.description)]
     result = []
-    if pattern.improvement_pct is not None:
-        result.append(f"{pattern.improvement_pct:+.1f}%" + (f" {pattern.metric}" if pattern.metric else ""))
+    if pattern.improvement is not None:
+        result.append(f"{pattern.improvement * 100:+.1f}%" + (f" {pattern.metric}" if pattern.metric else ""))
     elif pattern.metric:
         result.append(f"metric {pattern.metric}")
     if pattern.applied_to_segments:
@@ -320,7 +320,7 @@ def build_pattern_document(pattern: PatternRecord) -> BuiltDocument:
     metadata = _clean({
         "optimization_type": pattern.optimization_type,
         "outcome": pattern.outcome,
-        "improvement_percentage": None if pattern.improvement_pct is None else float(pattern.improvement_pct),
+        "improvement": None if pattern.improvement is None else float(pattern.improvement),
         "metric": pattern.metric,
         "applied_to_segments": sorted(set(pattern.applied_to_segments)),
         "industry": pattern.industry,

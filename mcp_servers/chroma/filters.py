@@ -52,7 +52,7 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "started_at": "timestamp",
     },
     "optimization_patterns": {
-        "pattern_id": "str", "optimization_type": "str", "outcome": "str", "improvement_percentage": "float",
+        "pattern_id": "str", "optimization_type": "str", "outcome": "str", "improvement": "float",
         "metric": "str", "applied_to_segments": "str_list", "industry": "str", "implementation_effort": "str",
         "source_experiments": "str_list", "created_at": "timestamp",
     },

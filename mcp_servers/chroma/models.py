@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.vocabulary import MetricName
+
 Outcome = Literal["success", "failure", "neutral"]
 CollectionName = Literal["experiments", "user_journeys", "optimization_patterns"]
 
@@ -54,7 +56,6 @@ class ExperimentRecord(_Record):
 
     key: str = Field(
         min_length=1, max_length=200,
-        validation_alias=AliasChoices("key", "experiment_key", "experiment_id"),
         description="The experiment key, e.g. 'checkout-1step' (becomes the document id).",
     )
     name: str = Field(default="", max_length=200)
@@ -73,11 +74,11 @@ class ExperimentRecord(_Record):
     )
     platform: str | None = Field(default=None, max_length=100, description="e.g. mobile, desktop, web, api.")
     variants: list[VariantInfo] = Field(default_factory=list, max_length=20)
-    primary_metric: str | None = Field(default=None, max_length=100)
+    primary_metric: MetricName | None = Field(default=None, description="A metric name or {name, direction}.")
     metric_direction: Literal["higher", "lower"] = Field(
         default="higher", description="Whether a higher primary metric is better (from the registry's MetricSpec)."
     )
-    secondary_metrics: list[str] = Field(default_factory=list, max_length=50)
+    secondary_metrics: list[MetricName] = Field(default_factory=list, max_length=50)
     winner: str | None = Field(default=None, max_length=200)
     lift: float | None = Field(default=None, ge=-100, le=1000, description="Relative lift as a fraction: 0.15 = +15%.")
     p_value: float | None = Field(default=None, ge=0, le=1)
@@ -152,9 +153,7 @@ class JourneyRecord(_Record):
         description="e.g. purchased, signed_up, abandoned_cart, bounced.",
     )
     value: float | None = Field(default=None, description="Order or conversion value.")
-    experiment_key: str | None = Field(
-        default=None, max_length=200, validation_alias=AliasChoices("experiment_key", "experiment_id")
-    )
+    experiment_key: str | None = Field(default=None, max_length=200, description="The experiment the session was in.")
     variant: str | None = Field(default=None, max_length=200)
     notes: str | None = Field(default=None, max_length=2000, description="Free text: intent, errors seen…")
     started_at: datetime | None = None
@@ -183,12 +182,11 @@ class PatternRecord(_Record):
     optimization_type: str = Field(min_length=1, max_length=100, description="e.g. checkout_flow, pricing, onboarding, prompt.")
     description: str = Field(min_length=1, max_length=4000, description="What was changed, e.g. 'Reduced checkout steps from 4 to 2'.")
     outcome: Outcome
-    improvement_pct: float | None = Field(
-        default=None, ge=-100, le=10_000,
-        validation_alias=AliasChoices("improvement_pct", "improvement_percentage"),
-        description="Change in the metric, in percent (35 = +35%, -8 = -8%).",
+    improvement: float | None = Field(
+        default=None, ge=-1, le=100,
+        description="Relative change in the metric as a fraction (0.35 = +35%, -0.08 = -8%).",
     )
-    metric: str | None = Field(default=None, max_length=100)
+    metric: MetricName | None = None
     applied_to_segments: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
     industry: str | None = Field(default=None, max_length=100)
     implementation_effort: Literal["low", "medium", "high"] | None = None

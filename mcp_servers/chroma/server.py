@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mcp_servers.annotations import OVERWRITE, READ_ONLY
 from mcp_servers.tool_server import ToolServer
+from schemas.vocabulary import limit
 
 from .models import (
     CollectionStats,
@@ -31,7 +32,7 @@ for sessions like a given path. Filters (`where`) use Chroma operators on the me
 in each tool. Results carry similarity = 1 - cosine distance (higher is closer)."""
 
 Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for, in plain words.")]
-NResults = Annotated[int, Field(ge=1, le=MAX_RESULTS, description="How many results (most similar first).")]
+Limit = Annotated[int, limit(MAX_RESULTS, "At most this many results (most similar first).")]
 Where = Annotated[
     dict[str, Any] | None,
     Field(
@@ -80,7 +81,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         return await service.store_experiment_context(experiment, analysis)
 
     @mcp.tool(annotations=READ_ONLY)
-    async def semantic_experiment_search(query: Query, where: Where = None, n_results: NResults = 10) -> SearchResult:
+    async def semantic_experiment_search(query: Query, where: Where = None, limit: Limit = 10) -> SearchResult:
         """Find past experiments by meaning, most similar first, with their metadata and similarity.
 
         Use it to check what was already tried before designing a test, or to gather
@@ -91,9 +92,9 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         conversion_rate, sample_size, variant_count, tags (list), created_at, concluded_at.
 
         Example: {"query": "shorter checkout on phones", "where": {"outcome": "success",
-        "sample_size": {"$gte": 1000}}, "n_results": 5}
+        "sample_size": {"$gte": 1000}}, "limit": 5}
         """
-        return await service.semantic_experiment_search(query, where, n_results)
+        return await service.semantic_experiment_search(query, where, limit)
 
     @mcp.tool(annotations=OVERWRITE)
     async def store_user_journey(journey: JourneyRecord) -> StoredDocument:
@@ -115,7 +116,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
                                            description="A description, e.g. 'mobile users who abandon at payment'.")] = None,
         journey: Annotated[JourneyRecord | None, Field(default=None, description="Or a journey to match (steps and context).")] = None,
         where: Where = None,
-        n_results: NResults = 10,
+        limit: Limit = 10,
     ) -> SearchResult:
         """Find stored user journeys similar to a description or to a given journey.
 
@@ -125,9 +126,9 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
         steps (list: {"steps": {"$contains": "add_to_cart"}}), started_at.
 
         Example: {"journey": {"steps": ["home", "search", "product", "cart"], "device_type": "mobile"},
-        "where": {"conversion_outcome": "purchased"}, "n_results": 5}
+        "where": {"conversion_outcome": "purchased"}, "limit": 5}
         """
-        return await service.find_similar_user_journeys(query, journey=journey, where=where, n_results=n_results)
+        return await service.find_similar_user_journeys(query, journey=journey, where=where, n_results=limit)
 
     @mcp.tool(annotations=OVERWRITE)
     async def store_optimization_pattern(pattern: PatternRecord) -> StoredDocument:
@@ -138,25 +139,25 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
 
         Example: {"pattern": {"optimization_type": "checkout_flow", "description": "Reduced checkout
         steps from 4 to 2, added a progress indicator and autofill", "outcome": "success",
-        "improvement_pct": 35, "metric": "conversion", "applied_to_segments": ["mobile", "desktop"],
+        "improvement": 0.35, "metric": "conversion", "applied_to_segments": ["mobile", "desktop"],
         "industry": "ecommerce", "implementation_effort": "medium"}}
         """
         return await service.store_optimization_pattern(pattern)
 
     @mcp.tool(annotations=READ_ONLY)
     async def search_optimization_patterns(query: Query, where: Where = None,
-                                           n_results: NResults = 10) -> SearchResult:
+                                           limit: Limit = 10) -> SearchResult:
         """Find optimization patterns (lessons from past experiments) by meaning.
 
         Use it when proposing an optimization: what worked, what failed, by how much.
         Filterable fields: pattern_id, optimization_type, outcome (success|failure|neutral),
-        improvement_percentage, metric, applied_to_segments (list), industry,
+        improvement (fraction: 0.35 = +35%), metric, applied_to_segments (list), industry,
         implementation_effort (low|medium|high), source_experiments (list), created_at.
 
         Example: {"query": "simplify checkout", "where": {"outcome": "success",
         "applied_to_segments": {"$contains": "mobile"}}}
         """
-        return await service.search_optimization_patterns(query, where, n_results)
+        return await service.search_optimization_patterns(query, where, limit)
 
     @mcp.tool(annotations=OVERWRITE)
     async def sync_from_registry(
@@ -179,7 +180,7 @@ def build_server(service: ChromaService, *, registry: Registry | None = None) ->
 
     @mcp.tool(annotations=READ_ONLY)
     async def collection_stats() -> CollectionStats:
-        """Document counts, embedding function and HNSW index settings of each collection.
+        """Describe the semantic store: each collection's document count, embedding function and HNSW index settings.
 
         Use it to check that memory is populated (e.g. before relying on an empty search)
         and which model embedded it. Example: {}

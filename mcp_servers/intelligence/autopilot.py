@@ -84,7 +84,7 @@ class GuardrailsAndAutopilot(TrafficAllocator):
                              f"{pct(c.degradation)}, status {c.status}, p(harm) = {c.p_harm:.2g}"
                              + (", breaches the policy." if c.breaches_policy else "."))
         return AutopilotDecision(
-            experiment_id=a.key, environment=self.policy.environment, policy=policy_view(self.policy),  # type: ignore[arg-type]
+            experiment_key=a.key, environment=self.policy.environment, policy=policy_view(self.policy),  # type: ignore[arg-type]
             verdict=rule_outcome(a.verdict), guardrails=checks, action=choice.action, variant=choice.variant,  # type: ignore[arg-type]
             weights=choice.weights, allowed=choice.allowed, applied=applied, rule=reasoning,
             confidence=max(0.0, min(1.0, choice.confidence)), decision_id=decision_id, narrative=narrative)

@@ -28,7 +28,7 @@ class BehaviorPredictor(IntelligenceBase):
             current = [str(s) for s in steps]
         elif user_id:
             own = (await self.peers.chroma("find_similar_user_journeys", query="user journey",
-                                           where={"user_id": user_id}, n_results=20))["hits"]
+                                           where={"user_id": user_id}, limit=20))["hits"]
             if not own:
                 raise NotFound(f"no stored journey for user {user_id!r}; pass the user's current steps instead")
             latest = max(own, key=lambda h: ((h.get("metadata") or {}).get("started_at") or 0, h["id"]))
@@ -48,7 +48,7 @@ class BehaviorPredictor(IntelligenceBase):
     async def _predict_from(self, current: list[str], user_id: str | None, context: dict[str, Any], n_neighbors: int,
                             source: str, complete: bool) -> BehaviorPrediction:
         hits = (await self.peers.chroma("find_similar_user_journeys", journey={"steps": current, **context},
-                                        n_results=JOURNEY_CANDIDATES))["hits"]
+                                        limit=JOURNEY_CANDIDATES))["hits"]
         candidates = []
         for h in hits:
             meta = h.get("metadata") or {}

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.vocabulary import ExperimentRef, MetricName  # noqa: F401  (the one vocabulary)
+
 Verdict = Literal["ship", "roll_back", "keep_running", "needs_review"]
 Direction = Literal["higher", "lower"]
 MetricRole = Literal["primary", "secondary", "guardrail"]
@@ -20,9 +22,6 @@ GuardrailStatus = Literal["pass", "fail", "inconclusive", "error"]
 Environment = Literal["production", "staging", "development"]
 AutopilotAction = Literal["none", "pause", "roll_back", "ship", "reallocate", "needs_human_review"]
 
-ExperimentId = Annotated[
-    str, Field(min_length=1, max_length=100, description="Experiment key (e.g. 'checkout-1step') or its numeric id.")
-]
 Interval = tuple[float | None, float | None]
 
 # Magnitudes that cannot be real. Inputs outside are refused with the reason; a plan that
@@ -187,7 +186,7 @@ class SimilarExperiment(BaseModel):
 
 
 class ExperimentAnalysis(BaseModel):
-    experiment_id: str
+    experiment_key: str
     name: str
     status: str
     primary_metric: str
@@ -233,7 +232,7 @@ class RecommendedAction(BaseModel):
 
 
 class OptimizationRecommendations(BaseModel):
-    experiment_id: str
+    experiment_key: str
     verdict: RuleOutcome
     actions: list[RecommendedAction] = Field(description="Most urgent first.")
     patterns_considered: int
@@ -244,7 +243,7 @@ class OptimizationRecommendations(BaseModel):
 
 
 class MetricInput(_Input):
-    name: str = Field(min_length=1, max_length=100)
+    name: MetricName
     direction: Direction = "higher"
 
 
@@ -279,7 +278,7 @@ class ExperimentConfig(_Input):
     description: str = Field(default="", max_length=4000)
     hypothesis: str = Field(default="", max_length=4000)
     type: str | None = Field(default=None, max_length=50, description="prompt, model, agent_config, feature, ui, workflow.")
-    primary_metric: MetricInput | str
+    primary_metric: MetricInput | MetricName = Field(description="A metric name or {name, direction}.")
     baseline: Baseline | None = Field(default=None, description="Needed for sample size and probability of a win.")
     mde: RelativeMde | None = Field(default=None, description="Relative MDE to plan for; default: the prior's expected |lift|.")
     traffic_per_day: TrafficPerDay | None = None
@@ -394,7 +393,7 @@ class PolicyView(BaseModel):
 
 
 class TrafficAllocation(BaseModel):
-    experiment_id: str
+    experiment_key: str
     metric: str
     current_weights: dict[str, float]
     proposed_weights: dict[str, float]
@@ -423,7 +422,7 @@ class GuardrailCheck(BaseModel):
 
 
 class AutopilotDecision(BaseModel):
-    experiment_id: str
+    experiment_key: str
     environment: Environment
     policy: PolicyView
     verdict: RuleOutcome
@@ -501,7 +500,7 @@ class DailySeries(BaseModel):
 
 
 class PlotSummary(BaseModel):
-    experiment_id: str
+    experiment_key: str
     metric: str
     direction: Direction
     control: str

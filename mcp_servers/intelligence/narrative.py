@@ -83,7 +83,7 @@ def analysis_narrative(a: Any) -> list[str]:
     out = [
         f"{VERDICT_WORDS[a.verdict.verdict]} ({a.verdict.rule_id}, confidence {prob(a.verdict.confidence)} = "
         f"{a.verdict.confidence_basis}): {a.verdict.rule}",
-        f"{a.experiment_id}: {sum(v.users for v in a.variants)} exposed users over {a.days_observed:.1f} days "
+        f"{a.experiment_key}: {sum(v.users for v in a.variants)} exposed users over {a.days_observed:.1f} days "
         f"({a.units_per_day:.0f}/day) in {len(a.variants)} arms; SRM p = {a.srm.p_value:.3g}"
         + (" (flagged)." if a.srm.flagged else "."),
     ]

@@ -25,7 +25,7 @@ class OutcomePredictor(IntelligenceBase):
         metric = cfg.primary_metric if isinstance(cfg.primary_metric, MetricInput) else MetricInput(name=cfg.primary_metric)
         sign = -1.0 if metric.direction == "lower" else 1.0
         hits = (await self.peers.chroma("semantic_experiment_search", query=_config_text(cfg, metric.name),
-                                        n_results=50))["hits"]
+                                        limit=50))["hits"]
         past = [priors.PastResult(key=(h.get("metadata") or {}).get("experiment_key") or h["id"],
                                   similarity=float(h["similarity"]), lift=(h.get("metadata") or {}).get("lift"),
                                   p_value=(h.get("metadata") or {}).get("p_value"),

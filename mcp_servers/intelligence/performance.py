@@ -118,7 +118,7 @@ class PerformanceAnalysis(IntelligenceBase):
         cached = self._similar_cache.get((text, n))
         if cached and time.monotonic() - cached[0] < SIMILAR_CACHE_SECONDS:
             return cached[1]
-        hits = (await self.peers.chroma("semantic_experiment_search", query=text, n_results=min(n + 1, 100)))["hits"]
+        hits = (await self.peers.chroma("semantic_experiment_search", query=text, limit=min(n + 1, 100)))["hits"]
         out = []
         for hit in hits:
             meta = hit.get("metadata") or {}

@@ -69,7 +69,7 @@ class ExperimentPlanner(IntelligenceBase):
                  + (f"{duration_seq} days)." if duration_seq else "more than ten years at this traffic: infeasible).")]
         if self.peers.has(CHROMADB):
             try:
-                hits = (await self.peers.chroma("semantic_experiment_search", query=goal, n_results=5))["hits"]
+                hits = (await self.peers.chroma("semantic_experiment_search", query=goal, limit=5))["hits"]
                 similar = [SimilarExperiment(experiment_key=(h.get("metadata") or {}).get("experiment_key") or h["id"],
                                              similarity=h["similarity"], name=(h.get("metadata") or {}).get("name"),
                                              outcome=(h.get("metadata") or {}).get("outcome"),

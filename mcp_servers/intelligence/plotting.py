@@ -117,7 +117,7 @@ class ExperimentPlots(PerformanceAnalysis):
                       for d in daily_series},
             band_label=band, headline=headline, guardrail=guard_panel))
         summary = PlotSummary(
-            experiment_id=a.key, metric=spec.name, direction=spec.direction, control=a.control,  # type: ignore[arg-type]
+            experiment_key=a.key, metric=spec.name, direction=spec.direction, control=a.control,  # type: ignore[arg-type]
             band=band, series=lift_series, daily_source=daily_source,
             final_lift={s.variant: next((x for x in reversed(s.cumulative_lift) if x is not None), None)
                         for s in lift_series},

@@ -311,7 +311,7 @@ def read_out(experiment: dict[str, Any], arms: Arms, st: Mapping[str, Any], opts
           f"secondary metrics; guardrails uncorrected (one-sided safety checks). Decision p-values are "
           f"{'always-valid (sequential)' if opts.sequential else 'fixed-horizon'}.")
     result = ExperimentAnalysis(
-        experiment_id=key, name=experiment.get("name", key), status=experiment["status"],
+        experiment_key=key, name=experiment.get("name", key), status=experiment["status"],
         primary_metric=primary.name, window_start=window_start, window_end=window_end,
         days_observed=days_observed, units_per_day=units_per_day, variants=variant_summaries,
         srm=SrmSummary(p_value=srm.p_value, chi2=srm.chi2, flagged=srm.flagged, threshold=srm.threshold,

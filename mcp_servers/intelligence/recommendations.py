@@ -119,7 +119,7 @@ class Recommendations(TrafficAllocator):
         if patterns:
             narrative.append("Similar successful patterns: " + "; ".join(
                 f"{p['optimization_type']}: {p['summary']}" for p in patterns[:3]) + ".")
-        return OptimizationRecommendations(experiment_id=a.key, verdict=r.verdict, actions=actions,
+        return OptimizationRecommendations(experiment_key=a.key, verdict=r.verdict, actions=actions,
                                            patterns_considered=len(patterns), narrative=narrative)
 
     async def _patterns(self, experiment: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -127,7 +127,7 @@ class Recommendations(TrafficAllocator):
             return []
         try:
             hits = (await self.peers.chroma("search_optimization_patterns", query=experiment_text(experiment),
-                                            where={"outcome": "success"}, n_results=5))["hits"]
+                                            where={"outcome": "success"}, limit=5))["hits"]
         except ServiceError:
             return []
         out = []
@@ -137,7 +137,7 @@ class Recommendations(TrafficAllocator):
             meta = hit.get("metadata") or {}
             out.append({"id": hit["id"], "similarity": hit["similarity"],
                         "optimization_type": meta.get("optimization_type"),
-                        "improvement_percentage": meta.get("improvement_percentage"),
+                        "improvement": meta.get("improvement"),
                         "metric": meta.get("metric"), "summary": hit["document"][:300]})
         return out
 

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY
 from mcp_servers.tool_server import ToolServer
+from schemas.vocabulary import limit
 
 from .models import (
     AnalysisOptions,
@@ -18,8 +19,9 @@ from .models import (
     BehaviorPrediction,
     ExperimentAnalysis,
     ExperimentConfig,
-    ExperimentId,
     ExperimentPlan,
+    ExperimentRef,
+    MetricName,
     OptimizationRecommendations,
     OutcomePrediction,
     PlotSummary,
@@ -49,7 +51,7 @@ def build_server(service: IntelligenceService) -> MCPServer:
     mcp = ToolServer("neonblue-intelligence", instructions=INSTRUCTIONS)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
-    async def analyze_experiment_performance(experiment_id: ExperimentId, options: Options = None) -> ExperimentAnalysis:
+    async def analyze_experiment_performance(experiment: ExperimentRef, options: Options = None) -> ExperimentAnalysis:
         """Analyse a running or finished experiment and return a verdict with the rule that produced it.
 
         For each metric (primary, guardrails, secondary) and treatment arm: users, means,
@@ -63,13 +65,13 @@ def build_server(service: IntelligenceService) -> MCPServer:
         better and chance to win ≥ 95% → ship; R5 significantly worse → roll_back;
         R6 MDE unreachable in the maximum duration → needs_review (futility); R7 powered,
         no effect → needs_review; R8 otherwise keep_running with days_left. The verdict is
-        written to the decisions audit trail. Example: {"experiment_id": "checkout-1step",
+        written to the decisions audit trail. Example: {"experiment": "checkout-1step",
         "options": {"mde": 0.03, "cuped": true}}
         """
-        return await service.analyze_experiment_performance(experiment_id, options)
+        return await service.analyze_experiment_performance(experiment, options)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
-    async def recommend_experiment_optimization(experiment_id: ExperimentId,
+    async def recommend_experiment_optimization(experiment: ExperimentRef,
                                                 options: Options = None) -> OptimizationRecommendations:
         """Concrete, ranked next actions for an experiment, each with the evidence that triggered it.
 
@@ -78,9 +80,9 @@ def build_server(service: IntelligenceService) -> MCPServer:
         needed to reach the MDE), rebalance_traffic (Thompson-sampling weights). Grounded in
         the analysis and in similar successful optimization patterns from memory. Each action
         is written to the decisions audit trail (actor 'intelligence', not applied).
-        Example: {"experiment_id": "checkout-1step"}
+        Example: {"experiment": "checkout-1step"}
         """
-        return await service.recommend_experiment_optimization(experiment_id, options)
+        return await service.recommend_experiment_optimization(experiment, options)
 
     @mcp.tool(annotations=READ_ONLY)
     async def predict_experiment_outcome(experiment_config: ExperimentConfig) -> OutcomePrediction:
@@ -102,9 +104,9 @@ def build_server(service: IntelligenceService) -> MCPServer:
         goal: Annotated[str, Field(min_length=3, max_length=2000, description="What the change should achieve, in words.")],
         baseline: Annotated[Baseline, Field(description="Primary metric in control: a rate {mean: 0.1} or {mean, sd}.")],
         mde: Annotated[float, Field(gt=0, le=10, description="Smallest relative effect worth detecting (0.05 = 5%).")],
-        traffic: Annotated[float, Field(gt=0, description="Users per day entering the experiment.")],
+        traffic_per_day: Annotated[float, Field(gt=0, description="Users per day entering the experiment.")],
         variants: Annotated[int, Field(ge=2, le=10, description="Arms including control.")] = 2,
-        primary_metric: Annotated[str | None, Field(default=None, max_length=100, description="Override the metric name.")] = None,
+        primary_metric: Annotated[MetricName | None, Field(default=None, description="Override the metric name.")] = None,
         alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05,
         target_power: Annotated[float, Field(gt=0.5, lt=1)] = 0.8,
     ) -> ExperimentPlan:
@@ -114,38 +116,38 @@ def build_server(service: IntelligenceService) -> MCPServer:
         traffic, the MDE reachable after 1-6 weeks, metric and guardrail choices with why,
         similar past experiments, and a draft ready for postgres create_experiment.
         Example: {"goal": "raise mobile checkout conversion with a one-step checkout",
-        "baseline": {"mean": 0.08}, "mde": 0.05, "traffic": 6000}
+        "baseline": {"mean": 0.08}, "mde": 0.05, "traffic_per_day": 6000}
         """
-        return await service.plan_experiment(goal, baseline, mde, traffic, variants=variants,
+        return await service.plan_experiment(goal, baseline, mde, traffic_per_day, variants=variants,
                                              primary_metric=primary_metric, alpha=alpha, target_power=target_power)
 
     @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def allocate_traffic(
-        experiment_id: ExperimentId,
-        apply: Annotated[bool, Field(description="Apply through the registry when the policy allows; false = propose only.")] = True,
+        experiment: ExperimentRef,
+        dry_run: Annotated[bool, Field(description="Propose and audit, but change nothing (default: apply when the policy allows).")] = False,
     ) -> TrafficAllocation:
         """Thompson-sampling traffic weights on the primary metric (floor = exploration rate / arms).
 
         Applied via set_variant_weights (actor 'autopilot') only when the environment policy
         allows reallocation, the experiment runs, there is no SRM, the minimum days and users
         are in and the change is at least 5 points; otherwise says why not. Audited either way.
-        Example: {"experiment_id": "pricing-page-3way", "apply": true}
+        Example: {"experiment": "pricing-page-3way", "dry_run": true}
         """
-        return await service.allocate_traffic(experiment_id, apply)
+        return await service.allocate_traffic(experiment, dry_run)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
-    async def evaluate_guardrails(experiment_id: ExperimentId, options: Options = None) -> AutopilotDecision:
+    async def evaluate_guardrails(experiment: ExperimentRef, options: Options = None) -> AutopilotDecision:
         """Check guardrails and primary-metric harm against the environment policy; say what the autopilot would do.
 
         Per metric and arm: degradation, non-inferiority status, one-sided always-valid
         p(harm) and whether it breaches the policy's max degradation. Nothing is changed;
-        a recommended action is written to the audit trail. Example: {"experiment_id": "checkout-1step"}
+        a recommended action is written to the audit trail. Example: {"experiment": "checkout-1step"}
         """
-        return await service.evaluate_guardrails(experiment_id, options)
+        return await service.evaluate_guardrails(experiment, options)
 
     @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def run_autopilot(
-        experiment_id: ExperimentId,
+        experiment: ExperimentRef,
         dry_run: Annotated[bool, Field(description="Decide and audit, but change nothing.")] = False,
     ) -> AutopilotDecision:
         """Let the guarded autopilot act on an experiment under this environment's policy.
@@ -157,16 +159,16 @@ def build_server(service: IntelligenceService) -> MCPServer:
         with significant harm → roll back (pause before the minimum data); before the minimum
         → wait; then act on the verdict if allowed and confident enough, else human review.
         Actions go through the registry (stop_experiment / set_variant_weights) and every
-        decision is audited (actor 'autopilot'). Example: {"experiment_id": "checkout-1step"}
+        decision is audited (actor 'autopilot'). Example: {"experiment": "checkout-1step"}
         """
-        return await service.run_autopilot(experiment_id, dry_run)
+        return await service.run_autopilot(experiment, dry_run)
 
     @mcp.tool(annotations=READ_ONLY)
     async def predict_user_behavior(
         user_id: Annotated[str | None, Field(default=None, max_length=256, description="Use this user's latest stored journey.")] = None,
         steps: Annotated[list[str] | None, Field(default=None, max_length=100, description="Or the current steps, in order.")] = None,
         device_type: Annotated[str | None, Field(default=None, max_length=50)] = None,
-        n_neighbors: Annotated[int, Field(ge=1, le=50, description="Most voters (nearest first).")] = 50,
+        limit: Annotated[int, limit(50, "At most this many neighbouring journeys vote (nearest first).")] = 50,
     ) -> BehaviorPrediction:
         """Likely next action and outcome of a user, from the most similar stored journeys of other users.
 
@@ -178,20 +180,20 @@ def build_server(service: IntelligenceService) -> MCPServer:
         uniform position, session end included, 0.65 and 0.65 (majority guess 0.19 and 0.31).
         Example: {"steps": ["landing_page", "pricing"], "device_type": "mobile"}
         """
-        return await service.predict_user_behavior(user_id, steps, device_type=device_type, n_neighbors=n_neighbors)
+        return await service.predict_user_behavior(user_id, steps, device_type=device_type, n_neighbors=limit)
 
     @mcp.tool(annotations=READ_ONLY)
     async def plot_experiment(
-        experiment_id: ExperimentId,
-        metric: Annotated[str | None, Field(default=None, max_length=100, description="Default: the primary metric.")] = None,
+        experiment: ExperimentRef,
+        metric: Annotated[MetricName | None, Field(default=None, description="Default: the primary metric.")] = None,
     ) -> Annotated[CallToolResult, PlotSummary]:
         """A PNG chart: cumulative relative lift per treatment with its 95% always-valid band over time,
         and the daily metric per variant (with a short forecast). Returns the image and the plotted numbers.
-        Example: {"experiment_id": "checkout-1step", "metric": "conversion"}
+        Example: {"experiment": "checkout-1step", "metric": "conversion"}
         """
         import base64
 
-        png, summary = await service.plot_experiment(experiment_id, metric)
+        png, summary = await service.plot_experiment(experiment, metric)
         finals = ", ".join(f"{k}: {v * 100:+.1f}%" if v is not None else f"{k}: n/a" for k, v in summary.final_lift.items())
         text = f"Cumulative lift of {summary.metric} vs {summary.control} ({summary.band}); last: {finals}."
         return CallToolResult(

@@ -31,7 +31,7 @@ class TrafficAllocator(PerformanceAnalysis):
                                       min_n=BANDIT_MIN_UNITS, lower_is_better=primary.direction == "lower",
                                       current_weights=list(a.weights.values()))
 
-    async def allocate_traffic(self, experiment_id: str, apply: bool = True) -> TrafficAllocation:
+    async def allocate_traffic(self, experiment_id: str, dry_run: bool = False) -> TrafficAllocation:
         """Thompson-sampling weights on the primary metric; applied through the registry when the policy allows."""
         a = await self._analyze(experiment_id, AnalysisOptions(record_decision=False, similar_experiments=0))
         policy = self.policy
@@ -42,8 +42,8 @@ class TrafficAllocator(PerformanceAnalysis):
         min_arm = min(v.users for v in a.result.variants)
         status = a.experiment["status"]
         reasons = []
-        if not apply:
-            reasons.append("apply=false (proposal only)")
+        if dry_run:
+            reasons.append("dry_run=true (proposal only)")
         if not policy.allows("reallocate"):
             reasons.append(f"the {policy.environment} policy does not allow automatic reallocation")
         if status != "running":
@@ -75,7 +75,7 @@ class TrafficAllocator(PerformanceAnalysis):
              "policy": policy.as_dict()},
             max(best.values()) if best else None, AUTOPILOT_ACTOR if applied else ACTOR, applied)
         return TrafficAllocation(
-            experiment_id=a.key, metric=a.specs[0].name, current_weights=a.weights, proposed_weights=proposal,
+            experiment_key=a.key, metric=a.specs[0].name, current_weights=a.weights, proposed_weights=proposal,
             best_arm_probabilities=best, updated=bandit.updated, reason=bandit.reason or bandit.error,
             seed=bandit.seed, min_weight=policy.exploration_rate / len(a.weights), applied=applied, why=why,
             policy=policy_view(policy), decision_id=decision_id)

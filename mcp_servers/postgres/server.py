@@ -182,7 +182,9 @@ def build_server(service: ExperimentService) -> MCPServer:
     @mcp.tool(annotations=READ_ONLY)
     async def predict_user_assignment(experiment: ExperimentRef, user_id: UserId,
                                       attributes: Attributes = None) -> AssignmentPrediction:
-        """Which variant a user WOULD get right now, and why, step by step, without recording anything.
+        """Look up which variant a user WOULD get right now, and why, step by step, without recording anything.
+
+        A deterministic lookup (the same hashing get_variant uses), not a statistical prediction.
 
         Shows the hash bucket, each variant's bucket range and the check that decided.
         Example: {"experiment": "support-prompt-v2", "user_id": "u-123"}
@@ -263,7 +265,7 @@ def build_server(service: ExperimentService) -> MCPServer:
     @mcp.tool(annotations=READ_ONLY)
     async def postgres_query(
         sql: Annotated[str, Field(min_length=1, max_length=20_000, description="One SELECT, EXPLAIN SELECT or SHOW statement.")],
-        max_rows: Annotated[int, Field(ge=1, le=1000, description="Row limit; the result says when it truncated.")] = 200,
+        limit: Annotated[int, Field(ge=1, le=1000, description="At most this many rows; the result says when it truncated.")] = 200,
     ) -> QueryResult:
         """Run one read-only SQL statement over the registry tables (experiments, variants,
         assignments, results, decisions, experiment_changes; see describe_schema).
@@ -271,15 +273,15 @@ def build_server(service: ExperimentService) -> MCPServer:
         Only a single SELECT, EXPLAIN SELECT or SHOW is accepted; writes, DDL,
         multi-statement payloads, data-modifying CTEs, COPY, SET and functions with
         side effects are refused. It runs in a READ ONLY transaction with a statement
-        timeout, as a SELECT-only role where available, and returns at most max_rows rows.
+        timeout, as a SELECT-only role where available, and returns at most `limit` rows.
         Example: {"sql": "SELECT v.key, count(*) FROM assignments a JOIN variants v ON v.id = a.variant_id GROUP BY 1"}
         """
-        return await service.postgres_query(sql, max_rows=max_rows)
+        return await service.postgres_query(sql, max_rows=limit)
 
     @mcp.tool(annotations=READ_ONLY)
     async def describe_schema() -> SchemaDescription:
-        """The registry's tables and columns with types, nullability, defaults and descriptions,
-        to write postgres_query statements. Example: {}
+        """Describe the registry's schema: its tables and columns with types, nullability, defaults and
+        descriptions, to write postgres_query statements. Example: {}
         """
         return await service.describe_schema()
 

@@ -83,7 +83,7 @@ async def test_a_prompt_experiment_drives_the_chat_and_records_per_variant_resul
         tools = {t.name for t in (await client.list_tools()).tools}
         judged = None
         if "analyze_experiment_performance" in tools:  # the statistics engine reads the mirrored events
-            judged = await client.call_tool("analyze_experiment_performance", {"experiment_id": "chat-system-prompt"})
+            judged = await client.call_tool("analyze_experiment_performance", {"experiment": "chat-system-prompt"})
 
     assert set(served.values()) == {"thorough", "concise"}
     # Each user's requests used their variant's model and system prompt (metadata.user_id says whose).

@@ -56,16 +56,16 @@ PAST_EXPERIMENTS = [
 PATTERNS = [
     {"pattern_id": "onboarding-short-mobile", "optimization_type": "onboarding", "outcome": "success",
      "description": "Shortened mobile onboarding from six screens to three with a skip option",
-     "improvement_pct": 18, "metric": "activation", "applied_to_segments": ["mobile"],
+     "improvement": 0.18, "metric": "activation", "applied_to_segments": ["mobile"],
      "implementation_effort": "low"},
     {"pattern_id": "onboarding-progress", "optimization_type": "onboarding", "outcome": "success",
      "description": "Progress checklist during onboarding so new users see what is left",
-     "improvement_pct": 12, "metric": "activation", "applied_to_segments": ["mobile", "desktop"]},
+     "improvement": 0.12, "metric": "activation", "applied_to_segments": ["mobile", "desktop"]},
     {"pattern_id": "checkout-fewer-steps", "optimization_type": "checkout_flow", "outcome": "success",
-     "description": "Reduced checkout steps from four to two with autofill", "improvement_pct": 35,
+     "description": "Reduced checkout steps from four to two with autofill", "improvement": 0.35,
      "metric": "conversion"},
     {"pattern_id": "pricing-anchor", "optimization_type": "pricing", "outcome": "neutral",
-     "description": "Anchor pricing with an expensive premium tier", "improvement_pct": 2, "metric": "revenue"},
+     "description": "Anchor pricing with an expensive premium tier", "improvement": 0.02, "metric": "revenue"},
 ]
 
 
@@ -195,7 +195,7 @@ async def test_recommendations_come_from_the_intelligence_server_when_it_is_ther
         "route_query", "semantic_experiment_search", "recommend_experiment_optimization"]
     lookup, recommend = turn.tool_calls[1], turn.tool_calls[2]
     assert lookup.structured["hits"][0]["id"] == key  # "our mobile onboarding experiment", found by meaning
-    assert recommend.arguments == {"experiment_id": key}
+    assert recommend.arguments == {"experiment": key}
     assert not recommend.is_error, recommend.text
     first = recommend.structured["actions"][0]
     assert (first["action"], first["variant"]) == ("ship", "checklist")
@@ -269,7 +269,7 @@ async def test_segments_that_responded_best_to_pricing_experiments_last_quarter(
     assert tools[0] == "route_query"
     insights = [c for c in turn.tool_calls if c.tool == "generate_analytics_insights"]
     # Both pricing experiments, and only those, were analysed over last quarter's dates.
-    assert sorted(c.arguments["experiment_id"] for c in insights) == ["pricing-annual-discount", "pricing-tier-layout"]
+    assert sorted(c.arguments["experiment"] for c in insights) == ["pricing-annual-discount", "pricing-tier-layout"]
     for c in insights:
         assert not c.is_error, c.text
         assert (c.arguments["start_date"], c.arguments["end_date"]) == (quarter["date_from"], quarter["date_to"])
@@ -279,7 +279,7 @@ async def test_segments_that_responded_best_to_pricing_experiments_last_quarter(
     best = turn.answer.split("Segments that responded best")[1].splitlines()[1:3]
     assert {line.split(": ")[0] for line in best} == {"  - device=mobile in pricing-annual-discount",
                                                       "  - device=desktop in pricing-tier-layout"}
-    cells = {(c.arguments["experiment_id"], d["dimension"], d["segment"]): d
+    cells = {(c.arguments["experiment"], d["dimension"], d["segment"]): d
              for c in insights for d in c.structured["segment_differences"]}
     mobile = cells[("pricing-annual-discount", "device", "mobile")]
     assert mobile["control_users"] == mobile["variant_users"] == 600  # only last quarter's users

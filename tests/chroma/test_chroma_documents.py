@@ -88,21 +88,21 @@ def test_a_journey_reads_like_a_session():
 
 def test_a_pattern_reads_like_a_lesson():
     built = build_pattern_document(PatternRecord(
-        optimization_type="checkout_flow", outcome="failure", improvement_percentage=-8,
+        optimization_type="checkout_flow", outcome="failure", improvement=-0.08,
         description="Added social proof notifications during checkout", metric="conversion",
         applied_to_segments=["mobile", "desktop"], industry="ecommerce", implementation_effort="low"))
     assert built.document == ("Failed optimization (checkout flow): Added social proof notifications during checkout. "
                               "Result: -8.0% conversion across mobile, desktop. Industry: ecommerce. "
                               "Implementation effort: low.")
     assert built.metadata["applied_to_segments"] == ["desktop", "mobile"]
-    assert built.metadata["improvement_percentage"] == -8.0
+    assert built.metadata["improvement"] == -0.08
 
 
 def test_a_journey_from_the_stream_processor_keeps_its_fields():
     # the shape stream_processor.sinks.journey_from_event builds from a journey_completed event
     journey = JourneyRecord.model_validate({
-        "journey_id": "evt-1", "user_id": "u-1", "steps": ["home", "cart", "purchase"], "device": "mobile",
-        "session_minutes": 15, "outcome": "purchased", "experiment_id": "checkout-1step", "variant": "one_step"})
+        "journey_id": "evt-1", "user_id": "u-1", "steps": ["home", "cart", "purchase"], "device_type": "mobile",
+        "session_minutes": 15, "conversion_outcome": "purchased", "experiment_key": "checkout-1step", "variant": "one_step"})
     assert (journey.device_type, journey.session_duration_s, journey.conversion_outcome, journey.experiment_key) == (
         "mobile", 900.0, "purchased", "checkout-1step")
     assert "Mobile, 15-minute session." in build_journey_document(journey).document

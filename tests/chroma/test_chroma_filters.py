@@ -94,8 +94,8 @@ async def test_bad_query_or_result_count_is_refused(corpus_service, kwargs, mess
 
 def test_filters_are_checked_against_each_collections_own_fields():
     assert validate_where("user_journeys", {"steps": {"$contains": "add_to_cart"}}) == {"steps": {"$contains": "add_to_cart"}}
-    assert validate_where("optimization_patterns", {"improvement_percentage": {"$gt": 10}}) == {
-        "improvement_percentage": {"$gt": 10.0}}
+    assert validate_where("optimization_patterns", {"improvement": {"$gt": 0.1}}) == {
+        "improvement": {"$gt": 0.1}}
     with pytest.raises(InvalidInput, match="unknown field 'lift'"):
         validate_where("user_journeys", {"lift": {"$gt": 0}})
     assert validate_where("experiments", {}) is None

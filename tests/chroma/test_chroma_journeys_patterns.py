@@ -23,18 +23,18 @@ JOURNEYS = [
 ]
 
 PATTERNS = [
-    {"optimization_type": "checkout_flow", "outcome": "success", "improvement_pct": 35, "metric": "conversion",
+    {"optimization_type": "checkout_flow", "outcome": "success", "improvement": 0.35, "metric": "conversion",
      "description": "Reduced checkout steps from 4 to 2, added a progress indicator and address autofill",
      "applied_to_segments": ["mobile", "desktop", "tablet"], "industry": "ecommerce", "implementation_effort": "medium"},
-    {"optimization_type": "checkout_flow", "outcome": "failure", "improvement_pct": -8, "metric": "conversion",
+    {"optimization_type": "checkout_flow", "outcome": "failure", "improvement": -0.08, "metric": "conversion",
      "description": "Added social proof notifications during the checkout process, which distracted buyers",
      "applied_to_segments": ["desktop"], "industry": "ecommerce", "implementation_effort": "low"},
-    {"optimization_type": "pricing", "outcome": "success", "improvement_pct": 12, "metric": "pro_plan_share",
+    {"optimization_type": "pricing", "outcome": "success", "improvement": 0.12, "metric": "pro_plan_share",
      "description": "Introduced a high-priced enterprise tier as an anchor next to the Pro plan",
      "applied_to_segments": ["small business"], "industry": "saas"},
-    {"optimization_type": "onboarding", "outcome": "neutral", "improvement_pct": 1, "metric": "activation",
+    {"optimization_type": "onboarding", "outcome": "neutral", "improvement": 0.01, "metric": "activation",
      "description": "Replaced the welcome video with a skippable questionnaire", "applied_to_segments": ["new users"]},
-    {"optimization_type": "prompt", "outcome": "success", "improvement_pct": 7, "metric": "resolution_rate",
+    {"optimization_type": "prompt", "outcome": "success", "improvement": 0.07, "metric": "resolution_rate",
      "description": "Gave the support assistant three example conversations in its system prompt",
      "applied_to_segments": ["support"], "industry": "saas", "implementation_effort": "low"},
 ]
@@ -93,8 +93,8 @@ async def test_patterns_are_found_by_meaning_and_filtered_by_outcome_and_segment
         "checkout changes", where={"outcome": "success", "applied_to_segments": {"$contains": "mobile"}})
     assert [hit.metadata["optimization_type"] for hit in worked.hits] == ["checkout_flow"]
     failed = await memory.search_optimization_patterns("checkout changes", where={"outcome": "failure"})
-    assert [hit.metadata["improvement_percentage"] for hit in failed.hits] == [-8.0]
-    big = await memory.search_optimization_patterns("anything that helped", where={"improvement_percentage": {"$gt": 10}})
+    assert [hit.metadata["improvement"] for hit in failed.hits] == [-0.08]
+    big = await memory.search_optimization_patterns("anything that helped", where={"improvement": {"$gt": 0.1}})
     assert {hit.metadata["optimization_type"] for hit in big.hits} == {"checkout_flow", "pricing"}
     prompts = await memory.search_optimization_patterns("language model instructions", n_results=1)
     assert prompts.hits[0].metadata["optimization_type"] == "prompt"

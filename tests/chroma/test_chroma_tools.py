@@ -45,7 +45,7 @@ async def test_the_catalogue_has_typed_schemas_and_honest_annotations(service):
         else:  # an upsert may overwrite the stored document of the same id
             assert (hints.read_only_hint, hints.destructive_hint) == (False, True), name
     search = tools["semantic_experiment_search"].input_schema["properties"]
-    assert search["n_results"]["maximum"] == 100 and search["n_results"]["minimum"] == 1
+    assert search["limit"]["maximum"] == 100 and search["limit"]["minimum"] == 1
 
 
 async def test_every_tool_over_an_in_memory_client(service, corpus):
@@ -56,17 +56,17 @@ async def test_every_tool_over_an_in_memory_client(service, corpus):
         synced = await call(client, "sync_from_registry", {"experiments": [i["record"] for i in corpus["experiments"][4:10]]})
         assert synced["created"] == 6
         found = await call(client, "semantic_experiment_search", {"query": "fewer checkout steps on phones",
-                                                                  "where": {"outcome": "success"}, "n_results": 3})
+                                                                  "where": {"outcome": "success"}, "limit": 3})
         assert found["hits"][0]["id"] == "checkout-1step" and 0 < found["hits"][0]["similarity"] <= 1
         journey = await call(client, "store_user_journey", {"journey": {
             "steps": ["landing_page", "product_detail", "add_to_cart", "purchase"], "device_type": "mobile"}})
         similar = await call(client, "find_similar_user_journeys", {"query": "phone user buys a product"})
         assert similar["hits"][0]["id"] == journey["id"]
         await call(client, "store_optimization_pattern", {"pattern": {
-            "optimization_type": "checkout_flow", "outcome": "success", "improvement_pct": 35,
+            "optimization_type": "checkout_flow", "outcome": "success", "improvement": 0.35,
             "description": "Reduced checkout steps from 4 to 2"}})
         patterns = await call(client, "search_optimization_patterns", {"query": "simpler checkout"})
-        assert patterns["hits"][0]["metadata"]["improvement_percentage"] == 35.0
+        assert patterns["hits"][0]["metadata"]["improvement"] == 0.35
         stats = await call(client, "collection_stats", {})
         assert [c["count"] for c in stats["collections"]] == [7, 1, 1]
 
@@ -78,7 +78,7 @@ async def test_bad_arguments_come_back_as_errors_with_the_reason(service):
         assert "unknown field 'colour'" in await refusal(client, "search_optimization_patterns", {
             "query": "checkout", "where": {"colour": "red"}})
         assert "query must be non-empty" in await refusal(client, "semantic_experiment_search", {"query": "  "})
-        assert "n_results" in await refusal(client, "semantic_experiment_search", {"query": "checkout", "n_results": 500})
+        assert "limit" in await refusal(client, "semantic_experiment_search", {"query": "checkout", "limit": 500})
         assert "outcome" in await refusal(client, "store_optimization_pattern", {"pattern": {
             "optimization_type": "pricing", "description": "x", "outcome": "great"}})
         assert "no experiments given and no registry connected" in await refusal(client, "sync_from_registry", {})
@@ -102,7 +102,7 @@ async def test_stdio_round_trip(tmp_path):
         await call(client, "store_experiment_context", {"experiment": EXPERIMENT})
         await call(client, "store_experiment_context", {"experiment": {
             "key": "annual-discount", "name": "Annual plan discount 20% vs 15%", "type": "feature"}})
-        found = await call(client, "semantic_experiment_search", {"query": "shorter checkout on mobile", "n_results": 2})
+        found = await call(client, "semantic_experiment_search", {"query": "shorter checkout on mobile", "limit": 2})
         assert [hit["id"] for hit in found["hits"]] == ["checkout-1step", "annual-discount"]
         assert "unknown operator" in await refusal(client, "semantic_experiment_search", {
             "query": "x", "where": {"lift": {"$between": [0, 1]}}})

@@ -20,13 +20,13 @@ async def test_an_experiment_without_exposures_answers_the_no_data_verdict(intel
         seed = kit.Seeder(router, client)
         await seed.experiment("quiet")
         await seed.experiment("drafted", start=False)
-        first = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "quiet"})
-        again = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "quiet"})
-        draft = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "drafted"})
-        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment_id": "quiet"})
-        traffic = await kit.call(client, "allocate_traffic", {"experiment_id": "quiet", "apply": False})
-        chart = await refusal(client, "plot_experiment", {"experiment_id": "quiet"})
-        unknown = await client.call_tool("analyze_experiment_performance", {"experiment_id": "never-created"})
+        first = await kit.call(client, "analyze_experiment_performance", {"experiment": "quiet"})
+        again = await kit.call(client, "analyze_experiment_performance", {"experiment": "quiet"})
+        draft = await kit.call(client, "analyze_experiment_performance", {"experiment": "drafted"})
+        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment": "quiet"})
+        traffic = await kit.call(client, "allocate_traffic", {"experiment": "quiet", "dry_run": True})
+        chart = await refusal(client, "plot_experiment", {"experiment": "quiet"})
+        unknown = await client.call_tool("analyze_experiment_performance", {"experiment": "never-created"})
 
     verdict = first["verdict"]
     assert verdict["verdict"] == "needs_review" and verdict["rule_id"] == "no_data"
@@ -52,7 +52,7 @@ async def test_a_peer_refusal_inside_the_analysis_task_group_keeps_its_message(i
     async with open_router(intel_settings(), targets={"clickhouse": dead}) as router, \
             Client(router.server) as client:
         await kit.Seeder(router, client).experiment("down")
-        text = await refusal(client, "analyze_experiment_performance", {"experiment_id": "down"})
+        text = await refusal(client, "analyze_experiment_performance", {"experiment": "down"})
     # Before, an exception group left only the SDK's "Error executing tool ..." prefix; now the one line
     # is the peer's own reason (schemas.refusals), without the SDK's wrapper.
     assert text.startswith("backend 'clickhouse' is unavailable: "), text

@@ -26,9 +26,9 @@ async def test_the_guardrail_that_decided_has_a_panel_and_today_is_left_out_of_t
                            users=12_000, start=NOW_START)
         await seed.experiment("plot-win")
         await seed.traffic("plot-win", kit.arms(0.10, 0.14), users=12_000, start=NOW_START)
-        price = await client.call_tool("plot_experiment", {"experiment_id": "plot-price"})
-        win = await client.call_tool("plot_experiment", {"experiment_id": "plot-win"})
-        revenue = await client.call_tool("plot_experiment", {"experiment_id": "plot-price", "metric": "revenue"})
+        price = await client.call_tool("plot_experiment", {"experiment": "plot-price"})
+        win = await client.call_tool("plot_experiment", {"experiment": "plot-win"})
+        revenue = await client.call_tool("plot_experiment", {"experiment": "plot-price", "metric": "revenue"})
 
     assert not price.is_error and not win.is_error and not revenue.is_error
     s = price.structured_content

@@ -24,7 +24,7 @@ async def test_catalogue_planning_chart_and_grounded_recommendations(intel_setti
         listed = {t.name: t for t in (await client.list_tools()).tools}
         plan = await kit.call(client, "plan_experiment", {
             "goal": "raise mobile checkout conversion with a one-step checkout",
-            "baseline": {"mean": 0.08}, "mde": 0.05, "traffic": 6000})
+            "baseline": {"mean": 0.08}, "mde": 0.05, "traffic_per_day": 6000})
         # The draft is a valid registry experiment as it is.
         created = await kit.call(client, "create_experiment", {"experiment": plan["create_experiment_draft"]})
         seed = kit.Seeder(router, client)
@@ -32,13 +32,13 @@ async def test_catalogue_planning_chart_and_grounded_recommendations(intel_setti
                               hypothesis="Fewer checkout steps raise conversion")
         await seed.traffic("chart", kit.arms(0.10, 0.125), users=20_000)
         await kit.call(client, "store_optimization_pattern", {"pattern": {
-            "optimization_type": "checkout_flow", "outcome": "success", "improvement_pct": 12, "metric": "conversion",
+            "optimization_type": "checkout_flow", "outcome": "success", "improvement": 0.12, "metric": "conversion",
             "description": "Reduced checkout steps from three to one on mobile; conversion rose"}})
-        chart = await client.call_tool("plot_experiment", {"experiment_id": "chart"})
-        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment_id": "chart"})
-        unknown = await client.call_tool("analyze_experiment_performance", {"experiment_id": "no-such-experiment"})
+        chart = await client.call_tool("plot_experiment", {"experiment": "chart"})
+        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment": "chart"})
+        unknown = await client.call_tool("analyze_experiment_performance", {"experiment": "no-such-experiment"})
         bad = await client.call_tool("analyze_experiment_performance",
-                                     {"experiment_id": "chart", "options": {"alpha": 2}})
+                                     {"experiment": "chart", "options": {"alpha": 2}})
 
     assert TOOLS <= set(listed)
     assert all(listed[name].output_schema for name in TOOLS)
@@ -77,13 +77,13 @@ async def test_bandit_weights_are_applied_in_staging_and_audited(intel_settings,
         seed = kit.Seeder(router, client)
         await seed.experiment("three-way", weights=(0.34, 0.33, 0.33))
         await seed.traffic("three-way", truths, users=9_000, weights=(0.34, 0.33, 0.33))
-        proposal = await kit.call(client, "allocate_traffic", {"experiment_id": "three-way", "apply": False})
-        applied = await kit.call(client, "allocate_traffic", {"experiment_id": "three-way"})
+        proposal = await kit.call(client, "allocate_traffic", {"experiment": "three-way", "dry_run": True})
+        applied = await kit.call(client, "allocate_traffic", {"experiment": "three-way"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "three-way", "include_change_log": True})
-        after = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "three-way"})
+        after = await kit.call(client, "analyze_experiment_performance", {"experiment": "three-way"})
         decisions = await kit.call(client, "list_decisions", {"experiment": "three-way"})
 
-    assert not proposal["applied"] and "apply=false" in proposal["why"]
+    assert not proposal["applied"] and "dry_run=true" in proposal["why"]
     weights = applied["proposed_weights"]
     assert applied["applied"] and applied["updated"]
     assert weights["t2"] > 0.8 and min(weights.values()) >= applied["min_weight"] - 1e-4
@@ -105,7 +105,7 @@ async def test_the_server_alone_over_stdio(intel_settings, pg_dsn, tmp_path) -> 
     async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         plan = await client.call_tool("plan_experiment", {"goal": "improve support answers with a new prompt",
-                                                          "baseline": {"mean": 0.6}, "mde": 0.05, "traffic": 800})
+                                                          "baseline": {"mean": 0.6}, "mde": 0.05, "traffic_per_day": 800})
     assert names == TOOLS
     assert not plan.is_error
     assert plan.structured_content["primary_metric"]["name"] == "resolution_rate"
@@ -126,8 +126,8 @@ async def test_it_works_the_same_with_the_registry_in_another_process(intel_sett
         seed = kit.Seeder(router, client)
         await seed.experiment("remote-registry")
         await seed.traffic("remote-registry", kit.arms(0.10, 0.125), users=20_000)
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "remote-registry"})
-        acted = await kit.call(client, "run_autopilot", {"experiment_id": "remote-registry"})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "remote-registry"})
+        acted = await kit.call(client, "run_autopilot", {"experiment": "remote-registry"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "remote-registry"})
 
     assert result["verdict"]["verdict"] == "ship" and result["decision_id"]

@@ -14,9 +14,9 @@ async def test_a_clear_winner_ships_and_the_verdict_is_audited(intel_settings, o
         await seed.experiment("winner", guardrails=[ERROR_GUARDRAIL])
         # +20% conversion (10% -> 12%), error rate unchanged: 30k users.
         await seed.traffic("winner", kit.arms(0.10, 0.12, error_rate=(0.05, 0.05)), users=30_000)
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "winner"})
-        again = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "winner"})
-        autopilot = await kit.call(client, "run_autopilot", {"experiment_id": "winner"})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "winner"})
+        again = await kit.call(client, "analyze_experiment_performance", {"experiment": "winner"})
+        autopilot = await kit.call(client, "run_autopilot", {"experiment": "winner"})
         decisions = await kit.call(client, "list_decisions", {"experiment": "winner"})
 
     assert result["verdict"]["verdict"] == "ship"
@@ -51,9 +51,9 @@ async def test_a_harmful_treatment_breaching_a_guardrail_is_rolled_back_by_the_a
         await seed.experiment("harmful", guardrails=[ERROR_GUARDRAIL])
         # Conversion unchanged, error rate 5% -> 8% (+60%, far beyond the 5% margin).
         await seed.traffic("harmful", kit.arms(0.10, 0.10, error_rate=(0.05, 0.08)), users=30_000)
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "harmful"})
-        checked = await kit.call(client, "evaluate_guardrails", {"experiment_id": "harmful"})
-        acted = await kit.call(client, "run_autopilot", {"experiment_id": "harmful"})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "harmful"})
+        checked = await kit.call(client, "evaluate_guardrails", {"experiment": "harmful"})
+        acted = await kit.call(client, "run_autopilot", {"experiment": "harmful"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "harmful"})
         decisions = await kit.call(client, "list_decisions", {"experiment": "harmful", "actor": "autopilot"})
 
@@ -83,8 +83,8 @@ async def test_an_a_a_test_keeps_running_with_no_effect(intel_settings, open_sta
         await seed.experiment("a-a", guardrails=[ERROR_GUARDRAIL])
         # No effect anywhere; 40k users are not yet enough for 80% power at a 5% MDE (always-valid test).
         await seed.traffic("a-a", kit.arms(0.10, 0.10, error_rate=(0.05, 0.05)), users=40_000, seed=1)
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "a-a"})
-        autopilot = await kit.call(client, "run_autopilot", {"experiment_id": "a-a", "dry_run": True})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "a-a"})
+        autopilot = await kit.call(client, "run_autopilot", {"experiment": "a-a", "dry_run": True})
 
     assert result["verdict"]["verdict"] == "keep_running"
     assert result["verdict"]["rule_id"] == "underpowered"
@@ -102,9 +102,9 @@ async def test_a_45_55_split_configured_as_50_50_is_flagged_and_blocks_the_verdi
         await seed.experiment("srm")
         # Both arms convert the same, but 18% of control users are lost: 45/55 instead of 50/50.
         await seed.traffic("srm", kit.arms(0.10, 0.13), users=30_000, exposure_keep={"control": 0.45 / 0.55})
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "srm"})
-        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment_id": "srm"})
-        autopilot = await kit.call(client, "run_autopilot", {"experiment_id": "srm"})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "srm"})
+        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment": "srm"})
+        autopilot = await kit.call(client, "run_autopilot", {"experiment": "srm"})
 
     assert result["srm"]["flagged"] and result["srm"]["p_value"] < 0.001
     control = next(v for v in result["variants"] if v["key"] == "control")
@@ -122,8 +122,8 @@ async def test_too_little_data_needs_review_with_the_days_left(intel_settings, o
         seed = kit.Seeder(router, client)
         await seed.experiment("tiny", min_sample_size=5000)
         await seed.traffic("tiny", kit.arms(0.10, 0.12), users=1_200, days=7)
-        result = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "tiny"})
-        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment_id": "tiny"})
+        result = await kit.call(client, "analyze_experiment_performance", {"experiment": "tiny"})
+        advice = await kit.call(client, "recommend_experiment_optimization", {"experiment": "tiny"})
 
     verdict = result["verdict"]
     assert verdict["verdict"] == "needs_review" and verdict["rule_id"] == "insufficient_data"

@@ -26,7 +26,7 @@ async def test_expected_counts_follow_the_weights_in_force_when_each_user_arrive
                       user_id=f"late-{i}", experiment_id="reweighted", variant="control" if i % 5 == 0 else "treatment")
                 for i in range(LATE_USERS)]
         await router.services["clickhouse"].ingest_events(late, "late-exposures")
-        analysis = await kit.call(client, "analyze_experiment_performance", {"experiment_id": "reweighted"})
+        analysis = await kit.call(client, "analyze_experiment_performance", {"experiment": "reweighted"})
 
     srm = analysis["srm"]
     early = sum(srm["observed"]) - LATE_USERS

@@ -18,7 +18,7 @@ async def mcp_journey(client: Client, journey: Any, key: str, rates: dict[str, f
         "primary_metric": {"name": "conversion", "direction": "higher"}, "min_sample_size": 1000,
         "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]}})
     await call(client, "start_experiment", {"experiment": key})
-    before = await call(client, "analyze_experiment_performance", {"experiment_id": key})
+    before = await call(client, "analyze_experiment_performance", {"experiment": key})
     assert before["verdict"]["rule_id"] == "no_data", before["verdict"]
     assert before["verdict"]["rule"].startswith(f"Nothing to analyse yet: no exposure events for '{key}'")
 
@@ -31,7 +31,7 @@ async def mcp_journey(client: Client, journey: Any, key: str, rates: dict[str, f
                                                               "metric": "conversion", "value": 1})
                    for u in converters])
     await journey.settle(USERS + len(converters))
-    return await call(client, "analyze_experiment_performance", {"experiment_id": key})
+    return await call(client, "analyze_experiment_performance", {"experiment": key})
 
 
 def primary(analysis: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def test_every_tool_over_an_in_memory_client(service):
         decisions = await call(client, "list_decisions", {"experiment": "support-prompt-v2"})
         assert decisions["items"][0]["id"] == decision["id"]
 
-        rows = await call(client, "postgres_query", {"sql": "SELECT user_id FROM assignments", "max_rows": 10})
+        rows = await call(client, "postgres_query", {"sql": "SELECT user_id FROM assignments", "limit": 10})
         assert rows["rows"] == [["u-1"]]
         schema = await call(client, "describe_schema", {})
         assert "experiments" in {t["name"] for t in schema["tables"]}

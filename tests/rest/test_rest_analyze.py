@@ -31,7 +31,7 @@ async def test_analyze_serves_the_intelligence_analysis_without_writing_a_decisi
         full = await api.http.get(f"{BASE}/checkout-1step/analyze", params={"alpha": 0.05, "sequential": "false"})
         assert full.status_code == 200, full.text
         body = full.json()
-        assert body["experiment_id"] == "checkout-1step" and body["primary_metric"] == "conversion"
+        assert body["experiment_key"] == "checkout-1step" and body["primary_metric"] == "conversion"
         assert body["options"]["sequential"] is False and body["options"]["record_decision"] is False
         assert {v["key"] for v in body["variants"]} == {"control", "treatment"}
         assert sum(v["users"] for v in body["variants"]) == 6000

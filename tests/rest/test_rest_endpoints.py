@@ -68,7 +68,7 @@ async def test_the_seed_flow_create_start_assign_record_analyze_stop_archive(res
         running_archive = await http.delete(f"{BASE}/checkout-1step")
         assert running_archive.status_code == 409 and running_archive.json()["error"] == "conflict"
 
-        stopped = await http.post(f"{BASE}/checkout-1step/stop", params={"declare_winner": "one-step"})
+        stopped = await http.post(f"{BASE}/checkout-1step/stop", params={"winner": "one-step"})
         assert stopped.status_code == 200
         assert stopped.json()["status"] == "concluded" and stopped.json()["winner"] == "one-step"
         served = (await http.post(f"{BASE}/get-variant", json={"experiment": "checkout-1step", "user_id": "new"})).json()
@@ -186,7 +186,7 @@ async def test_status_codes_and_error_bodies(rest_api) -> None:
         unknown = await http.post(f"{BASE}/record-result", json={"experiment": "live", "user_id": "ghost",
                                                                  "metric": "latency", "value": 1})
         assert unknown.status_code == 422 and "/mcp" in unknown.json()["detail"]
-        bad_winner = await http.post(f"{BASE}/live/stop", params={"declare_winner": "nobody"})
+        bad_winner = await http.post(f"{BASE}/live/stop", params={"winner": "nobody"})
         assert bad_winner.status_code == 422 and "not a variant" in bad_winner.json()["detail"]
 
         bad_query = await http.get(f"{BASE}/", params={"limit": 0, "status": ["running", "paused"]})

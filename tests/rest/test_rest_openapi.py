@@ -47,7 +47,7 @@ async def test_the_document_describes_every_endpoint_with_its_models_and_status_
     assert set(create["responses"]) >= {"201", "400", "409", "422"} and "Location" in create["responses"]["201"]["headers"]
     assert set(operations[("post", "/api/v1/experiments/record-result")]["responses"]) >= {"200", "201", "409"}
     stop = {p["name"]: p for p in operations[("post", "/api/v1/experiments/{id}/stop")]["parameters"]}
-    assert stop["declare_winner"]["schema"]["type"] == "string" and not stop["declare_winner"]["required"]
+    assert stop["winner"]["schema"]["type"] == "string" and not stop["winner"]["required"]
     listing = {p["name"]: p for p in operations[("get", "/api/v1/experiments/")]["parameters"]}
     assert listing["status"]["schema"]["type"] == "array" and listing["limit"]["schema"]["maximum"] == 200
 

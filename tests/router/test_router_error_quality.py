@@ -370,11 +370,11 @@ async def test_a_peers_refusal_keeps_its_kind_and_its_words_through_every_hop(
         own = "no experiment with key or id 'nowhere' (list_experiments shows what exists)"
         for tool in ("allocate_traffic", "analyze_experiment_performance", "recommend_experiment_optimization",
                      "evaluate_guardrails", "run_autopilot", "plot_experiment"):
-            result = await client.call_tool(tool, {"experiment_id": "nowhere"})
+            result = await client.call_tool(tool, {"experiment": "nowhere"})
             assert result.is_error and result.content[0].text == own, (tool, result.content)
             assert result.meta[ERROR_META] == {"kind": "not_found"}, (tool, result.meta)
         with pytest.raises(NotFound, match=r"^no experiment with key or id 'nowhere'"):
-            await router.backends["intelligence"].call("allocate_traffic", {"experiment_id": "nowhere"})
+            await router.backends["intelligence"].call("allocate_traffic", {"experiment": "nowhere"})
         with pytest.raises(InvalidInput, match=r"^argument 'experiment': should be a valid string, got 5;"):
             await router.backends["postgres"].call("get_experiment", {"experiment": 5})
         await client.call_tool("create_experiment", {"experiment": {

@@ -81,12 +81,12 @@ async def test_core_lists_a_dozen_tools_and_every_other_tool_is_found_and_called
         found = (await client.call_tool("find_tools", {"query": "split traffic toward the winning arm"})).structured_content
         top = found["matches"][0]
         assert top["name"] == "allocate_traffic" and top["listed"] is False
-        assert "experiment_id" in top["input_schema"]["required"]
+        assert "experiment" in top["input_schema"]["required"]
         await client.call_tool("create_experiment", {"experiment": {
             "key": "bandit", "name": "Bandit", "type": "feature", "primary_metric": "conversion",
             "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]}})
         await client.call_tool("start_experiment", {"experiment": "bandit"})
-        allocated = await client.call_tool(top["name"], {"experiment_id": "bandit", "apply": False})
+        allocated = await client.call_tool(top["name"], {"experiment": "bandit", "dry_run": True})
         assert not allocated.is_error, allocated.content
         assert allocated.structured_content["applied"] is False
 
@@ -96,5 +96,5 @@ async def test_core_lists_a_dozen_tools_and_every_other_tool_is_found_and_called
             assert {t.name for t in (await c.list_tools()).tools} == everything
         async with open_attached_router(f"{app.url}/mcp", None, "core") as front, Client(front.server) as c:
             assert [t.name for t in (await c.list_tools()).tools] == list(CORE_TOOLS)
-            guarded = await c.call_tool("evaluate_guardrails", {"experiment_id": "bandit"})
+            guarded = await c.call_tool("evaluate_guardrails", {"experiment": "bandit"})
             assert not guarded.is_error, guarded.content

@@ -27,7 +27,7 @@ from mcp_router.apps.chat.agent import ChatListener, TurnResult
 from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
 OFFLINE_LABEL = "offline mode (no ANTHROPIC_API_KEY): answered by route_query rules, no LLM"
-EXPERIMENT_PARAMS = ("experiment", "experiment_id", "experiment_key")
+EXPERIMENT_PARAMS = ("experiment",)
 MAX_FAN_OUT = 5
 _SAFE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")  # an experiment key that may appear in SQL as a literal
 _FILLER = {"our", "the", "a", "an", "for", "of", "to", "in", "on", "experiment", "experiments", "test", "tests",
@@ -145,7 +145,7 @@ class OfflineAnswerer:
             if keys:
                 return keys, f"registry experiments matching {' / '.join(topics)!r}"
         if "semantic_experiment_search" in self.tools.names and phrase:
-            call = await self._run(turn, "semantic_experiment_search", {"query": phrase, "n_results": 3})
+            call = await self._run(turn, "semantic_experiment_search", {"query": phrase, "limit": 3})
             hits = (call.structured or {}).get("hits") if not call.is_error else None
             if hits:
                 top = hits[0]
@@ -177,8 +177,8 @@ def _hit_line(hit: dict[str, Any]) -> str:
     facts = []
     if meta.get("lift") is not None:
         facts.append(f"lift {_pct(meta['lift'])}")
-    if meta.get("improvement_percentage") is not None:
-        facts.append(f"improvement {meta['improvement_percentage']:+g}%")
+    if meta.get("improvement") is not None:
+        facts.append(f"improvement {meta['improvement'] * 100:+g}%")
     for name in ("outcome", "primary_metric", "optimization_type", "winner"):
         if meta.get(name):
             facts.append(f"{name.replace('_', ' ')} {meta[name]}")

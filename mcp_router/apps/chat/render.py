@@ -44,7 +44,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Scalars of a record, nested dicts flattened one level (`metadata.improvement_pct`)."""
+    """Scalars of a record, nested dicts flattened one level (`metadata.improvement`)."""
     flat: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"

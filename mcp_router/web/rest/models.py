@@ -121,7 +121,7 @@ class ActorQuery(_Query):
 
 
 class StopQuery(ActorQuery):
-    declare_winner: VariantKey | None = Field(
+    winner: VariantKey | None = Field(
         default=None,
         description="Variant key to declare the winner: the experiment is concluded and get-variant serves the "
         "winner to everyone. Without it the experiment is only stopped (it can be concluded later).",

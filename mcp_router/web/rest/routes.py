@@ -305,12 +305,12 @@ def add_operations(app: FastAPI, router: Router) -> None:
         f"{PREFIX}/{{id}}/stop", methods=["POST"], response_model=Experiment, operation_id="stopExperiment",
         summary="Stop, and optionally declare the winner",
         description="running -> stopped: nobody is assigned any more, results are still accepted. With "
-        "`declare_winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
+        "`winner=<variant key>` the experiment is concluded (also from stopped) and get-variant "
         "serves the winner's config to everyone.",
         responses=_responses(404, 409, 422),
     )
     async def stop(id: Ref, q: Annotated[StopQuery, Query()], service: Service) -> Experiment:
-        return await service.stop_experiment(id, winner=q.declare_winner, actor=q.actor, reason=q.reason)
+        return await service.stop_experiment(id, winner=q.winner, actor=q.actor, reason=q.reason)
 
     from mcp_servers.intelligence.models import AnalysisOptions
     from mcp_servers.intelligence.models import ExperimentAnalysis as EngineAnalysis
@@ -353,7 +353,7 @@ def add_operations(app: FastAPI, router: Router) -> None:
             raise ApiError(503, "backend_unavailable", "the intelligence server is not connected to this router; "
                            "source=registry gives the registry's descriptive statistics (no test, no verdict)")
         return await backend.call("analyze_experiment_performance", {
-            "experiment_id": experiment.key, "options": AnalysisOptions.model_validate(options).model_dump(mode="json")})
+            "experiment": experiment.key, "options": AnalysisOptions.model_validate(options).model_dump(mode="json")})
 
     @op(
         f"{PREFIX}/{{id}}/summary", methods=["GET"], response_model=ExperimentSummary,

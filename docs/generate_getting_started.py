@@ -297,7 +297,7 @@ async def kafka(cap: Capture, agent: Agent, variant: str) -> None:
     if "get_variant_statistics" not in await agent.discover("counted", "how many users and conversions per variant"):
         sys.exit("find_tools did not find get_variant_statistics")
     await agent.call("counted", "get_variant_statistics", {"experiment": KEY, "metrics": ["conversion"]},
-                     view=lambda d: {**pick(d, ["experiment", "experiment_id", "computed_from"]),
+                     view=lambda d: {**pick(d, ["experiment", "experiment_key", "computed_from"]),
                                      "statistics": [pick(row, ["variant", "metric", "n", "users_with_metric", "sum",
                                                                "mean"]) for row in d.get("statistics", [])]})
     await agent.call("counted", "analyze_experiment_performance", {"experiment": KEY}, view=verdict_view)

@@ -133,10 +133,10 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
         return json.dumps(await backend.call("get_experiment", {"experiment": key}), indent=2, default=str)
 
     @mcp.prompt(name="analyze_experiment")
-    def analyze_experiment_prompt(experiment_id: str) -> str:
+    def analyze_experiment_prompt(experiment: str) -> str:
         """Analyse one experiment end to end and decide what to do."""
         return (
-            f"Analyse experiment {experiment_id!r} with NeonBlue. Call analyze_experiment_performance first; "
+            f"Analyse experiment {experiment!r} with NeonBlue. Call analyze_experiment_performance first; "
             "report the verdict with the rule that produced it, each metric's lift with its confidence interval, "
             "the SRM check and guardrails. Then call recommend_experiment_optimization and list the top actions "
             "with their evidence. Quote numbers exactly as the tools return them."

@@ -13,6 +13,7 @@ from mcp_servers.tool_server import ToolServer
 from schemas.vocabulary import limit
 
 from .models import (
+    Alpha,
     AnalysisOptions,
     AutopilotDecision,
     Baseline,
@@ -25,7 +26,9 @@ from .models import (
     OptimizationRecommendations,
     OutcomePrediction,
     PlotSummary,
+    RelativeMde,
     TrafficAllocation,
+    TrafficPerDay,
 )
 from .service import IntelligenceService
 
@@ -103,11 +106,11 @@ def build_server(service: IntelligenceService) -> MCPServer:
     async def plan_experiment(
         goal: Annotated[str, Field(min_length=3, max_length=2000, description="What the change should achieve, in words.")],
         baseline: Annotated[Baseline, Field(description="Primary metric in control: a rate {mean: 0.1} or {mean, sd}.")],
-        mde: Annotated[float, Field(gt=0, le=10, description="Smallest relative effect worth detecting (0.05 = 5%).")],
-        traffic_per_day: Annotated[float, Field(gt=0, description="Users per day entering the experiment.")],
+        mde: Annotated[RelativeMde, Field(description="Smallest relative effect worth detecting (0.05 = 5%).")],
+        traffic_per_day: TrafficPerDay,
         variants: Annotated[int, Field(ge=2, le=10, description="Arms including control.")] = 2,
         primary_metric: Annotated[MetricName | None, Field(default=None, description="Override the metric name.")] = None,
-        alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05,
+        alpha: Alpha = 0.05,
         target_power: Annotated[float, Field(gt=0.5, lt=1)] = 0.8,
     ) -> ExperimentPlan:
         """Plan an experiment for a goal: sample size, duration, variants, primary metric and guardrails.

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from generate_rest_journey import rounded  # type: ignore[import-not-found]  # this folder's sibling script
 from mcp import Client, StdioServerParameters
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,16 +111,6 @@ def check_args(tool: Any, args: dict[str, Any]) -> None:
 
 def pick(x: Any, keys: list[str]) -> dict[str, Any]:
     return {k: x[k] for k in keys if k in x}
-
-
-def rounded(x: Any) -> Any:
-    if isinstance(x, float):
-        return float(f"{x:.4g}")
-    if isinstance(x, dict):
-        return {k: rounded(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [rounded(v) for v in x]
-    return x
 
 
 class Agent:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_topics import create_topics  # type: ignore[import-not-found]
 
 from mcp_router.runtime.embedded import EmbeddedKafka, free_port
 from mcp_router.runtime.serving import open_router
@@ -73,12 +73,7 @@ class Journey:
 
 @asynccontextmanager
 async def open_journey(settings: Settings, chroma_path: Path) -> AsyncIterator[Journey]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.effective_kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in settings.kafka_topics])
-    finally:
-        await admin.close()
+    await create_topics(settings.effective_kafka_bootstrap, settings.kafka_topics, partitions=2)
     async with open_chroma(settings, path=chroma_path) as chroma, \
             open_router(settings, targets={"chromadb": build_chroma_server(chroma)}) as router:
         worker = StreamWorker(build_processor(settings, router.services, max_batch=5_000),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kafka_topics import create_topics  # type: ignore[import-not-found]
 
 from mcp_router.runtime.embedded import ConfigError, EmbeddedKafka, free_port
 from mcp_router.runtime.stack import Stack, group_lag
@@ -83,15 +83,6 @@ async def produce(bootstrap: str, topic: str, count: int, partition: int | None 
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-async def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
-    finally:
-        await admin.close()
 
 
 async def consume_and_leave(bootstrap: str, topic: str, group: str, count: int) -> None:

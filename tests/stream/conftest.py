@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from mcp_router.runtime.embedded import EmbeddedKafka
 from mcp_servers.postgres.service import assignment_spec
@@ -51,15 +50,6 @@ async def open_world(settings: Settings, chroma: bool = False) -> AsyncIterator[
         services = {name: await stack.enter_async_context(SERVERS[name].open_service(settings))
                     for name in ("postgres", "clickhouse")}
         yield StreamWorld(settings, services)
-
-
-async def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
-    finally:
-        await admin.close()
 
 
 async def make_experiment(postgres: Any, key: str, weights: tuple[float, float] = (0.5, 0.5)) -> Any:

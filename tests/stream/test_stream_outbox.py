@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import create_topics, make_experiment, open_world, prefixed  # type: ignore[import-not-found]
+from conftest import make_experiment, open_world, prefixed  # type: ignore[import-not-found]
+from kafka_topics import create_topics  # type: ignore[import-not-found]
 
 from schemas.events import Event
 from schemas.settings import Settings

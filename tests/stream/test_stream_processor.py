@@ -8,7 +8,6 @@ import time
 import orjson
 from conftest import (  # type: ignore[import-not-found]
     committed_total,
-    create_topics,
     make_experiment,
     open_world,
     plan_for,
@@ -18,6 +17,7 @@ from conftest import (  # type: ignore[import-not-found]
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from kafka_topics import create_topics  # type: ignore[import-not-found]
 
 from schemas.settings import Settings
 from stream_processor.generator import generate_events, produce

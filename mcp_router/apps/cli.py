@@ -511,6 +511,21 @@ def sync_memory() -> None:
     click.echo(json.dumps(anyio.run(run), indent=2, default=str))
 
 
+# ---------------------------------------------------------------- tools from CI (issue 25): apps/call.py, apps/gate.py
+
+from mcp_router.apps import call as _call  # noqa: E402 - light: its help text holds the exit-code table
+
+
+@cli.command("call", help=_call.CALL_HELP, no_args_is_help=True)
+@click.argument("tool", required=False)
+@click.argument("args", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default=None,
+              help="The result as JSON (default) or a readable table; with --list, JSON instead of lines.")
+@click.option("--list", "list_tools", is_flag=True, help="Print the tool catalogue, one line per tool.")
+def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: bool) -> None:
+    sys.exit(_call.run_call(tool, args, fmt=fmt, list_tools=list_tools))
+
+
 def main() -> None:
     from schemas.errors import ServiceError
 

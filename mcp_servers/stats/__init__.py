@@ -20,6 +20,8 @@ vectors). Public API:
 ``conditional_power``       futility: P(significant at the end | the current trend)
 ``thompson_weights``        bandit traffic weights (floor, burn-in, seeded)
 ``non_inferiority``         guardrail test with a margin
+``segment_effects``         per-segment effects (Holm/BH), segment-vs-complement tests, Cochran's Q
+``interaction_contrast``    2×2 interaction of two experiments sharing users (``flag_interactions``: Holm)
 ==========================  =====================================================
 """
 
@@ -28,6 +30,8 @@ from .bayesian import BayesianConfig, BayesianResult, GaussianPrior, bayesian_co
 from .cuped import CupedResult, cuped_adjust
 from .frequentist import FrequentistConfig, TestResult, compare
 from .guardrails import NonInferiorityResult, non_inferiority
+from .heterogeneity import SegmentAnalysis, SegmentInput, segment_effects
+from .interactions import InteractionResult, flag_interactions, interaction_contrast
 from .multiple_testing import MultipleTestingResult, benjamini_hochberg, holm
 from .power_analysis import (
     ConditionalPowerResult,
@@ -93,4 +97,11 @@ __all__ = [
     # bandits
     "thompson_weights",
     "BanditResult",
+    # segments and interactions
+    "segment_effects",
+    "SegmentInput",
+    "SegmentAnalysis",
+    "interaction_contrast",
+    "flag_interactions",
+    "InteractionResult",
 ]

@@ -44,6 +44,14 @@ INVALID_THRESHOLD = "INVALID_THRESHOLD: the SRM threshold must be strictly betwe
 EMPTY_FAMILY = "EMPTY_FAMILY: there are no valid p-values to adjust"
 INVALID_P_VALUE = "INVALID_P_VALUE: p-values must lie in [0, 1]"
 MIXED_FAMILY = "MIXED_FAMILY: pass either only p-values or only test results"
+INVALID_CORRECTION = "INVALID_CORRECTION: correction must be 'holm' or 'benjamini-hochberg'"
+
+# Interactions (2x2 contrast of two experiments)
+INTERACTION_CELLS = "INTERACTION_CELLS: the interaction contrast needs a 2x2 table of statistics, each with n >= 2"
+
+# Contextual bandit
+INVALID_ARMS = "INVALID_ARMS: every context needs the same arms as the global table, with 0 <= successes <= trials"
+INVALID_PRIOR_STRENGTH = "INVALID_PRIOR_STRENGTH: the pooling strength bounds need 0 < min <= max (finite)"
 
 # Power and duration
 INVALID_POWER = "INVALID_POWER: target power must be strictly between alpha and 1"

@@ -513,7 +513,8 @@ def sync_memory() -> None:
 
 # ---------------------------------------------------------------- tools from CI (issue 25): apps/call.py, apps/gate.py
 
-from mcp_router.apps import call as _call  # noqa: E402 - light: its help text holds the exit-code table
+from mcp_router.apps import call as _call  # noqa: E402 - light: their help holds the exit-code table
+from mcp_router.apps import gate as _gate  # noqa: E402
 
 
 @cli.command("call", help=_call.CALL_HELP, no_args_is_help=True)
@@ -524,6 +525,18 @@ from mcp_router.apps import call as _call  # noqa: E402 - light: its help text h
 @click.option("--list", "list_tools", is_flag=True, help="Print the tool catalogue, one line per tool.")
 def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: bool) -> None:
     sys.exit(_call.run_call(tool, args, fmt=fmt, list_tools=list_tools))
+
+
+@cli.command("gate", help=_gate.GATE_HELP)
+@click.argument("experiment")
+@click.option("--allow", default="ship", show_default=True, metavar="VERDICT[,VERDICT]",
+              help="Verdicts that pass: ship, roll_back, keep_running, needs_review.")
+@click.option("--environment", type=click.Choice(["production", "staging", "development"]), default=None,
+              help="Whose policy (tolerance, minimum data) to apply (default: the ENVIRONMENT setting).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write a JUnit XML report (one testsuite; a testcase per check).")
+def gate_command(experiment: str, allow: str, environment: str | None, junit: Path | None) -> None:
+    sys.exit(_gate.run_gate(experiment, allow, environment or load_settings().environment, junit))
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
 from schemas.events import MAX_EVENT_BYTES, Event
+from schemas.fast_events import decode_record
 from schemas.routing import classify_event
 from stream_processor.sinks import Record, Sink, SinkUnavailable
 
@@ -220,18 +221,17 @@ class StreamProcessor:
         routes = self._routes
         records, dead, routed = batch.records, batch.dead, batch.routed
         topic, partition = tp.topic, tp.partition
+        parse = self._parse
         for msg in messages:
-            event, reason = self._parse(msg.value, known)
-            if event is None:
+            record, reason = parse(msg.value, known, topic, partition, msg.offset)
+            if record is None:
                 dead.append(DeadLetter(msg.value or b"", topic, partition, msg.offset, reason))
                 continue
-            record = Record.of(event, msg.value, topic, partition, msg.offset)
             records.append(record)
-            priority = event.routing_metadata.priority if event.routing_metadata is not None else None
-            targets = routes.get((event.event_type, priority))
+            route = (record.event_type, record.priority)
+            targets = routes.get(route)
             if targets is None:
-                targets = routes[(event.event_type, priority)] = tuple(
-                    t for t in classify_event(event).targets if t in self.sinks)
+                targets = routes[route] = tuple(t for t in classify_event(_Routed(*route)).targets if t in self.sinks)
             for target in targets:
                 sink_records = routed.get(target)
                 if sink_records is None:
@@ -262,23 +262,31 @@ class StreamProcessor:
         self.stats.batch_ms.append((time.perf_counter() - batch.started) * 1000)
         await self._update_lag()
 
-    def _parse(self, raw: bytes | None, known: set[str] | None) -> tuple[Event | None, str]:
-        """The validated event, or None and why it goes to the dead-letter topic."""
+    def _parse(self, raw: bytes | None, known: set[str] | None, topic: str, partition: int,
+               offset: int) -> tuple[Record | None, str]:
+        """The record of a valid event, or None and why it goes to the dead-letter topic.
+
+        The fast decoder (msgspec, `schemas.fast_events`) takes the common events; whatever it declines
+        (an invalid event, one whose sinks read the model, a form it cannot vouch for) is decided by the
+        pydantic `Event`, so acceptance and the dead-letter text are the model's."""
         if raw is None:
             return None, "empty record (no value)"
         if len(raw) > self.max_event_bytes:
             return None, f"oversized: {len(raw)} bytes > {self.max_event_bytes}"
-        try:
-            event = Event.model_validate_json(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            if err["type"] == "json_invalid":
-                return None, f"bad JSON: {err['msg']}"
-            where = ".".join(str(p) for p in err["loc"]) or "event"
-            return None, f"invalid event: {where}: {err['msg']}"
-        if known is not None and event.experiment_id is not None and event.experiment_id not in known:
-            return None, f"unknown experiment {event.experiment_id!r}"
-        return event, ""
+        record = decode_record(raw, Record, topic, partition, offset)
+        if record is None:
+            try:
+                event = Event.model_validate_json(raw)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                if err["type"] == "json_invalid":
+                    return None, f"bad JSON: {err['msg']}"
+                where = ".".join(str(p) for p in err["loc"]) or "event"
+                return None, f"invalid event: {where}: {err['msg']}"
+            record = Record.of(event, raw, topic, partition, offset)
+        if known is not None and record.experiment_id is not None and record.experiment_id not in known:
+            return None, f"unknown experiment {record.experiment_id!r}"
+        return record, ""
 
     async def _known_experiment_keys(self) -> set[str] | None:
         if self.known_experiments is None:
@@ -365,6 +373,21 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@dataclass(frozen=True)
+class _Priority:
+    priority: str | None
+
+
+class _Routed:
+    """What `classify_event` reads of an event (its type and priority hint), for a record's route."""
+
+    __slots__ = ("event_type", "routing_metadata")
+
+    def __init__(self, event_type: Any, priority: str | None) -> None:
+        self.event_type = event_type
+        self.routing_metadata = _Priority(priority)
 
 
 class _Rebalance(ConsumerRebalanceListener):

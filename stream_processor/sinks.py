@@ -34,7 +34,8 @@ from typing import Any, Protocol
 
 from schemas.errors import BackendUnavailable, Conflict, ServiceError
 from schemas.event_rows import EVENT_SCHEMA, event_row, rows_to_arrow
-from schemas.events import LIFECYCLE_EVENT_TYPES, Event, EventType
+from schemas.events import Event, EventType
+from schemas.fast_events import MODEL_EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,15 @@ class SinkUnavailable(Exception):
 
 # The events whose sinks read more than the row: a lifecycle event's transition and winner
 # (PostgreSQL), a journey's steps and outcome (Chroma). Their records keep the parsed model.
-MODEL_KEPT_FOR = LIFECYCLE_EVENT_TYPES | {EventType.JOURNEY_COMPLETED}
+MODEL_KEPT_FOR = MODEL_EVENT_TYPES  # the fast decoder leaves exactly these to pydantic
 
 
-class Record(namedtuple("_Record", (*EVENT_SCHEMA.names, "topic", "partition", "offset", "event"))):
+class Record(namedtuple("_Record", (*EVENT_SCHEMA.names, "priority", "origin", "topic", "partition", "offset",
+                                     "event"))):
     """One validated event: its row of `schemas.event_rows.EVENT_SCHEMA` (event_id, event_type, …,
-    plan, raw = the original bytes), where it came from, and its model if `MODEL_KEPT_FOR` (else None).
+    plan, raw = the original bytes), its routing priority and origin (`routing_metadata.priority` and `.source`), where it
+    came from, and its model if `MODEL_KEPT_FOR` (else None). `schemas.fast_events.decode_record`
+    builds the same tuple from the msgspec decoder.
 
     `event_type` is the `EventType`; `metric` and `value` carry the event schema's defaults
     (a conversion measures "conversion" = 1, a revenue event "revenue").
@@ -65,7 +69,9 @@ class Record(namedtuple("_Record", (*EVENT_SCHEMA.names, "topic", "partition", "
     @classmethod
     def of(cls, event: Event, raw: bytes, topic: str, partition: int, offset: int) -> Record:
         kept = event if event.event_type in MODEL_KEPT_FOR else None
-        return cls._make((*event_row(event, raw), topic, partition, offset, kept))
+        routing = event.routing_metadata
+        priority, origin = (None, None) if routing is None else (routing.priority, routing.source)
+        return cls._make((*event_row(event, raw), priority, origin, topic, partition, offset, kept))
 
 
 class Sink(Protocol):

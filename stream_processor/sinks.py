@@ -9,8 +9,9 @@ delivery) leaves the stores exactly as one delivery would:
   bytes), inserted with a deduplication token built from the (topic, partition,
   first offset, last offset) range, on a table that also deduplicates by event_id —
   so a replay with different fetch boundaries still counts each event once.
-- PostgreSQL: exposures become assignments where the first assignment wins;
-  lifecycle transitions already applied are no-ops.
+- PostgreSQL: exposures become assignments where the first assignment wins (only first-seen
+  (experiment, user) pairs are written; exposures relayed from the registry's outbox are not
+  written back, see `PostgresSink`); lifecycle transitions already applied are no-ops.
 - Chroma: upserts keyed by stable ids.
 
 A `Record` is flat: the event's row (`schemas.event_rows.event_row`) and where it
@@ -36,6 +37,7 @@ from schemas.errors import BackendUnavailable, Conflict, ServiceError
 from schemas.event_rows import EVENT_SCHEMA, event_row, rows_to_arrow
 from schemas.events import Event, EventType
 from schemas.fast_events import MODEL_EVENT_TYPES
+from stream_processor.outbox import SOURCE as OUTBOX_SOURCE  # routing_metadata.source of relayed events
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +120,43 @@ class ClickHouseSink:
 
 @dataclass
 class PostgresSink:
-    """Registry-relevant events: exposures → assignments; lifecycle events → status transitions."""
+    """Registry-relevant events: exposures → assignments; lifecycle events → status transitions.
+
+    The registry keeps at most one fact per (experiment, user): the assignment, first one wins. The
+    analyses read exposures from ClickHouse's events, so a streamed exposure costs a PostgreSQL write
+    only when it may be that first fact. The writes that remain:
+
+    - per batch with exposures to record: one read of the batch's experiments (status and variants:
+      the per-record refusals below), then one transaction that COPYs the batch's first-seen
+      (experiment, user) pairs — deduplicated within the batch, and minus the pairs this sink stored
+      or found stored before (`remembered`, bounded) — and inserts them ON CONFLICT DO NOTHING;
+    - none for exposures relayed by the registry's own outbox (`routing_metadata.source ==
+      "neonblue.outbox"`): get_variant wrote that assignment in the transaction that queued the event;
+    - none for a repeat exposure of a pair remembered (after a restart, or once the memory was full
+      and cleared, a repeat costs one no-op row of the COPY again);
+    - per lifecycle event, its transition (no write when already applied).
+
+    Integrity kept: every exposure is still checked and refused per record (unknown experiment or
+    variant, draft or archived experiment, a user id PostgreSQL cannot store), the first assignment
+    still wins (ON CONFLICT DO NOTHING, durable commit before the offsets), and a replayed batch
+    writes nothing new.
+    """
 
     service: Any  # mcp_servers.postgres ExperimentService
     name: str = "postgres"
+    remember: int = 500_000  # (experiment, user) pairs known stored; the memory is cleared when full
     exposures: list[Record] = field(default_factory=list)
     lifecycle: list[Record] = field(default_factory=list)
     rejected: list[tuple[Record, str]] = field(default_factory=list)
+    remembered: set[tuple[int, str]] = field(default_factory=set)
+    skipped_relayed: int = 0
 
     def add(self, record: Record) -> None:
         if record.event_type is EventType.EXPOSURE:
-            self.exposures.append(record)
+            if record.origin == OUTBOX_SOURCE:
+                self.skipped_relayed += 1  # the registry's own fact, relayed: nothing to write back
+            else:
+                self.exposures.append(record)
         else:
             self.lifecycle.append(record)
 
@@ -137,9 +165,11 @@ class PostgresSink:
         try:
             if self.exposures:
                 batch = [r for r in self.exposures if r.variant]
+                if len(self.remembered) >= self.remember:
+                    self.remembered.clear()
                 # The events were validated against the event schema already: plain rows, no models.
                 outcome = await self.service.record_exposure_rows(
-                    [(r.experiment_id, r.user_id, r.variant, r.timestamp) for r in batch])
+                    [(r.experiment_id, r.user_id, r.variant, r.timestamp) for r in batch], self.remembered)
                 for index, reason in outcome.rejected:
                     self.rejected.append((batch[index], reason))
                 written += outcome.recorded

@@ -17,7 +17,7 @@ reported by SDKs (`record_exposures`) are events already, so they are not writte
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableSet, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -391,12 +391,17 @@ class UserAssignment(RegistryBase):
         rejected.sort()
         return ExposureOutcome(recorded=outcome.recorded, duplicates=outcome.duplicates, rejected=rejected)
 
-    async def record_exposure_rows(self, rows: Sequence[tuple[str, str, str, datetime | None]]) -> ExposureOutcome:
+    async def record_exposure_rows(self, rows: Sequence[tuple[str, str, str, datetime | None]],
+                                   recorded: MutableSet[tuple[int, str]] | None = None) -> ExposureOutcome:
         """`record_exposures` for rows already validated upstream (the stream processor's exposure events):
         (experiment_key, user_id, variant_key, assigned_at) tuples, no model per row.
 
         Refused per row like `record_exposures` (returned, never raised): a user id that is not 1..256
         characters or holds a NUL, an unknown experiment or variant, an experiment in draft or archived.
+
+        `recorded`: (experiment id, user id) pairs the caller knows to be in the registry already (the
+        stream processor's memory of what it stored). Such rows are checked and refused like any other,
+        but cost no write (they count as duplicates); the pairs this call stores are added to it.
         """
         rejected: list[tuple[int, str]] = []
         # A NUL cannot be stored (nor looked up) in PostgreSQL text: such rows are refused below, one by one.
@@ -427,10 +432,13 @@ class UserAssignment(RegistryBase):
             if variant_id is None:
                 rejected.append((index, f"unknown variant {variant_key!r} of {experiment_key!r}"))
                 continue
-            if (experiment_id, user_id) in seen:
+            pair = (experiment_id, user_id)
+            if pair in seen or (recorded is not None and pair in recorded):
                 duplicates += 1
                 continue
-            seen.add((experiment_id, user_id))
+            seen.add(pair)
             out.append((experiment_id, user_id, variant_id, assigned_at))
-        recorded = await self.store.insert_exposures(out)
-        return ExposureOutcome(recorded=recorded, duplicates=duplicates + len(out) - recorded, rejected=rejected)
+        inserted = await self.store.insert_exposures(out)
+        if recorded is not None:
+            recorded.update(seen)  # inserted now, or there before (the first assignment won)
+        return ExposureOutcome(recorded=inserted, duplicates=duplicates + len(out) - inserted, rejected=rejected)

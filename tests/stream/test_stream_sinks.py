@@ -146,3 +146,54 @@ async def test_the_postgres_sink_records_exposures_and_refuses_bad_ones_per_reco
         await sink.flush()
         assert {r.event_id for r, _ in sink.rejected} == {"x2", "x3"}
         assert sum(v.assigned_users for v in (await postgres.analyze_experiment_data("sink-exp")).variants) == 1
+
+
+async def test_the_postgres_sink_writes_only_first_seen_pairs_and_never_relayed_exposures(
+        neonblue_home: Path, pg_dsn: str) -> None:
+    """A pair the sink stored is not written again (a row deleted behind its back stays deleted), an
+    exposure relayed from the registry's outbox is never written back, and refusals stay per record."""
+    settings = Settings(_env_file=None, neonblue_home=neonblue_home, database_url=pg_dsn)
+    async with open_postgres(settings) as postgres:
+        await postgres.create_experiment({
+            "key": "once-exp", "name": "Once", "type": "ui", "primary_metric": {"name": "conversion"},
+            "variants": [{"key": "control", "is_control": True, "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
+        })
+        await postgres.start_experiment("once-exp")
+
+        def record(i: int, user: str, variant: str, **extra) -> Record:
+            raw = orjson.dumps({"event_id": f"o{i}", "event_type": "exposure", "timestamp": "2026-03-01T10:00:00Z",
+                                "user_id": user, "experiment_id": "once-exp", "variant": variant, **extra})
+            return Record.of(Event.model_validate_json(raw), raw, "t", 0, i)
+
+        relayed = {"routing_metadata": {"source": "neonblue.outbox"}}
+
+        async def assigned() -> dict[str, str]:
+            rows = await postgres.store.pool.fetch(
+                "SELECT a.user_id, v.key FROM neonblue.assignments a JOIN neonblue.variants v ON v.id = a.variant_id "
+                "JOIN neonblue.experiments e ON e.id = a.experiment_id WHERE e.key = 'once-exp'")
+            return {r["user_id"]: r["key"] for r in rows}
+
+        sink = PostgresSink(postgres)
+        batch = [record(0, "a", "control"), record(1, "a", "treatment"), record(2, "b", "treatment"),
+                 record(3, "r", "control", **relayed), record(4, "g", "ghost")]
+        for r in batch:
+            sink.add(r)
+        await sink.flush()
+        assert await assigned() == {"a": "control", "b": "treatment"}  # relayed "r": the registry's own fact
+        assert sink.skipped_relayed == 1
+        assert [(r.event_id, why) for r, why in sink.rejected] == [("o4", "unknown variant 'ghost' of 'once-exp'")]
+        sink.rejected.clear()
+
+        await postgres.store.pool.execute("DELETE FROM neonblue.assignments WHERE user_id = 'a'")
+        for r in [record(5, "a", "control"), record(6, "c", "control"), record(7, "g", "ghost")]:
+            sink.add(r)
+        await sink.flush()
+        # "a" was stored by this sink before: no write (the row deleted behind its back stays deleted)
+        assert await assigned() == {"b": "treatment", "c": "control"}
+        assert [r.event_id for r, _ in sink.rejected] == ["o7"]  # refusals do not depend on the memory
+
+        fresh = PostgresSink(postgres)  # a restarted processor: one no-op write per pair, nothing else
+        for r in [record(8, "a", "treatment"), record(9, "b", "control")]:
+            fresh.add(r)
+        await fresh.flush()
+        assert await assigned() == {"a": "treatment", "b": "treatment", "c": "control"}

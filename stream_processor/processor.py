@@ -1,7 +1,8 @@
 """The stream processor: one member of a Kafka consumer group.
 
 For every fetched batch:
-  1. parse (orjson) and validate each record against the event schema;
+  1. decode and validate each record against the event schema (msgspec, `schemas.fast_events`;
+     pydantic's `Event` decides what the fast path declines, so the verdicts are the model's);
   2. classify it by the shared rules (schemas.routing) and hand it to the sinks of its
      target servers (ClickHouse, PostgreSQL, Chroma);
   3. send what cannot be used to the dead-letter topic with the original bytes,
@@ -12,6 +13,10 @@ For every fetched batch:
 Delivery is at-least-once and every sink is idempotent, so the stores end up
 exactly-once. A sink that is down makes the processor retry the same batch
 with backoff, without committing. Scale-out is more members in the group.
+
+Fetching, preparing (steps 1-3's CPU) and storing run as three tasks with up to `max_in_flight`
+batches between the fetch and the commit, so the broker's round trips, the parsing and the stores'
+writes overlap; batches are still stored one at a time in fetch order and committed in order.
 
 Throughput (bench/bench_stream.py): the event loop's CPU is the limit, so a batch
 is parsed into flat records (the pydantic model is dropped at once, but for the few
@@ -118,6 +123,7 @@ class StreamProcessor:
         dlq_topic: str = "neonblue.dlq",
         known_experiments: KnownExperiments | None = None,
         max_batch: int = 20_000,
+        max_in_flight: int = 3,
         prepare_chunk: int = 2_000,
         freeze_startup_heap: bool = True,
         max_event_bytes: int = MAX_EVENT_BYTES,
@@ -136,8 +142,12 @@ class StreamProcessor:
         self.max_event_bytes = max_event_bytes
         self.stats = stats or StreamStats()
         self.on_batch = on_batch
+        self.max_in_flight = max_in_flight
         self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()  # a batch in flight and a rebalance never interleave
+        self._idle = asyncio.Event()  # set when no batch is fetched and uncommitted (a rebalance waits for it)
+        self._idle.set()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending = 0
         self._known: set[str] = set()
         self._known_at = 0.0
         self._routes: dict[tuple[Any, str | None], tuple[str, ...]] = {}  # (event type, priority) -> our sinks
@@ -166,7 +176,6 @@ class StreamProcessor:
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
-        in_flight: asyncio.Task[None] | None = None
         frozen = self.freeze_startup_heap and gc.isenabled()
         if frozen:
             # Everything alive now (modules, services, clients) lives as long as the processor: keep it out
@@ -174,28 +183,82 @@ class StreamProcessor:
             # 0.7-0.9 s of the loop's CPU per 240k events).
             gc.collect()
             gc.freeze()
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._pending = 0
+        self._idle.set()
+        fetched: asyncio.Queue[dict[TopicPartition, list[Any]] | None] = asyncio.Queue()
+        prepared: asyncio.Queue[_Batch | None] = asyncio.Queue()
+        stages = [asyncio.create_task(self._fetch_stage(fetched), name="stream-fetch"),
+                  asyncio.create_task(self._prepare_stage(fetched, prepared), name="stream-prepare"),
+                  asyncio.create_task(self._store_stage(prepared), name="stream-store")]
         try:
-            while not self._stop.is_set():
-                fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-                if not fetched:
-                    await self._update_lag()
-                    continue
-                # Pipelined: this batch is parsed and classified while the previous one is still being
-                # written (chDB and asyncpg work off the event loop). One write is in flight at a time,
-                # so offsets are committed in order, each only after its own batch was stored.
-                batch = await self._prepare(fetched)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.create_task(self._store_and_commit(batch))
-            if in_flight is not None:
-                await in_flight
+            # The stages end in order once stop() is called: the fetcher first, then each stage after the
+            # batches it holds (so every batch fetched is stored and committed); the first failure ends all.
+            running = set(stages)
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.cancelled():  # the store stage gave up: stopped while a sink was down
+                        raise asyncio.CancelledError("stopped while a sink was down; the batch will be replayed")
+                    if task.exception() is not None:
+                        raise task.exception()
         finally:
-            if in_flight is not None and not in_flight.done():
-                in_flight.cancel()
-            await self.consumer.stop()  # leaves the group; offsets were committed after the last batch
+            for task in stages:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*stages, return_exceptions=True)
+            await self.consumer.stop()  # leaves the group; offsets were committed after the last batch stored
             await self.producer.stop()
             if frozen:
                 gc.unfreeze()
+
+    # ------------------------------------------------------------------ stages
+    # fetch -> prepare -> store+commit, each its own task, so the broker's round trips, the CPU of
+    # parsing and the stores' writes (chDB in a worker thread, PostgreSQL on its socket) overlap. At most
+    # `max_in_flight` batches are fetched and not yet committed; batches are stored one at a time, in
+    # fetch order (the first assignment wins, lifecycle transitions keep their order), and each commit
+    # follows its own batch's acknowledgements, so offsets are committed in order.
+
+    async def _fetch_stage(self, out: asyncio.Queue) -> None:
+        try:
+            while not self._stop.is_set():
+                await self._slots.acquire()
+                try:
+                    batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if not batch:
+                    self._slots.release()
+                    await self._update_lag()
+                    continue
+                self._pending += 1
+                self._idle.clear()
+                out.put_nowait(batch)
+        finally:
+            out.put_nowait(None)
+
+    async def _prepare_stage(self, inbox: asyncio.Queue, out: asyncio.Queue) -> None:
+        try:
+            while (fetched := await inbox.get()) is not None:
+                out.put_nowait(await self._prepare(fetched))
+        finally:
+            out.put_nowait(None)
+
+    async def _store_stage(self, inbox: asyncio.Queue) -> None:
+        while (batch := await inbox.get()) is not None:
+            try:
+                await self._store_and_commit(batch)
+            finally:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+                self._slots.release()
+
+    async def wait_idle(self) -> None:
+        """Wait until every batch fetched is stored and committed (a rebalance does, before it gives
+        partitions away)."""
+        await self._idle.wait()
 
     # ------------------------------------------------------------------- batch
     async def _prepare(self, fetched: dict[TopicPartition, list[Any]]) -> _Batch:
@@ -239,17 +302,22 @@ class StreamProcessor:
                 sink_records.append(record)
 
     async def _store_and_commit(self, batch: _Batch) -> None:
-        async with self._lock:  # a rebalance waits for the batch being stored
-            for target, records in batch.routed.items():
-                sink = self.sinks[target]
-                for record in records:
-                    sink.add(record)
-            await self._flush_until_done()
-            await self._dead_letter(batch.dead + self._sink_rejections())
-            if self.on_batch is not None and batch.records:
-                await self.on_batch(batch.records)
+        for target, records in batch.routed.items():
+            sink = self.sinks[target]
+            for record in records:
+                sink.add(record)
+        await self._flush_until_done()
+        await self._dead_letter(batch.dead + self._sink_rejections())
+        if self.on_batch is not None and batch.records:
+            await self.on_batch(batch.records)
+        # checkpoint: only after every sink and the DLQ acknowledged, and only for partitions still ours
+        # (a batch fetched before a rebalance took its partition is stored, and the new owner's replay of
+        # it is harmless: every sink is idempotent)
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
+        if offsets:
             try:
-                await self.consumer.commit(batch.offsets)  # checkpoint: only after every sink and the DLQ acknowledged
+                await self.consumer.commit(offsets)
             except CommitFailedError as exc:
                 # A rebalance took the partitions: the new owner replays from the last commit and the
                 # idempotent sinks make that replay harmless.
@@ -390,16 +458,25 @@ class _Routed:
         self.routing_metadata = _Priority(priority)
 
 
+REVOKE_WAIT_S = 60.0
+
+
 class _Rebalance(ConsumerRebalanceListener):
-    """Partitions move only between batches: a revoke waits for the batch in flight (which commits)."""
+    """Partitions move only between batches: a revoke waits for the batches in flight (which commit)."""
 
     def __init__(self, processor: StreamProcessor) -> None:
         self.processor = processor
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.processor._lock:
-            for tp in revoked:
-                self.processor.stats.lag.pop(f"{tp.topic}[{tp.partition}]", None)
+        # Every batch fetched (up to max_in_flight) is stored and committed before the partitions go.
+        try:
+            async with asyncio.timeout(REVOKE_WAIT_S):
+                await self.processor.wait_idle()
+        except TimeoutError:
+            log.warning("partitions revoked while batches were still being stored; the new owner replays "
+                        "them (idempotent sinks)")
+        for tp in revoked:
+            self.processor.stats.lag.pop(f"{tp.topic}[{tp.partition}]", None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned partitions: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

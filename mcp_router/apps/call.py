@@ -34,7 +34,7 @@ EXIT_CODES: dict[str, int] = {
 }
 assert set(KINDS) <= set(EXIT_CODES), "every error kind needs an exit code"
 
-_MEANINGS: dict[int, str] = {
+EXIT_MEANINGS: dict[int, str] = {
     0: "ok (gate: passed)",
     1: "internal: a tool crashed, or anything unexpected",
     2: "invalid_input: bad arguments, or a usage error",
@@ -43,12 +43,12 @@ _MEANINGS: dict[int, str] = {
     5: "unavailable: a store or the stack is down, or serve did not start",
     6: "gate failed: verdict not allowed, or a guardrail fails",
 }
-assert set(_MEANINGS) == set(EXIT_CODES.values())
+assert set(EXIT_MEANINGS) == set(EXIT_CODES.values())
 
 
 def exit_code_help() -> str:
     """The exit-code table for `--help` (click keeps the lines of a \\b paragraph)."""
-    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(_MEANINGS.items()))
+    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(EXIT_MEANINGS.items()))
 
 
 CALL_HELP = f"""Call one TOOL over MCP (stdio) and print its structured result as JSON.
@@ -255,6 +255,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested objects as dotted names (stream.lag.total), lists kept whole."""
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.extend(_flat(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
 def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
@@ -276,17 +287,28 @@ def print_table(data: Any) -> None:
     fields = Table.grid(padding=(0, 2))
     fields.add_column(no_wrap=True, style="bold")
     fields.add_column(overflow="fold")
-    for key, value in data.items():
-        if not _is_rows(value):
-            fields.add_row(Text(key), Text(_cell(value)))
+    for key, value in _flat({k: v for k, v in data.items() if not _is_rows(v)}):
+        fields.add_row(Text(key), Text(_cell(value)))
     if fields.row_count:
         console.print(fields)
     for key, value in data.items():
-        if _is_rows(value):
-            columns = list(dict.fromkeys(k for row in value for k in row))
+        if not _is_rows(value):
+            continue
+        columns = list(dict.fromkeys(k for row in value for k in row))
+        natural = sum(max(len(c), *(len(_cell(row.get(c))) for row in value)) + 3 for c in columns)
+        if natural <= console.width:  # fits: one row per object
             table = Table(title=key, box=box.SIMPLE_HEAD, title_justify="left")
             for column in columns:
                 table.add_column(column, overflow="fold")
             for row in value:
                 table.add_row(*(Text(_cell(row.get(c))) for c in columns))
             console.print(table)
+            continue
+        for i, row in enumerate(value):  # too wide: one name/value block per object
+            block = Table.grid(padding=(0, 2))
+            block.add_column(no_wrap=True)
+            block.add_column(overflow="fold")
+            for name, cell in _flat({c: row.get(c) for c in columns}):
+                block.add_row(Text(f"  {name}"), Text(_cell(cell)))
+            console.print(Text(f"{key}[{i}]", style="bold"))
+            console.print(block)

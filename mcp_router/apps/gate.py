@@ -154,13 +154,13 @@ def judge(experiment: str, analysis: dict[str, Any], guardrails: dict[str, Any],
 
 def _lines(report: GateReport, analysis: dict[str, Any], policy: Any) -> list[str]:
     verdict = report.verdict
-    out = [f"neonblue gate {report.experiment}: {'PASS' if report.passed else 'FAIL'} "
-           f"(environment {report.environment}, allow {','.join(report.allow)})"]
+    out = [f"neonblue gate {report.experiment}: {'PASS' if report.passed else 'FAIL'}"]
 
     def field_(label: str, text: str) -> None:
         out.extend(textwrap.wrap(text, WIDTH, initial_indent=f"  {label:<9} ", subsequent_indent=" " * 12,
                                  break_on_hyphens=False))
 
+    field_("allow", f"{', '.join(report.allow)} (environment {report.environment})")
     field_("verdict", f"{verdict['verdict']} (rule {verdict['rule_id']}, confidence {verdict['confidence']:.0%}: "
                       f"{verdict['confidence_basis']})")
     field_("rule", verdict["rule"])

@@ -1,0 +1,105 @@
+"""`neonblue call`: a real MCP client over stdio (a child `neonblue serve` attached to the running
+stack) for a read, a write and refusals, with the exit code of each error kind."""
+
+from __future__ import annotations
+
+import json
+
+from apps_stack import neonblue
+
+from mcp_router.apps.call import EXIT_CODES, CallFailed, parse_arguments, summary_line
+
+
+def _one_line_refusal(done, kind: str) -> str:
+    assert done.returncode == EXIT_CODES[kind], (done.returncode, done.stderr)
+    assert done.stdout == "", done.stdout  # stdout is for results only
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neonblue: ") and lines[0].endswith(f"[{kind}]"), done.stderr
+    return lines[0]
+
+
+def test_the_catalogue_lists_every_tool_on_one_line_each(seeded_stack) -> None:
+    done = neonblue(["call", "--list"], seeded_stack)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    names = {line.split()[0] for line in lines}
+    assert {"get_experiment", "create_experiment", "analyze_experiment_performance", "evaluate_guardrails",
+            "router_status"} <= names
+    assert len(lines) == len(names) > 30  # the full catalogue, one line per tool, each with a description
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines), lines
+    listed = json.loads(neonblue(["call", "--list", "--format", "json"], seeded_stack).stdout)
+    assert {t["name"] for t in listed} == names
+
+
+def test_a_read_prints_the_structured_result_as_json_or_a_table(seeded_stack) -> None:
+    done = neonblue(["call", "get_experiment", "experiment=checkout-1step"], seeded_stack)
+    assert done.returncode == 0, done.stderr
+    experiment = json.loads(done.stdout)
+    assert experiment["key"] == "checkout-1step" and experiment["status"] == "running"
+    assert sum(experiment["assignments_by_variant"].values()) == 12_000  # the streamed exposures reached the registry
+
+    table = neonblue(["call", "list_experiments", '{"limit": 5}', "--format", "table"], seeded_stack)
+    assert table.returncode == 0, table.stderr
+    assert "checkout-1step" in table.stdout and "pricing-premium" in table.stdout
+    assert max(map(len, table.stdout.splitlines())) <= 80  # folded at the terminal's width, not cut
+
+
+def test_a_write_round_trips_and_a_repeated_one_is_a_conflict(seeded_stack) -> None:
+    definition = {"key": "call-write", "name": "Written by neonblue call", "type": "ui",
+                  "primary_metric": "conversion", "variants": [{"key": "a", "is_control": True}, {"key": "b"}]}
+    created = neonblue(["call", "create_experiment", json.dumps({"experiment": definition})], seeded_stack)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["status"] == "draft"
+    started = neonblue(["call", "start_experiment", "experiment=call-write"], seeded_stack)
+    assert started.returncode == 0 and json.loads(started.stdout)["status"] == "running", started.stderr
+
+    again = neonblue(["call", "start_experiment", "experiment=call-write"], seeded_stack)
+    assert "only a draft can start" in _one_line_refusal(again, "conflict")
+    assert EXIT_CODES["conflict"] == 4
+
+
+def test_refusals_are_one_line_on_stderr_with_the_code_of_their_kind(seeded_stack) -> None:
+    missing = neonblue(["call", "get_experiment", "experiment=no-such-experiment"], seeded_stack)
+    assert "no-such-experiment" in _one_line_refusal(missing, "not_found")
+    assert EXIT_CODES["not_found"] == 3
+
+    out_of_range = neonblue(["call", "list_experiments", "limit=9999"], seeded_stack)
+    assert "argument 'limit'" in _one_line_refusal(out_of_range, "invalid_input")
+    assert EXIT_CODES["invalid_input"] == 2
+
+    unknown = neonblue(["call", "no_such_tool"], seeded_stack)
+    assert "no_such_tool" in _one_line_refusal(unknown, "not_found")
+
+    malformed = neonblue(["call", "list_experiments", "limit"], seeded_stack)  # refused before serve starts
+    assert "key=value" in _one_line_refusal(malformed, "invalid_input")
+
+
+def test_a_server_that_cannot_start_is_unavailable(tmp_path, seeded_stack) -> None:
+    env = {**seeded_stack, "NEONBLUE_HOME": str(tmp_path / "no-stack"),
+           "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"}  # no stack here, no database there
+    done = neonblue(["call", "list_experiments"], env)
+    assert "did not start" in _one_line_refusal(done, "unavailable")
+    assert EXIT_CODES["unavailable"] == 5
+
+
+def test_help_documents_the_exit_code_table(seeded_stack) -> None:
+    text = neonblue(["call", "--help"], seeded_stack).stdout
+    for code in sorted(set(EXIT_CODES.values())):
+        assert f"\n    {code}  " in text, text
+    bare = neonblue(["call"], seeded_stack)  # no arguments: the help, as a usage error
+    assert bare.returncode == EXIT_CODES["invalid_input"] and "Exit codes:" in bare.stderr
+
+
+def test_arguments_parse_as_json_when_they_parse() -> None:
+    assert parse_arguments(['{"experiment": "x", "limit": 3}', "limit=5", "dry_run=true", "name=plain text",
+                            "experiment=7"]) == {"experiment": 7, "limit": 5, "dry_run": True,
+                                                  "name": "plain text"}
+    assert parse_arguments(["options={\"mde\": 0.03}"]) == {"options": {"mde": 0.03}}
+    for bad in (["[1, 2]"], ["{not json"], ["=value"], ["no-equals"]):
+        try:
+            parse_arguments(bad)
+        except CallFailed as exc:
+            assert exc.kind == "invalid_input" and exc.exit_code == 2
+        else:
+            raise AssertionError(bad)
+    assert summary_line("Store a batch. More text.\n\nExample: {}") == "Store a batch."

@@ -37,6 +37,9 @@ class RouterStatus(BaseModel):
     backends: list[BackendHealth]
     tools: int
     stream: dict[str, Any] | None = Field(default=None, description="Stream processor figures when it runs here.")
+    interactions: list[dict[str, Any]] = Field(
+        default_factory=list, description="Flagged interacting experiment pairs from the intelligence server's latest "
+        "analyses and scan (find_experiment_interactions refreshes them).")
 
 
 class ToolMatch(BaseModel):
@@ -63,13 +66,22 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
         """Health of every backend server: up/down, circuit state, calls, errors and latency percentiles.
 
         Use it when a tool call failed with "backend ... is unavailable", or to check the stack.
+        Also lists the flagged interacting experiment pairs the intelligence server knows of.
         """
         backends = [BackendHealth(**s) for s in router.status()]
+        interactions: list[dict[str, Any]] = []
+        if "intelligence" in router.backends:
+            try:  # the cached flags only (refresh=false): status never waits for a scan
+                scan = await router.backends["intelligence"].call("find_experiment_interactions", {"refresh": False})
+                interactions = scan.get("flagged") or []
+            except Exception:  # noqa: BLE001 - status answers whatever one backend does
+                interactions = []
         return RouterStatus(
             healthy=all(b.healthy for b in backends),
             backends=backends,
             tools=len(router.catalogue.tools),
             stream=stream_stats() if stream_stats else None,
+            interactions=interactions,
         )
 
     @mcp.tool(annotations=READ_ONLY)

@@ -175,6 +175,45 @@ class SegmentDifference(_Model):
     z_score: float = Field(description="difference / its standard error: the ranking key")
 
 
+class SegmentCell(_Model):
+    dimension: SegmentDimension
+    segment: str
+    variant: str
+    n: int = Field(description="Users of this variant whose first exposure had this segment value")
+    sum: float = Field(description="Σx: the metric summed over those users")
+    sum_squares: float = Field(description="Σx² over those users (per-user sums squared)")
+
+
+class SegmentStatistics(_Model):
+    experiment_key: str
+    metric: str
+    window_start: datetime
+    window_end: datetime
+    users: dict[str, int] = Field(description="Users per variant over the whole window (all segments)")
+    cells: list[SegmentCell] = Field(description="Per (dimension, segment, variant); empty segment values left out")
+    cells_below_min_users: int = Field(description="Cells left out for having fewer than min_users users")
+    elapsed_ms: float
+
+
+class InteractionCell(_Model):
+    other_experiment_key: str
+    variant: str = Field(description="The user's variant in this experiment")
+    other_variant: str = Field(description="The user's variant in the other experiment")
+    n: int
+    sum: float = Field(description="Σx of this experiment's metric over the cell's users")
+    sum_squares: float
+
+
+class InteractionStatistics(_Model):
+    experiment_key: str
+    metric: str
+    window_start: datetime
+    window_end: datetime
+    shared_users: dict[str, int] = Field(description="Per other experiment: users exposed to both (one variant each)")
+    cells: list[InteractionCell]
+    elapsed_ms: float
+
+
 class DailyVolume(_Model):
     date: date
     variant: str

@@ -19,10 +19,12 @@ from .models import (
     ExposuresByPeriod,
     IdempotencyToken,
     IngestResult,
+    InteractionStatistics,
     MetricName,
     QueryResult,
     RatioMetric,
     SegmentFilter,
+    SegmentStatistics,
     TableList,
     TrendForecast,
     VariantStatistics,
@@ -153,6 +155,44 @@ def build_server(service: ClickHouseService) -> MCPServer:
         return await service.generate_analytics_insights(
             experiment, metrics, control_variant=control_variant, start_date=start_date, end_date=end_date,
             expected_weights=expected_weights, min_segment_users=min_segment_users, top_segments=limit)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_segment_statistics(
+        experiment: Experiment,
+        metric: MetricName,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        min_users: Annotated[int, Field(ge=2, le=100_000, description="Leave out cells with fewer users")] = 2,
+    ) -> SegmentStatistics:
+        """Per segment (device, country, source, plan) and variant, the sufficient statistics of one metric.
+
+        Users and their variant as in get_variant_statistics (first exposure, users in several
+        variants left out); a user's segment is their first exposure's. Returns n, sum and
+        sum_squares per (dimension, segment, variant), the users per variant overall, and how
+        many cells were below min_users. Use it for per-segment effects and heterogeneity.
+
+        Example: {"experiment": "checkout-1step", "metric": "conversion", "min_users": 30}
+        """
+        return await service.get_segment_statistics(experiment, metric, start_date=start_date, end_date=end_date,
+                                                    min_users=min_users)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_interaction_statistics(
+        experiment: Experiment,
+        metric: MetricName,
+        min_users: Annotated[int, Field(ge=2, le=100_000, description="Leave out cells with fewer users")] = 2,
+        limit: Annotated[int, limit(100, "At most this many other experiments (most shared users first)")] = 20,
+    ) -> InteractionStatistics:
+        """For each other experiment sharing users with this one: this metric's sums per pair of variants.
+
+        Over this experiment's window, users with one variant here and one variant in the
+        other experiment; per (variant, other_variant) n, sum and sum_squares of this
+        experiment's metric, and the shared users per other experiment. Use it for the 2x2
+        interaction contrast between concurrent experiments.
+
+        Example: {"experiment": "checkout-1step", "metric": "conversion"}
+        """
+        return await service.get_interaction_statistics(experiment, metric, min_users=min_users, limit=limit)
 
     @mcp.tool(annotations=READ_ONLY)
     async def predict_experiment_trends(

@@ -66,6 +66,7 @@ from .models import (
 )
 from .queries import epoch_ms as _ms
 from .rollup import UserRollup
+from .segments import SegmentStatisticsQueries
 from .sql_guard import check_ast, check_text
 from .store import TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES, ClickHouseStore, QueryLimits, StoreError
 
@@ -163,7 +164,7 @@ def _mean_var(n: int, s: float, q: float) -> tuple[float, float]:
     return mean, max(var, 0.0)
 
 
-class ClickHouseService:
+class ClickHouseService(SegmentStatisticsQueries):
     """Events, statistics and analytics on ClickHouse (chDB or a server)."""
 
     def __init__(self, store: ClickHouseStore) -> None:

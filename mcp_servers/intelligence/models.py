@@ -83,6 +83,11 @@ class AnalysisOptions(_Input):
     start_date: date | None = Field(default=None, description="First day (YYYY-MM-DD, UTC) of the window; default: first exposure.")
     end_date: date | None = Field(default=None, description="Last day (inclusive); default: the last event.")
     similar_experiments: int = Field(default=5, ge=0, le=20, description="Past experiments to return from memory.")
+    segment_effects: bool = Field(
+        default=True, description="Also test the primary metric's effect per segment (device, country, source, plan) "
+        "and flag segments that respond differently.")
+    interactions: bool = Field(
+        default=True, description="Also test interactions with other experiments sharing users (2x2 contrast).")
     record_decision: bool = Field(
         default=True, description="Write the verdict to the decisions audit trail (skipped when identical to the last one)."
     )
@@ -204,12 +209,132 @@ class ExperimentAnalysis(BaseModel):
     narrative: list[str] = Field(description="Sentences generated from the numbers above by templates.")
     notes: list[str]
     options: AnalysisOptions
+    segments: SegmentEffects | None = Field(
+        default=None, description="Per-segment effects of the primary metric and heterogeneity flags (null when off "
+        "or unavailable; notes say why).")
+    interactions: InteractionReport | None = Field(
+        default=None, description="Interactions with concurrent experiments sharing users (null when off or unavailable).")
     decision_id: int | None = Field(description="The audit-trail row of this verdict (null when not recorded).")
     elapsed_ms: float
     timings_ms: dict[str, float] = Field(
         default_factory=dict,
         description="registry (postgres), statistics (clickhouse) and memory (chromadb, concurrent with "
         "statistics) calls, and compute (the statistics engine, rules, narrative).")
+
+
+# ---------------------------------------------------------------- segments, interactions, personalization
+
+
+class SegmentEffectRow(BaseModel):
+    dimension: str
+    segment: str
+    control_users: int
+    treatment_users: int
+    control_mean: float
+    treatment_mean: float
+    effect: float = Field(description="Treatment mean − control mean in the segment (the metric's own scale).")
+    relative_effect: float | None = Field(description="effect / control mean, a fraction (0.05 = +5%).")
+    ci: Interval = Field(description="Unadjusted interval of the effect at 1 − alpha.")
+    p_value: float
+    p_adjusted: float = Field(description="Adjusted across every segment of every dimension (the correction).")
+    significant: bool
+    complement_effect: float | None = Field(description="The rest of the dimension's effect (unit-weighted).")
+    heterogeneity_p: float | None = Field(description="Segment vs complement z-test, two-sided.")
+    heterogeneity_p_adjusted: float | None = Field(description="Bonferroni across the segments tested.")
+    differs: bool = Field(description="Responds differently: the adjusted heterogeneity p ≤ alpha and the "
+                          "dimension's Cochran's Q is significant.")
+
+
+class DimensionQ(BaseModel):
+    dimension: str
+    segments: int
+    pooled_effect: float
+    q: float = Field(description="Cochran's Q.")
+    df: int
+    p_value: float
+    p_adjusted: float = Field(description="Bonferroni across dimensions.")
+    i_squared: float = Field(description="Share of the spread beyond chance, 0..1.")
+    flagged: bool
+
+
+class ArmSegmentEffects(BaseModel):
+    variant: str
+    overall_effect: float | None
+    overall_relative_effect: float | None = Field(description="A fraction (0.05 = +5%).")
+    segments: list[SegmentEffectRow]
+    dimensions: list[DimensionQ]
+    differing: list[str] = Field(description="'dimension=segment' of the segments that respond differently.")
+    error: str | None = None
+
+
+class SegmentEffects(BaseModel):
+    experiment_key: str
+    metric: str
+    control: str
+    correction: Literal["holm", "benjamini-hochberg"]
+    alpha: float
+    min_users: int = Field(description="Segments need this many users in each arm.")
+    arms: list[ArmSegmentEffects]
+    narrative: list[str] = Field(description="Sentences generated from the numbers above by templates.")
+    elapsed_ms: float
+
+
+class InteractionPair(BaseModel):
+    experiment_key: str
+    other_experiment_key: str
+    variant: str = Field(description="Treatment arm of this experiment.")
+    other_variant: str = Field(description="Treatment arm of the other experiment.")
+    metric: str
+    shared_users: int = Field(description="Users in the four cells of this 2x2 table.")
+    contrast: float = Field(description="(effect with the other's treatment) − (effect with its control).")
+    relative_contrast: float | None = Field(description="contrast / the both-control mean, a fraction (0.05 = 5%).")
+    effect_with: float
+    effect_without: float
+    ci: Interval
+    p_value: float
+    p_adjusted: float = Field(description="Holm across every pair tested in this report.")
+    flagged: bool
+
+
+class InteractionReport(BaseModel):
+    experiment_key: str
+    metric: str
+    alpha: float = Field(description="Family-wise level of the flags (Holm).")
+    other_experiments: int = Field(description="Running experiments sharing users that were tested.")
+    pairs: list[InteractionPair]
+    flagged: list[InteractionPair]
+    skipped: list[str] = Field(description="Other experiments left out, with why.")
+    narrative: list[str]
+
+
+class InteractionScan(BaseModel):
+    scanned_at: datetime | None = Field(description="When the running experiments were last scanned (null: never).")
+    experiments: int = Field(description="Running experiments scanned.")
+    flagged: list[InteractionPair]
+    narrative: list[str]
+
+
+class PersonalizedDecision(BaseModel):
+    experiment_key: str
+    user_id: str | None
+    variant: str
+    source: Literal["contextual_bandit", "exploration", "recorded"] = Field(
+        description="Thompson draw from the context posterior, the uniform exploration floor, or the variant this "
+        "user was served before (sticky).")
+    context: dict[str, str] = Field(description="The user's context as given.")
+    context_dimension: str = Field(description="The dimension the experiment personalises on (its tag).")
+    context_value: str | None = Field(description="The user's value of it; null: the global posterior decided.")
+    posterior_means: dict[str, float] = Field(description="Per variant: the pooled posterior mean rate in this context.")
+    global_means: dict[str, float] = Field(description="Per variant: the rate over all contexts.")
+    best_arm_probabilities: dict[str, float] = Field(description="Per variant: P(best in this context).")
+    context_users: dict[str, int] = Field(description="Per variant: users observed in this context.")
+    pooling_strength: dict[str, float] = Field(description="Per variant: prior weight toward the global rate, in users.")
+    exploration_rate: float = Field(description="The environment policy's floor (exploration_rate / arms per arm).")
+    recorded: bool = Field(description="True when this call wrote the user's exposure to the event store.")
+    event_id: str | None = Field(description="The exposure's event id (deterministic per experiment and user).")
+    why: str
+    data_age_seconds: float = Field(description="Age of the posterior's data (learned from the event store).")
+    elapsed_ms: float
 
 
 # ---------------------------------------------------------------- recommendations
@@ -521,3 +646,6 @@ class PlotSummary(BaseModel):
     daily: list[DailySeries] = Field(default_factory=list)
     partial_days: list[str] = Field(default_factory=list, description="Days observed only in part.")
     png_bytes: int
+
+
+ExperimentAnalysis.model_rebuild()

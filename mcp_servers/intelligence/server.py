@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import Field
 
-from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY
+from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY, WRITE
 from mcp_servers.tool_server import ToolServer
 from schemas.vocabulary import limit
 
@@ -22,11 +22,14 @@ from .models import (
     ExperimentConfig,
     ExperimentPlan,
     ExperimentRef,
+    InteractionScan,
     MetricName,
     OptimizationRecommendations,
     OutcomePrediction,
+    PersonalizedDecision,
     PlotSummary,
     RelativeMde,
+    SegmentEffects,
     TrafficAllocation,
     TrafficPerDay,
 )
@@ -184,6 +187,64 @@ def build_server(service: IntelligenceService) -> MCPServer:
         Example: {"steps": ["landing_page", "pricing"], "device_type": "mobile"}
         """
         return await service.predict_user_behavior(user_id, steps, device_type=device_type, n_neighbors=limit)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def analyze_segment_effects(
+        experiment: ExperimentRef,
+        metric: Annotated[MetricName | None, Field(default=None, description="Default: the primary metric.")] = None,
+        correction: Annotated[Literal["holm", "benjamini-hochberg"], Field(
+            description="Across segments: holm (family-wise error) or benjamini-hochberg (false discovery rate).")] = "holm",
+        alpha: Alpha = 0.05,
+        min_users: Annotated[int, Field(ge=2, le=100_000, description="Users per arm a segment needs to be tested.")] = 100,
+    ) -> SegmentEffects:
+        """Who responds differently: the treatment effect per segment (device, country, source, plan) and
+        heterogeneity flags.
+
+        Per treatment arm vs control: each segment's effect (treatment − control mean) with its
+        interval and p, adjusted across all segments (Holm or BH); a z-test of the segment's effect
+        against the rest of its dimension (Bonferroni across segments) and Cochran's Q with I² per
+        dimension; `differs` flags a segment when both its test and its dimension's Q are significant.
+        Sentences in `narrative` are templates over those numbers.
+        Example: {"experiment": "checkout-1step", "correction": "benjamini-hochberg"}
+        """
+        return await service.analyze_segment_effects(experiment, metric, correction=correction, alpha=alpha,
+                                                     min_users=min_users)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def find_experiment_interactions(
+        refresh: Annotated[bool, Field(description="Scan the running experiments now (default); false: return "
+                                       "the flags of the latest scan and analyses without reading the stores.")] = True,
+    ) -> InteractionScan:
+        """Find running experiments that interact: pairs sharing users whose effects do not add up.
+
+        For every running experiment and every other one it shares users with: the 2x2 contrast
+        (A's effect with B's treatment minus A's effect with B's control) on A's primary metric,
+        Holm across the pairs at 1%. Returns the flagged pairs with their contrasts and sentences.
+        Example: {"refresh": true}
+        """
+        return await service.find_experiment_interactions(refresh)
+
+    @mcp.tool(annotations=WRITE)
+    async def personalize_experiment_experience(
+        experiment: ExperimentRef,
+        user_id: Annotated[str | None, Field(default=None, min_length=1, max_length=256, description=(
+            "The user to serve; their decision is recorded as their exposure. Omit for a preview (nothing recorded)."))] = None,
+        context: Annotated[dict[str, Annotated[str, Field(min_length=1, max_length=64)]] | None, Field(
+            default=None, max_length=4, description='The user\'s segment: any of device, country, source, plan, '
+            'e.g. {"device": "mobile"}.')] = None,
+    ) -> PersonalizedDecision:
+        """Choose the variant for one user of a personalised experiment with a contextual bandit, and say why.
+
+        The experiment must run and carry the registry tag 'personalized' (optionally
+        'personalize:<device|country|source|plan>', default device). Thompson sampling over each
+        variant's conversion rate in the user's context, learned from the event store and pooled
+        toward the variant's global rate, inside the environment's exploration floor. The decision
+        is written as the user's exposure (one per user: a returning user keeps their variant), so
+        the usual analysis sees it. Returns the variant, posterior means, P(best) and users per
+        variant in the context, and the sentence that explains it.
+        Example: {"experiment": "onboarding-personalised", "user_id": "u-42", "context": {"device": "mobile"}}
+        """
+        return await service.personalize_experiment_experience(experiment, user_id, context)
 
     @mcp.tool(annotations=READ_ONLY)
     async def plot_experiment(

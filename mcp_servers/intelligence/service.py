@@ -22,6 +22,8 @@ policy, audit trail):
     planner.py          plan_experiment
     journeys.py         predict_user_behavior, evaluate_behavior_predictions
     plotting.py         plot_experiment
+    segments.py         analyze_segment_effects, find_experiment_interactions (and both in the analysis)
+    personalization.py  personalize_experiment_experience (contextual bandit)
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from __future__ import annotations
 from .autopilot import GuardrailsAndAutopilot
 from .journeys import BehaviorPredictor
 from .outcome import OutcomePredictor
+from .personalization import Personalization
 from .planner import ExperimentPlanner
 from .plotting import ExperimentPlots
 from .readout import Analysed
 from .recommendations import Recommendations
+from .segments import SegmentsAndInteractions
 
 
-class IntelligenceService(Recommendations, GuardrailsAndAutopilot, ExperimentPlots, OutcomePredictor,
-                          ExperimentPlanner, BehaviorPredictor):
+class IntelligenceService(SegmentsAndInteractions, Personalization, Recommendations, GuardrailsAndAutopilot,
+                          ExperimentPlots, OutcomePredictor, ExperimentPlanner, BehaviorPredictor):
     """Experiment intelligence over the other servers' tools and the statistics engine.
 
     IntelligenceService(backends, settings=None, *, policy=None): `backends` maps a server name

@@ -19,7 +19,8 @@ from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 READ_ONLY = {"get_variant_statistics", "get_exposures_by_period", "clickhouse_query", "list_tables",
-             "generate_analytics_insights", "predict_experiment_trends"}
+             "generate_analytics_insights", "predict_experiment_trends", "get_segment_statistics",
+             "get_interaction_statistics"}
 IDEMPOTENT_WRITES = {"ingest_events"}
 
 

@@ -15,7 +15,7 @@ from stream_processor.generator import ArmTruth
 TOOLS = {
     "analyze_experiment_performance", "recommend_experiment_optimization", "predict_experiment_outcome",
     "plan_experiment", "allocate_traffic", "evaluate_guardrails", "run_autopilot", "predict_user_behavior",
-    "plot_experiment",
+    "plot_experiment", "analyze_segment_effects", "find_experiment_interactions", "personalize_experiment_experience",
 }
 
 

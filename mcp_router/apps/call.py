@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -241,8 +242,11 @@ def print_catalogue(tools: Sequence[Any], fmt: str) -> None:
         print(json.dumps([{"name": n, "description": d} for n, d in rows], indent=2, ensure_ascii=False))
         return
     width = max((len(n) for n, _ in rows), default=0)
+    # On a terminal each line ends at its edge; piped (grep, a CI log), the descriptions stay whole.
+    columns = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     for name, line in rows:
-        print(f"{name:<{width}}  {line}")
+        text = f"{name:<{width}}  {line}"
+        print(text if columns is None or len(text) <= columns else text[: columns - 1] + "…")
 
 
 def _cell(value: Any) -> str:

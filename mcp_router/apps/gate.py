@@ -260,8 +260,11 @@ def run_gate(experiment: str, allow_text: str, environment: str, junit: Path | N
                             lines=[f"neonblue gate {experiment}: ERROR ({exc.kind}) {exc.message}"])
     report.seconds = time.perf_counter() - started
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_bytes(junit_xml(report))
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            junit.write_bytes(junit_xml(report))
+        except OSError as exc:
+            return fail(CallFailed("invalid_input", f"--junit {junit}: {exc.strerror or exc}"))
     if report.error is not None:
         return fail(report.error)
     print("\n".join(report.lines))

@@ -93,3 +93,19 @@ def test_an_unknown_experiment_is_not_found_and_reported_as_an_error(seeded_stac
 
     bad = neonblue(["gate", "checkout-1step", "--allow", "shipit"], seeded_stack)
     assert bad.returncode == EXIT_CODES["invalid_input"] and "--allow: shipit" in bad.stderr
+
+
+def test_a_decision_before_the_policys_minimum_data_does_not_pass() -> None:
+    """The policy's minimum days and users gate every verdict but keep_running (pure: the judgement alone)."""
+    from mcp_router.apps.gate import judge
+
+    verdict = {"verdict": "ship", "rule_id": "primary_win", "rule": "b wins.", "confidence": 0.99,
+               "confidence_basis": "chance to win", "variant": "b"}
+    analysis = {"verdict": verdict, "days_observed": 3.0, "options": {"alpha": 0.05}, "metrics": [],
+                "variants": [{"key": "a", "users": 5000}, {"key": "b", "users": 4000}]}
+    early = judge("x", analysis, {"guardrails": []}, ["ship"], "production")
+    assert not early.passed and early.exit_code == EXIT_CODES["gate_failed"]
+    assert "3.0 of 7 days, 4,000 of 1,000 users" in early.checks[1].message
+    assert judge("x", analysis, {"guardrails": []}, ["ship"], "staging").passed  # staging needs 3 days
+    waiting = {**analysis, "verdict": {**verdict, "verdict": "keep_running", "rule_id": "underpowered"}}
+    assert judge("x", waiting, {"guardrails": []}, ["keep_running"], "production").passed

@@ -75,15 +75,18 @@ _RAW = EVENT_SCHEMA.names.index("raw")
 def rows_to_arrow(rows: Sequence[Sequence[Any]]) -> pa.Table:
     """Rows (tuples whose first `ROW_WIDTH` items are `event_row`'s) -> one batch in `EVENT_SCHEMA`."""
     columns: list[pa.Array] = []
+    values = list(zip(*rows, strict=False))  # transposed in C: one sequence per field of the rows
     for index, column in enumerate(EVENT_SCHEMA):
-        if index == _TIMESTAMP:
+        if not rows:
+            columns.append(pa.array([], column.type))
+        elif index == _TIMESTAMP:
             # whole milliseconds since the epoch: what DateTime64(3) keeps, and faster than datetimes
-            columns.append(pa.array([(r[index] - _EPOCH) // _MILLISECOND for r in rows], column.type))
+            columns.append(pa.array([(t - _EPOCH) // _MILLISECOND for t in values[index]], column.type))
         elif index == _RAW:
             # bytes (the Kafka record as received) or str; checked to be UTF-8 by the cast
-            columns.append(pa.array([r[index] for r in rows], pa.binary()).cast(pa.string()))
+            columns.append(pa.array(values[index], pa.binary()).cast(pa.string()))
         else:
-            columns.append(pa.array([r[index] for r in rows], column.type))
+            columns.append(pa.array(values[index], column.type))
     return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
 
 

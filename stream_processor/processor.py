@@ -99,6 +99,15 @@ class _Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     routed: dict[str, list[Record]] = field(default_factory=dict)
 
+    def extend(self, later: _Batch) -> None:
+        """Append the batch fetched after this one (its offsets are the later ones)."""
+        self.offsets.update(later.offsets)
+        self.size += later.size
+        self.records.extend(later.records)
+        self.dead.extend(later.dead)
+        for target, records in later.routed.items():
+            self.routed.setdefault(target, []).extend(records)
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -123,7 +132,7 @@ class StreamProcessor:
         dlq_topic: str = "neonblue.dlq",
         known_experiments: KnownExperiments | None = None,
         max_batch: int = 20_000,
-        max_in_flight: int = 3,
+        max_in_flight: int = 6,
         prepare_chunk: int = 2_000,
         freeze_startup_heap: bool = True,
         max_event_bytes: int = MAX_EVENT_BYTES,
@@ -246,14 +255,26 @@ class StreamProcessor:
             out.put_nowait(None)
 
     async def _store_stage(self, inbox: asyncio.Queue) -> None:
-        while (batch := await inbox.get()) is not None:
+        ending = False
+        while not ending and (batch := await inbox.get()) is not None:
+            # Batches prepared while the previous one was being stored are stored together (in order):
+            # fewer, larger writes (one chDB part and one PostgreSQL transaction instead of several).
+            parts = 1
+            while not inbox.empty() and batch.size < self.max_batch * 2:
+                more = inbox.get_nowait()
+                if more is None:
+                    ending = True
+                    break
+                batch.extend(more)
+                parts += 1
             try:
                 await self._store_and_commit(batch)
             finally:
-                self._pending -= 1
+                self._pending -= parts
                 if self._pending == 0:
                     self._idle.set()
-                self._slots.release()
+                for _ in range(parts):
+                    self._slots.release()
 
     async def wait_idle(self) -> None:
         """Wait until every batch fetched is stored and committed (a rebalance does, before it gives

@@ -517,7 +517,8 @@ from mcp_router.apps import call as _call  # noqa: E402 - light: their help hold
 from mcp_router.apps import gate as _gate  # noqa: E402
 
 
-@cli.command("call", help=_call.CALL_HELP, no_args_is_help=True)
+@cli.command("call", help=_call.CALL_HELP, no_args_is_help=True,
+             short_help="Call one tool over stdio: JSON out, exit code by error kind.")
 @click.argument("tool", required=False)
 @click.argument("args", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default=None,
@@ -527,7 +528,7 @@ def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: 
     sys.exit(_call.run_call(tool, args, fmt=fmt, list_tools=list_tools))
 
 
-@cli.command("gate", help=_gate.GATE_HELP)
+@cli.command("gate", help=_gate.GATE_HELP, short_help="CI release gate on an experiment's verdict and guardrails.")
 @click.argument("experiment")
 @click.option("--allow", default="ship", show_default=True, metavar="VERDICT[,VERDICT]",
               help="Verdicts that pass: ship, roll_back, keep_running, needs_review.")

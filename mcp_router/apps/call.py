@@ -22,34 +22,23 @@ from typing import Any, TextIO
 from schemas.errors import KINDS
 from schemas.refusals import one_line
 
-# The one table of exit codes (`call` and `gate`): a refusal's kind -> the process's exit status.
-EXIT_CODES: dict[str, int] = {
-    "ok": 0,
-    "internal": 1,  # a tool crashed, or anything unexpected
-    "invalid_input": 2,  # also a usage error of the command itself (click's own code)
-    "not_found": 3,
-    "conflict": 4,
-    "refused": 4,
-    "unavailable": 5,
-    "gate_failed": 6,  # `gate` only: the verdict is not allowed or a guardrail fails
-}
-assert set(KINDS) <= set(EXIT_CODES), "every error kind needs an exit code"
-
-EXIT_MEANINGS: dict[int, str] = {
-    0: "ok (gate: passed)",
-    1: "internal: a tool crashed, or anything unexpected",
-    2: "invalid_input: bad arguments, or a usage error",
-    3: "not_found: no such experiment, variant, tool...",
-    4: "conflict or refused: valid, but not in this state / not allowed",
-    5: "unavailable: a store or the stack is down, or serve did not start",
-    6: "gate failed: verdict not allowed, or a guardrail fails",
-}
-assert set(EXIT_MEANINGS) == set(EXIT_CODES.values())
+# The one table of exit codes (`call` and `gate`): code, the error kinds it stands for, what it means.
+EXIT_TABLE: tuple[tuple[int, tuple[str, ...], str], ...] = (
+    (0, ("ok",), "the call succeeded (gate: passed)"),
+    (1, ("internal",), "a tool crashed, or anything unexpected"),
+    (2, ("invalid_input",), "bad arguments, or a usage error"),
+    (3, ("not_found",), "no such experiment, variant, tool..."),
+    (4, ("conflict", "refused"), "valid, but not in this state / not allowed"),
+    (5, ("unavailable",), "a store or the stack is down, or serve did not start"),
+    (6, ("gate_failed",), "gate only: verdict not allowed, or a guardrail fails"),
+)
+EXIT_CODES: dict[str, int] = {kind: code for code, kinds, _ in EXIT_TABLE for kind in kinds}
+assert set(KINDS) <= set(EXIT_CODES), "every error kind of schemas.errors needs an exit code"
 
 
 def exit_code_help() -> str:
     """The exit-code table for `--help` (click keeps the lines of a \\b paragraph)."""
-    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in sorted(EXIT_MEANINGS.items()))
+    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {', '.join(kinds)}: {text}" for code, kinds, text in EXIT_TABLE)
 
 
 CALL_HELP = f"""Call one TOOL over MCP (stdio) and print its structured result as JSON.

@@ -100,13 +100,14 @@ def parse_arguments(items: Sequence[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the stdio session
 
 
-def serve_command(extra_env: Mapping[str, str] | None = None) -> Any:
+def serve_command(extra_env: Mapping[str, str] | None = None, verbose: bool = False) -> Any:
     """`neonblue serve` over stdio, as a child of this process, with this environment (the SDK would
     pass only a few variables: NEONBLUE_HOME and the ports must reach it to find the stack)."""
     from mcp import StdioServerParameters
 
     env = {**os.environ, "NEONBLUE_TOOL_PROFILE": "full", **(extra_env or {})}  # every tool, listed too
-    return StdioServerParameters(command=sys.executable, args=["-m", "mcp_router", "serve"], env=env)
+    args = ["-m", "mcp_router", "serve", *(["--verbose"] if verbose else [])]
+    return StdioServerParameters(command=sys.executable, args=args, env=env)
 
 
 def _last_log_line(log: TextIO) -> str:
@@ -117,16 +118,19 @@ def _last_log_line(log: TextIO) -> str:
 
 
 @asynccontextmanager
-async def open_session(extra_env: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
+async def open_session(extra_env: Mapping[str, str] | None = None, verbose: bool = False) -> AsyncIterator[Any]:
     """A connected `mcp.Client` over stdio to a child `neonblue serve`. Its stderr (the server's log)
-    is kept aside and named only when the server cannot start (CallFailed unavailable)."""
+    is kept aside and named only when the server cannot start (CallFailed unavailable); with
+    `verbose`, the server logs at INFO straight to this process's stderr."""
     from mcp import Client
     from mcp.client.stdio import stdio_client
 
     with tempfile.TemporaryFile(mode="w+", prefix="neonblue-serve-", suffix=".log") as log:
         async with AsyncExitStack() as stack:
             try:
-                client = await stack.enter_async_context(Client(stdio_client(serve_command(extra_env), errlog=log)))
+                params = serve_command(extra_env, verbose)
+                client = await stack.enter_async_context(Client(stdio_client(params, errlog=sys.stderr if verbose
+                                                                             else log)))
             except Exception as exc:  # noqa: BLE001 - whatever stopped the child: one line, kind unavailable
                 why = _last_log_line(log) or str(exc) or type(exc).__name__
                 raise CallFailed("unavailable", f"`neonblue serve` did not start: {why}") from None
@@ -165,13 +169,14 @@ def _content(item: Any) -> Any:
 # ---------------------------------------------------------------- the command
 
 
-def run_call(tool: str | None, items: Sequence[str], *, fmt: str | None = None, list_tools: bool = False) -> int:
+def run_call(tool: str | None, items: Sequence[str], *, fmt: str | None = None, list_tools: bool = False,
+             verbose: bool = False) -> int:
     """`neonblue call`: print the result (or the catalogue) and return the exit code."""
     import anyio
 
     async def main() -> Any:
         arguments = parse_arguments(items)  # before starting anything: bad arguments cost nothing
-        async with open_session() as client:
+        async with open_session(verbose=verbose) as client:
             if list_tools:
                 return (await client.list_tools()).tools
             return await call_tool(client, tool or "", arguments)

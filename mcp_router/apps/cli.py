@@ -524,8 +524,9 @@ from mcp_router.apps import gate as _gate  # noqa: E402
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default=None,
               help="The result as JSON (default) or a readable table; with --list, JSON instead of lines.")
 @click.option("--list", "list_tools", is_flag=True, help="Print the tool catalogue, one line per tool.")
-def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: bool) -> None:
-    sys.exit(_call.run_call(tool, args, fmt=fmt, list_tools=list_tools))
+@click.option("--verbose", "-v", is_flag=True, help="The server's log (serve --verbose) on stderr.")
+def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: bool, verbose: bool) -> None:
+    sys.exit(_call.run_call(tool, args, fmt=fmt, list_tools=list_tools, verbose=verbose))
 
 
 @cli.command("gate", help=_gate.GATE_HELP, short_help="CI release gate on an experiment's verdict and guardrails.")
@@ -536,8 +537,9 @@ def call_command(tool: str | None, args: tuple[str, ...], fmt: str, list_tools: 
               help="Whose policy (tolerance, minimum data) to apply (default: the ENVIRONMENT setting).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Write a JUnit XML report (one testsuite; a testcase per check).")
-def gate_command(experiment: str, allow: str, environment: str | None, junit: Path | None) -> None:
-    sys.exit(_gate.run_gate(experiment, allow, environment or load_settings().environment, junit))
+@click.option("--verbose", "-v", is_flag=True, help="The server's log (serve --verbose) on stderr.")
+def gate_command(experiment: str, allow: str, environment: str | None, junit: Path | None, verbose: bool) -> None:
+    sys.exit(_gate.run_gate(experiment, allow, environment or load_settings().environment, junit, verbose))
 
 
 def main() -> None:

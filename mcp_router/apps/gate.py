@@ -234,7 +234,8 @@ def parse_allow(text: str) -> tuple[str, ...]:
     return allow
 
 
-def run_gate(experiment: str, allow_text: str, environment: str, junit: Path | None = None) -> int:
+def run_gate(experiment: str, allow_text: str, environment: str, junit: Path | None = None,
+             verbose: bool = False) -> int:
     """`neonblue gate`: print the report, write the JUnit file, return the exit code."""
     import anyio
 
@@ -246,7 +247,7 @@ def run_gate(experiment: str, allow_text: str, environment: str, junit: Path | N
     async def main() -> tuple[dict[str, Any], dict[str, Any]]:
         # The child serve runs under the environment asked for (its own evaluate_guardrails, when it
         # opens the stores); attached to a running stack, the gate applies that policy to the numbers.
-        async with open_session({"ENVIRONMENT": environment}) as client:
+        async with open_session({"ENVIRONMENT": environment}, verbose) as client:
             analysis = await call_tool(client, "analyze_experiment_performance", {"experiment": experiment})
             guardrails = await call_tool(client, "evaluate_guardrails", {"experiment": experiment})
             return analysis, guardrails

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import orjson
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from rich import box
@@ -64,6 +66,9 @@ class DemoExperiment:
     seed: int = 0
     # A bandit is judged by where it sends traffic, not by a ship/roll-back verdict.
     bandit: bool = False
+    # A personalised experiment (tag 'personalized'): per-device conversion rates of its arms, in variant
+    # order; its traffic comes from context_events and it is judged by what each device is served.
+    context_rates: dict[str, list[float]] | None = None
 
     @property
     def key(self) -> str:
@@ -71,7 +76,8 @@ class DemoExperiment:
 
 
 def portfolio(scale: float = 1.0) -> list[DemoExperiment]:
-    """Five experiments whose true effects are set here, so the verdicts can be checked."""
+    """Six experiments whose true effects are set here, so the verdicts (and what the personalised one
+    serves each device) can be checked."""
 
     def users(n: int) -> int:
         return max(2_000, int(n * scale))
@@ -132,7 +138,46 @@ def portfolio(scale: float = 1.0) -> list[DemoExperiment]:
             {"classic": ArmTruth(0.10), "short": ArmTruth(0.13), "personalised": ArmTruth(0.18)},
             users(15_000), "traffic → personalised", "activation 10% / 13% / 18%: 'personalised' is best",
             seed=15, bandit=True),
+        DemoExperiment(
+            {"key": "paywall-personalised", "name": "Paywall layout, personalised by device", "type": "ui",
+             "description": "Three paywall layouts; each user is served the layout the contextual bandit picks "
+                            "for their device.",
+             "hypothesis": "The best paywall depends on the device: compact on mobile, comparison table on desktop.",
+             "primary_metric": conversion, "tags": ["paywall", "personalized", "personalize:device", "demo"],
+             "variants": [{"key": "standard", "is_control": True, "weight": 1 / 3},
+                          {"key": "compact", "weight": 1 / 3}, {"key": "table", "weight": 1 / 3}]},
+            {}, users(40_000), PERSONALISED_EXPECTED,
+            "conversion by device — mobile: 10% / 15% / 8%, desktop: 10% / 8% / 14%, tablet: 11% all",
+            seed=16, context_rates=PERSONALISED_RATES),
     ]
+
+
+PERSONALISED_RATES = {"mobile": [0.10, 0.15, 0.08], "desktop": [0.10, 0.08, 0.14], "tablet": [0.11, 0.11, 0.11]}
+PERSONALISED_EXPECTED = "mobile → compact, desktop → table"
+DEVICE_SHARES = {"mobile": 0.55, "desktop": 0.38, "tablet": 0.07}  # the load generator's device mix
+PERSONALISED_DECISIONS = 25  # new users per device served through personalize_experiment_experience
+
+
+def context_events(key: str, variants: list[str], rates: dict[str, list[float]], users: int, start: datetime, *,
+                   days: int = 14, seed: int = 0) -> Iterator[tuple[str, bytes, bytes]]:
+    """Exposures and conversions with a planted context effect: each user has a device and a uniformly drawn
+    arm (the exploration history of a personalised experiment), and converts with the rate of that pair."""
+    rng = np.random.default_rng(seed)
+    devices = list(DEVICE_SHARES)
+    device = rng.choice(len(devices), users, p=list(DEVICE_SHARES.values()))
+    arm = rng.integers(len(variants), size=users)
+    at = start.timestamp() + rng.uniform(0, days * 86400, users)
+    converts = rng.uniform(size=users) < np.array([rates[devices[d]][a] for d, a in zip(device, arm, strict=True)])
+    for i in range(users):
+        user = f"{key}-u{i:07d}"
+        ts = datetime.fromtimestamp(float(at[i]), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        base = {"user_id": user, "experiment_id": key, "variant": variants[arm[i]], "timestamp": ts,
+                "segment": {"device": devices[device[i]]}}
+        yield "experiments_events", user.encode(), orjson.dumps({"event_id": f"{key}:{user}:exp",
+                                                                 "event_type": "exposure", **base})
+        if converts[i]:
+            yield "analytics_events", user.encode(), orjson.dumps({"event_id": f"{key}:{user}:conv",
+                                                                   "event_type": "conversion", **base})
 
 
 _TOPICS = ["checkout", "pricing page", "onboarding", "search ranking", "recommendations", "signup form",
@@ -279,7 +324,8 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         for exp in experiments:
             created[exp.key] = await ensure_experiment(agent, exp)
             report.expected[exp.key] = exp.expected
-            table.add_row(exp.key, exp.definition["type"], str(len(exp.truths)), f"{exp.users:,}", exp.story)
+            table.add_row(exp.key, exp.definition["type"], str(len(exp.definition["variants"])), f"{exp.users:,}",
+                          exp.story)
         console.print(table)
 
         # 3. traffic through Kafka
@@ -289,6 +335,10 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         def all_events() -> Iterator[tuple[str, bytes, bytes]]:
             for exp in experiments:
                 record = created[exp.key]
+                if exp.context_rates:
+                    yield from context_events(exp.key, [v.key for v in record.variants], exp.context_rates,
+                                              exp.users, start, seed=exp.seed)
+                    continue
                 # Hash with the registry's seed but the weights the experiment started with: a re-run
                 # after the bandit moved traffic must replay the same traffic, not reassign users.
                 spec = replace(assignment_spec(record),
@@ -321,10 +371,12 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         for exp in experiments:
             analysis = await agent.call("analyze_experiment_performance", {"experiment": exp.key})
             verdict = analysis["verdict"]
-            if not exp.bandit:
+            judged_by_traffic = exp.bandit or exp.context_rates is not None
+            if not judged_by_traffic:
                 report.verdicts[exp.key] = verdict["verdict"]
-            ok = "" if exp.bandit else ("✓ " if verdict_matches(verdict["verdict"], exp.expected) else "✗ ")
-            expected = "(bandit: see allocation)" if exp.bandit else f"(expected {exp.expected})"
+            ok = "" if judged_by_traffic else ("✓ " if verdict_matches(verdict["verdict"], exp.expected) else "✗ ")
+            expected = (f"({'bandit' if exp.bandit else 'personalised'}: see allocation)" if judged_by_traffic
+                        else f"(expected {exp.expected})")
             verdicts.add_row(f"[bold]{exp.key}[/bold]\n{ok}{verdict['verdict']}\n{expected}", *decision_cells(analysis))
             rules.append((exp.key, f"{verdict['rule_id']}: {verdict['rule']}"))
         console.print(verdicts)
@@ -346,6 +398,9 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
                       + ", ".join(f"{k} {v:.0%}" for k, v in allocation["proposed_weights"].items())
                       + f" — applied: {allocation['applied']} ({allocation['why']})")
 
+        output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, tiny
+        await personalisation(agent, report, output)
+
         prediction = await agent.call("predict_experiment_outcome", {"experiment_config": {
             "name": "Single-page checkout on mobile", "type": "ui",
             "description": "Merge shipping and payment into one mobile checkout page.",
@@ -364,7 +419,6 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
                          str(md.get("outcome", "")))
         console.print(hits)
 
-        output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, tiny
         for key in ("checkout-1step", "pricing-premium"):
             result = await agent.call("plot_experiment", {"experiment": key})
             image = next(c for c in result.content if getattr(c, "type", "") == "image")
@@ -374,6 +428,56 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
         console.print(f"Plots written: {', '.join(report.plots)}")
     await http.aclose()
     return report
+
+
+async def personalisation(agent: Agent, report: DemoReport, output: Path) -> None:
+    """Serve new users of the personalised experiment through personalize_experiment_experience, show what each
+    device got and why, its segment effects, and the offline regret of the policy; write both plots."""
+    from mcp_servers.intelligence.personalization_charts import regret_chart, segment_chart
+    from mcp_servers.stats.contextual_bandit import replay
+
+    key = "paywall-personalised"
+    served: dict[str, dict[str, int]] = {}
+    last: dict[str, dict[str, Any]] = {}
+    for i in range(PERSONALISED_DECISIONS):
+        for device in ("mobile", "desktop"):
+            d = await agent.call("personalize_experiment_experience", {
+                "experiment": key, "user_id": f"{key}-new-{device}-{i}", "context": {"device": device}})
+            counts = served.setdefault(device, {})
+            counts[d["variant"]] = counts.get(d["variant"], 0) + 1
+            last[device] = d
+    table = Table("device", "served (new users)", "posterior mean conversion", "P(best)",
+                  title=f"personalize_experiment_experience: {key} ({PERSONALISED_DECISIONS} new users per device)")
+    for device, counts in served.items():
+        d = last[device]
+        table.add_row(device, ", ".join(f"{v} {n}" for v, n in sorted(counts.items(), key=lambda x: -x[1])),
+                      ", ".join(f"{v} {m:.1%}" for v, m in d["posterior_means"].items()),
+                      ", ".join(f"{v} {p:.0%}" for v, p in d["best_arm_probabilities"].items()))
+    console.print(table)
+    console.print(f"  why (last mobile decision): {last['mobile']['why']}")
+    top = {device: max(counts, key=counts.get) for device, counts in served.items()}
+    report.verdicts[key] = f"mobile → {top['mobile']}, desktop → {top['desktop']}"
+
+    effects = await agent.call("analyze_segment_effects", {"experiment": key})
+    for sentence in effects["narrative"]:
+        console.print(f"  {sentence}")
+    replays = {
+        "context effect (compact best on mobile, table on desktop)": replay(
+            PERSONALISED_RATES, DEVICE_SHARES, users=10_000, replications=10, exploration_rate=0.05, seed=16),
+        "no context effect (compact best everywhere)": replay(
+            {d: [0.10, 0.13, 0.11] for d in DEVICE_SHARES}, DEVICE_SHARES, users=10_000, replications=10,
+            exploration_rate=0.05, seed=16),
+    }
+    regret = Table("world", *replays[next(iter(replays))].policies, title="Offline replay: cumulative regret "
+                   "(conversions lost to the planted optimum over 10,000 users, mean ± SE of 10 replays)")
+    for title, r in replays.items():
+        regret.add_row(title, *(f"{g:.0f} ± {se:.0f}" for g, se in zip(r.regret, r.regret_se, strict=True)))
+    console.print(regret)
+    for name, png in (("personalization-regret.png", regret_chart(replays)),
+                      (f"{key}-segments.png", segment_chart(effects))):
+        path = output / name
+        path.write_bytes(png)  # noqa: ASYNC240 - a small PNG
+        report.plots.append(str(path))
 
 
 def run_demo(settings: Settings, scale: float = 1.0, output: Path | None = None) -> DemoReport:

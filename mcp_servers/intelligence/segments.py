@@ -142,8 +142,10 @@ def _segment_sentences(t: str, metric: str, a: Any, overall: float | None) -> li
                 f"Cochran's Q = {q.q:.1f} on {q.df} df, p = {q.p_adjusted:.2g}, I² = {q.i_squared:.0%}).")
     if not any(s.differs for s in a.segments):
         top = max(a.segments, key=lambda s: abs(s.heterogeneity_z or 0.0))
-        out.append(f"{t} on {metric}: no segment responds differently ({len(a.segments)} segments in "
-                   f"{len({s.dimension for s in a.segments})} dimensions tested; the largest departure, "
+        n_dims = len({s.dimension for s in a.segments})
+        out.append(f"{t} on {metric}: no segment responds differently ({len(a.segments)} segment"
+                   f"{'s' if len(a.segments) != 1 else ''} in {n_dims} dimension{'s' if n_dims != 1 else ''} "
+                   "tested; the largest departure, "
                    f"{top.dimension}={top.segment} at {_num(top.effect)} vs {_num(overall or 0.0)} overall, "
                    f"has adjusted p = {top.heterogeneity_p_adjusted if top.heterogeneity_p_adjusted is not None else 1:.2g}).")
     significant = [s for s in a.segments if s.significant]

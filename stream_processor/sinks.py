@@ -4,10 +4,10 @@ A sink collects records with `add(...)` and writes them with `flush()`. Every
 flush is idempotent, so a batch replayed after a crash (at-least-once
 delivery) leaves the stores exactly as one delivery would:
 
-- ClickHouse: the validated records as one Arrow batch per topic-partition range
+- ClickHouse: the validated records of a flush as one Arrow batch
   (`schemas.event_rows`: the rows the ingest tools store too, `raw` = the original
-  bytes), inserted with a deduplication token built from the (topic, partition,
-  first offset, last offset) range, on a table that also deduplicates by event_id —
+  bytes), inserted with a deduplication token built from its (topic, partition,
+  first offset, last offset) ranges, on a table that also deduplicates by event_id —
   so a replay with different fetch boundaries still counts each event once.
 - PostgreSQL: exposures become assignments where the first assignment wins (only first-seen
   (experiment, user) pairs are written; exposures relayed from the registry's outbox are not
@@ -28,6 +28,7 @@ processor backs off and retries the same batch without committing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
@@ -90,9 +91,12 @@ def _unavailable(name: str, exc: Exception) -> SinkUnavailable:
     return SinkUnavailable(name, f"{type(exc).__name__}: {exc}")
 
 
+MAX_TOKEN_CHARS = 512  # the ClickHouse service's limit for an idempotency token
+
+
 @dataclass
 class ClickHouseSink:
-    """Validated events into ClickHouse as Arrow, one idempotent insert per topic-partition range."""
+    """Validated events into ClickHouse as Arrow, one idempotent insert per flush (its ranges are the token)."""
 
     service: Any  # mcp_servers.clickhouse service (ingest_arrow)
     name: str = "clickhouse"
@@ -102,20 +106,25 @@ class ClickHouseSink:
         self.pending[(record.topic, record.partition)].append(record)
 
     async def flush(self) -> int:
-        written = 0
-        for (topic, partition), records in list(self.pending.items()):
-            token = f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}"
-            try:
-                await self.service.ingest_arrow(rows_to_arrow(records), token=token)
-            except BackendUnavailable as exc:
-                raise _unavailable(self.name, exc) from exc
-            except ServiceError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - engine/connection failures are retried, not fatal
-                raise _unavailable(self.name, exc) from exc
-            written += len(records)
-            del self.pending[(topic, partition)]
-        return written
+        if not self.pending:
+            return 0
+        # One insert (one part) for everything pending: its token names every topic-partition range.
+        ranges = sorted(self.pending.items())
+        token = ";".join(f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}"
+                         for (topic, partition), records in ranges)
+        if len(token) > MAX_TOKEN_CHARS:  # many partitions: their ranges' digest (still one token per range set)
+            token = "ranges-sha256:" + hashlib.sha256(token.encode()).hexdigest()
+        rows = [record for _, records in ranges for record in records]
+        try:
+            await self.service.ingest_arrow(rows_to_arrow(rows), token=token)
+        except BackendUnavailable as exc:
+            raise _unavailable(self.name, exc) from exc
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - engine/connection failures are retried, not fatal
+            raise _unavailable(self.name, exc) from exc
+        self.pending.clear()
+        return len(rows)
 
 
 @dataclass

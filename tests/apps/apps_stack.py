@@ -25,6 +25,14 @@ def neonblue(args: list[str], env: dict[str, str], timeout: float = 180,
                           timeout=timeout, check=False, cwd=cwd)
 
 
+def neonblue_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    """Independent `neonblue` commands at once (each starts its own `serve`: mostly imports, CPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda args: neonblue(args, env), commands))
+
+
 def stack_environment(base: Path) -> dict[str, str]:
     """The environment of a stack of its own under `base`: home, free ports, no outside stores, and
     this venv's `neonblue` (and `python`) first on PATH, as after the workflow's install step."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from apps_stack import neonblue
+from apps_stack import neonblue, neonblue_all
 
 from mcp_router.apps.call import EXIT_CODES, CallFailed, parse_arguments, summary_line
 
@@ -19,7 +19,7 @@ def _one_line_refusal(done, kind: str) -> str:
 
 
 def test_the_catalogue_lists_every_tool_on_one_line_each(seeded_stack) -> None:
-    done = neonblue(["call", "--list"], seeded_stack)
+    done, as_json = neonblue_all([["call", "--list"], ["call", "--list", "--format", "json"]], seeded_stack)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     names = {line.split()[0] for line in lines}
@@ -27,18 +27,18 @@ def test_the_catalogue_lists_every_tool_on_one_line_each(seeded_stack) -> None:
             "router_status"} <= names
     assert len(lines) == len(names) > 30  # the full catalogue, one line per tool, each with a description
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines), lines
-    listed = json.loads(neonblue(["call", "--list", "--format", "json"], seeded_stack).stdout)
+    listed = json.loads(as_json.stdout)
     assert {t["name"] for t in listed} == names
 
 
 def test_a_read_prints_the_structured_result_as_json_or_a_table(seeded_stack) -> None:
-    done = neonblue(["call", "get_experiment", "experiment=checkout-1step"], seeded_stack)
+    done, table = neonblue_all([["call", "get_experiment", "experiment=checkout-1step"],
+                                ["call", "list_experiments", '{"limit": 5}', "--format", "table"]], seeded_stack)
     assert done.returncode == 0, done.stderr
     experiment = json.loads(done.stdout)
     assert experiment["key"] == "checkout-1step" and experiment["status"] == "running"
     assert sum(experiment["assignments_by_variant"].values()) == 12_000  # the streamed exposures reached the registry
 
-    table = neonblue(["call", "list_experiments", '{"limit": 5}', "--format", "table"], seeded_stack)
     assert table.returncode == 0, table.stderr
     assert "checkout-1step" in table.stdout and "pricing-premium" in table.stdout
     assert max(map(len, table.stdout.splitlines())) <= 80  # folded at the terminal's width, not cut
@@ -59,18 +59,17 @@ def test_a_write_round_trips_and_a_repeated_one_is_a_conflict(seeded_stack) -> N
 
 
 def test_refusals_are_one_line_on_stderr_with_the_code_of_their_kind(seeded_stack) -> None:
-    missing = neonblue(["call", "get_experiment", "experiment=no-such-experiment"], seeded_stack)
+    missing, out_of_range, unknown, malformed = neonblue_all([
+        ["call", "get_experiment", "experiment=no-such-experiment"],
+        ["call", "list_experiments", "limit=9999"],
+        ["call", "no_such_tool"],
+        ["call", "list_experiments", "limit"],  # refused before serve starts
+    ], seeded_stack)
     assert "no-such-experiment" in _one_line_refusal(missing, "not_found")
     assert EXIT_CODES["not_found"] == 3
-
-    out_of_range = neonblue(["call", "list_experiments", "limit=9999"], seeded_stack)
     assert "argument 'limit'" in _one_line_refusal(out_of_range, "invalid_input")
     assert EXIT_CODES["invalid_input"] == 2
-
-    unknown = neonblue(["call", "no_such_tool"], seeded_stack)
     assert "no_such_tool" in _one_line_refusal(unknown, "not_found")
-
-    malformed = neonblue(["call", "list_experiments", "limit"], seeded_stack)  # refused before serve starts
     assert "key=value" in _one_line_refusal(malformed, "invalid_input")
 
 

@@ -28,7 +28,10 @@ def test_the_demo_recovers_every_planted_effect_and_reruns_safely() -> None:
                      "✓ support-bot-prompt: verdict ship", "✓ onboarding-bandit: verdict traffic → personalised"):
             assert line in first.stdout, first.stdout[-4000:]
         assert "✓ homepage-aa: verdict" in first.stdout  # A/A: no ship, no roll back
-        assert (base / "out" / "checkout-1step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the personalised experiment serves each device its planted best arm (issue 22)
+        assert "✓ paywall-personalised: verdict mobile → compact, desktop → table" in first.stdout, first.stdout[-4000:]
+        for png in ("checkout-1step.png", "personalization-regret.png", "paywall-personalised-segments.png"):
+            assert (base / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "neonblue claude-config" in first.stdout and "neonblue chat" in first.stdout
 
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=1500, check=False)

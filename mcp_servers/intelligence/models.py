@@ -324,6 +324,8 @@ class PersonalizedDecision(BaseModel):
     context: dict[str, str] = Field(description="The user's context as given.")
     context_dimension: str = Field(description="The dimension the experiment personalises on (its tag).")
     context_value: str | None = Field(description="The user's value of it; null: the global posterior decided.")
+    context_source: Literal["given", "journey", "none"] = Field(
+        description="Where the context came from: the call, the user's latest stored journey, or nowhere.")
     posterior_means: dict[str, float] = Field(description="Per variant: the pooled posterior mean rate in this context.")
     global_means: dict[str, float] = Field(description="Per variant: the rate over all contexts.")
     best_arm_probabilities: dict[str, float] = Field(description="Per variant: P(best in this context).")

@@ -20,6 +20,8 @@ What a decision does:
    decision for the same user stores nothing new and the analysis reads the user's first variant; the
    user's context goes in the event's segment, so the next decisions and the segment analysis learn from
    it. A user served before by this process gets the same variant again (source ``recorded``);
+   without the context attribute, a user_id's latest stored journey (chromadb find_similar_user_journeys)
+   supplies it (its device_type and traffic_source);
 4. says why: the posterior means, P(best) and users per variant in the user's context, the pooling
    strength, and whether the floor or the posterior decided.
 
@@ -39,6 +41,7 @@ from typing import Any
 
 from mcp_servers.stats.contextual_bandit import contextual_decision
 from schemas.errors import Conflict, InvalidInput, NotFound, ServiceError
+from schemas.servers import CHROMADB
 
 from .base import IntelligenceBase
 from .models import PersonalizedDecision
@@ -50,6 +53,8 @@ CONTEXT_DIMENSIONS = ("device", "country", "source", "plan")
 DEFAULT_CONTEXT = "device"
 POSTERIOR_TTL_SECONDS = 5.0
 SERVED_MEMORY = 100_000  # users remembered per process for sticky answers
+# What a stored journey (chromadb) says about a user, as context attributes.
+JOURNEY_CONTEXT = {"device_type": "device", "traffic_source": "source"}
 
 
 def context_dimension(experiment: Mapping[str, Any]) -> str | None:
@@ -118,6 +123,12 @@ class Personalization(IntelligenceBase):
         read_at, definition, stats = await self._learned(experiment)
         key = definition["key"]
         dimension = context_dimension(definition)
+        context_source = "given" if context else "none"
+        if dimension and dimension not in context and user_id and self.peers.has(CHROMADB):
+            known_context = await self._journey_context(user_id)
+            if dimension in known_context:
+                context = {**known_context, **context}
+                context_source = "journey"
         if dimension is None:
             raise Conflict(f"experiment {key!r} is not marked personalised: add the tag '{PERSONALIZED_TAG}' "
                            f"(and optionally 'personalize:<device|country|source|plan>') with update_experiment")
@@ -167,12 +178,26 @@ class Personalization(IntelligenceBase):
             why += " No user_id: nothing was recorded (serve it as a preview only)."
         return PersonalizedDecision(
             experiment_key=key, user_id=user_id, variant=chosen, source=source, context=context,  # type: ignore[arg-type]
-            context_dimension=dimension, context_value=known, posterior_means=means,
+            context_dimension=dimension, context_value=known, context_source=context_source,  # type: ignore[arg-type]
+            posterior_means=means,
             global_means=dict(zip(variants, p.global_means, strict=True)), best_arm_probabilities=best,
             context_users=dict(zip(variants, p.context_units, strict=True)),
             pooling_strength=dict(zip(variants, p.strength, strict=True)), exploration_rate=rate,
             recorded=recorded, event_id=event_id, why=why, data_age_seconds=round(time.monotonic() - read_at, 3),
             elapsed_ms=(time.perf_counter() - started) * 1000)
+
+    async def _journey_context(self, user_id: str) -> dict[str, str]:
+        """The context attributes of the user's latest stored journey ({} when none or memory is unavailable)."""
+        try:
+            hits = (await self.peers.chroma("find_similar_user_journeys", query="user journey",
+                                            where={"user_id": user_id}, limit=20))["hits"]
+        except ServiceError:
+            return {}
+        if not hits:
+            return {}
+        latest = max(hits, key=lambda h: ((h.get("metadata") or {}).get("started_at") or 0, h["id"]))
+        meta = latest.get("metadata") or {}
+        return {attr: str(meta[k])[:64] for k, attr in JOURNEY_CONTEXT.items() if meta.get(k)}
 
     async def _record_exposure(self, key: str, user_id: str, variant: str, context: Mapping[str, str],
                                event_id: str, source: str) -> None:

@@ -240,8 +240,9 @@ def build_server(service: IntelligenceService) -> MCPServer:
         variant's conversion rate in the user's context, learned from the event store and pooled
         toward the variant's global rate, inside the environment's exploration floor. The decision
         is written as the user's exposure (one per user: a returning user keeps their variant), so
-        the usual analysis sees it. Returns the variant, posterior means, P(best) and users per
-        variant in the context, and the sentence that explains it.
+        the usual analysis sees it. Without the context attribute, the user's latest stored
+        journey supplies it (device_type, traffic_source). Returns the variant, posterior means,
+        P(best) and users per variant in the context, and the sentence that explains it.
         Example: {"experiment": "onboarding-personalised", "user_id": "u-42", "context": {"device": "mobile"}}
         """
         return await service.personalize_experiment_experience(experiment, user_id, context)

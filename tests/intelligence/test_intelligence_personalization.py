@@ -143,6 +143,10 @@ async def test_personalised_experiment_serves_each_device_its_best_arm(intel_set
         again = await kit.call(client, "personalize_experiment_experience", {
             "experiment": "onboarding-pers", "user_id": first["user_id"], "context": {"device": "mobile"}})
         preview = await kit.call(client, "personalize_experiment_experience", {"experiment": "onboarding-pers"})
+        await kit.call(client, "store_user_journey", {"journey": {
+            "user_id": "known-user", "steps": ["landing_page", "pricing"], "device_type": "desktop"}})
+        from_journey = await kit.call(client, "personalize_experiment_experience", {
+            "experiment": "onboarding-pers", "user_id": "known-user"})
         stats = await kit.call(client, "get_variant_statistics", {"experiment": "onboarding-pers",
                                                                   "metrics": ["conversion"]})
         mobile_stats = await kit.call(client, "get_segment_statistics", {"experiment": "onboarding-pers",
@@ -161,8 +165,11 @@ async def test_personalised_experiment_serves_each_device_its_best_arm(intel_set
     assert "mobile" in first["why"] and "b" in first["why"]
     assert again["variant"] == first["variant"] and again["source"] == "recorded" and not again["recorded"]
     assert preview["context_value"] is None and not preview["recorded"] and "global posterior" in preview["why"]
-    # every recorded decision is an exposure the analysis reads: 6,000 planted users + 80 served
-    assert sum(v["users"] for v in stats["variants"]) == 6080
+    # a known user's latest stored journey supplies the device
+    assert from_journey["context_source"] == "journey" and from_journey["context_value"] == "desktop"
+    assert from_journey["context"] == {"device": "desktop"} and from_journey["recorded"]
+    # every recorded decision is an exposure the analysis reads: 6,000 planted users + 81 served
+    assert sum(v["users"] for v in stats["variants"]) == 6081
     served_mobile = sum(c["n"] for c in mobile_stats["cells"] if c["dimension"] == "device" and c["segment"] == "mobile")
     assert served_mobile >= 40 + 2800
     assert "not marked personalised" in not_marked and "personalized" in not_marked

@@ -8,7 +8,8 @@ are served.
 What a decision does:
 1. learns, from the event store, each variant's conversion count and users per value of the context
    dimension (ClickHouse get_segment_statistics on the primary metric; a user's value is their first
-   exposure's). The primary metric is read as a per-user rate (sum / users, at most 1 per user). The
+   exposure's). The primary metric must be a higher-is-better 0/1 metric per user (a rate: conversions /
+   users); others are refused. The
    table is re-read at most every POSTERIOR_TTL_SECONDS per experiment (with the registry definition),
    so a burst of decisions costs one read;
 2. chooses with `mcp_servers.stats.contextual_bandit.contextual_decision`: Thompson sampling over Beta
@@ -134,6 +135,13 @@ class Personalization(IntelligenceBase):
                            f"(and optionally 'personalize:<device|country|source|plan>') with update_experiment")
         if definition["status"] != "running":
             raise Conflict(f"experiment {key!r} is {definition['status']}: only a running experiment is personalised")
+        primary = arms_of(definition).specs[0]
+        if primary.direction != "higher":
+            raise Conflict(f"experiment {key!r}: personalisation maximises a rate, but its primary metric "
+                           f"{primary.name!r} is lower-is-better")
+        if stats and any(float(c["sum"]) > float(c["n"]) for c in stats["cells"]):
+            raise Conflict(f"experiment {key!r}: personalisation needs a 0/1 primary metric per user (a rate), but "
+                           f"{primary.name!r} sums to more than one per user in some segment")
         variants = [v["key"] for v in definition["variants"]]
         table = context_table(stats, dimension, variants)
         value = context.get(dimension)

@@ -52,9 +52,10 @@ async def ingest(router, lines: list[bytes], token: str) -> None:
     await router.services["clickhouse"].ingest_json(b"\n".join(lines), token)
 
 
-async def create(client: Client, kit, key: str, variants: list[str], tags: list[str] | None = None) -> None:
+async def create(client: Client, kit, key: str, variants: list[str], tags: list[str] | None = None,
+                 primary: Any = "conversion") -> None:
     await kit.call(client, "create_experiment", {"experiment": {
-        "key": key, "name": key.replace("-", " "), "type": "ui", "primary_metric": "conversion", "tags": tags or [],
+        "key": key, "name": key.replace("-", " "), "type": "ui", "primary_metric": primary, "tags": tags or [],
         "variants": [{"key": v, "is_control": i == 0, "weight": 1 / len(variants)} for i, v in enumerate(variants)]}})
     await kit.call(client, "start_experiment", {"experiment": key})
 
@@ -130,6 +131,8 @@ async def test_personalised_experiment_serves_each_device_its_best_arm(intel_set
     async with open_stack(intel_settings(environment="production")) as router, Client(router.server) as client:
         await create(client, kit, "onboarding-pers", variants, ["personalized", "personalize:device"])
         await create(client, kit, "plain-exp", ["control", "treatment"])
+        await create(client, kit, "churn-pers", ["control", "treatment"], ["personalized"],
+                     primary={"name": "churn", "direction": "lower"})
         lines, _ = planted({"onboarding-pers": variants}, rate, users=6000, seed=3, prefix="h")
         await ingest(router, lines, "pers")
         served: dict[str, Counter] = {"mobile": Counter(), "desktop": Counter()}
@@ -152,6 +155,7 @@ async def test_personalised_experiment_serves_each_device_its_best_arm(intel_set
         mobile_stats = await kit.call(client, "get_segment_statistics", {"experiment": "onboarding-pers",
                                                                          "metric": "conversion"})
         not_marked = await refusal(client, "personalize_experiment_experience", {"experiment": "plain-exp"})
+        lower = await refusal(client, "personalize_experiment_experience", {"experiment": "churn-pers"})
         bad_context = await refusal(client, "personalize_experiment_experience", {
             "experiment": "onboarding-pers", "context": {"browser": "firefox"}})
 
@@ -174,3 +178,4 @@ async def test_personalised_experiment_serves_each_device_its_best_arm(intel_set
     assert served_mobile >= 40 + 2800
     assert "not marked personalised" in not_marked and "personalized" in not_marked
     assert "browser" in bad_context
+    assert "lower-is-better" in lower

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field, ValidationError
 
-from mcp_router.gateway.query_routing import RoutePlan, plan_query
+from mcp_router.gateway.query_routing import QueryRouter, RoutePlan
 from mcp_router.gateway.tool_search import headline
 from mcp_servers.annotations import READ_ONLY
 from mcp_servers.tool_server import ToolServer
@@ -120,16 +120,23 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
             raise InvalidInput(f"not a valid event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
         return classify_event(parsed)
 
+    query_router = QueryRouter(router)
+
     @mcp.tool(annotations=READ_ONLY)
     async def route_query(
         query: Annotated[str, Field(min_length=3, max_length=2000, description="A natural-language request.")],
     ) -> RoutePlan:
-        """Map a natural-language request to the server, tool and arguments that answer it, and say why.
+        """Map a natural-language request to the tool calls that answer it, with arguments, and say why.
 
-        It does not run the tool. Example: "show experiments similar to our checkout optimization"
-        → chromadb / semantic_experiment_search {"query": "checkout optimization"}.
+        It does not run them. The intent is found by meaning (nearest labelled examples, with a
+        calibrated confidence); experiments, metrics, segments, users, numbers and periods are
+        resolved against the live data; every call's arguments are validated against its tool's
+        schema. Values it had to assume are in `assumptions`, values it needs in `missing`; below
+        its confidence floor it plans nothing and lists what it can do (`alternatives`).
+        Example: "is the checkout experiment significant?" → intelligence /
+        analyze_experiment_performance {"experiment": "checkout-1step"}.
         """
-        return plan_query(query, router.catalogue)
+        return await query_router.plan(query)
 
     @mcp.resource("schema://event", name="event_schema", mime_type="application/schema+json")
     def event_schema() -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ fails, read its error and correct the call; if the data is not there, say so pla
 RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 
 Stop = Literal["answered", "tool_rounds_exhausted", "token_budget_exhausted", "max_tokens", "error",
-               "no_plan"]
+               "no_plan", "needs_input", "not_run"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class TurnResult:
     model: str | None = None
     error: str | None = None
     variant: str | None = None  # set when an experiment chose the prompt/model
+    # Offline answers: the key data of each call's result (names, verdicts, numbers; chat/facts.py).
+    data: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +116,8 @@ class TurnResult:
         }
         if self.variant is not None:
             out["variant"] = self.variant
+        if self.mode == "offline":
+            out["data"] = self.data
         return out
 
 
@@ -140,8 +145,11 @@ class ChatAgent:
 
     def __init__(self, client: anthropic.AsyncAnthropic, tools: ToolBridge, *, model: str,
                  system: str = DEFAULT_SYSTEM_PROMPT, limits: ChatLimits | None = None,
-                 listener: ChatListener | None = None, user_id: str | None = None) -> None:
+                 listener: ChatListener | None = None, user_id: str | None = None,
+                 preselect: Callable[[str], Awaitable[list[str]]] | None = None) -> None:
         self.client = client
+        # Before each question: add the tools the offline router ranks for it (session.ToolPreselector).
+        self.preselect = preselect
         self.user_id = user_id  # sent as metadata.user_id (an opaque id the API uses for abuse detection)
         self.tools = tools
         self.model = model
@@ -160,6 +168,8 @@ class ChatAgent:
         checkpoint = len(self.messages)
         turn = TurnResult(mode="agent", question=question, answer="", model=self.model)
         texts: list[str] = []
+        if self.preselect is not None:
+            await self.preselect(question)
         self._append_user([{"type": "text", "text": question}])
         rounds = 0
         try:

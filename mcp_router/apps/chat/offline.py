@@ -1,101 +1,130 @@
-"""Offline answering: no LLM, the router's `route_query` rules pick the tools.
+"""Offline answering: no LLM; the router's `route_query` plans the calls, this runs them.
 
-Without ANTHROPIC_API_KEY (or with --offline) a question goes to the router's
-own `route_query` tool (intent keywords + entities such as percentages,
-periods, devices → planned tool calls, see mcp_router/gateway/query_routing.py); the
-planned calls run through the same MCP client the agent uses, and their
-structured results are shown as tables. The answer says plainly that it came
-from rules, which tools ran with which arguments, and what came back; it does
-not interpret beyond the numbers the tools returned.
+Without ANTHROPIC_API_KEY (or with --offline) a question goes to the router's `route_query` tool
+(intent by meaning with a calibrated confidence, entities resolved against the live data,
+arguments validated against each tool's schema; see mcp_router/gateway/nl/). Then:
 
-One completion step is done here because it needs tool calls, not rules: a
-planned call that requires an experiment the question named only in words
-gets it from a lookup, and the answer says how:
-- "our mobile onboarding experiment" (one): the best semantic match in the
-  experiment memory, else the registry's substring search;
-- "pricing experiments" (several): the registry's experiments matching the
-  topic (up to MAX_FAN_OUT), each queried, results combined.
+- a plan with calls: they run through the same MCP client the agent uses (a later step's argument
+  bound to an earlier result is filled in first), and the answer says what ran, what was assumed,
+  and what came back: names, verdicts and numbers from the results (`facts.py`), nothing more;
+- a plan that needs a value the question did not give (which experiment? which user?): chat asks
+  for it and the next line completes the question; `ask` says what is missing and fails;
+- a write (start, stop, archive, create): never run from a question; the answer shows the exact
+  `neonblue call` command that would do it;
+- a declined question ("I can't answer that offline"): the closest things it can answer.
+
+`turn.error` is set whenever the question was not answered, so `neonblue ask` exits non-zero.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import shlex
 import time
 from typing import Any
 
 from mcp_router.apps.chat.agent import ChatListener, TurnResult
+from mcp_router.apps.chat.facts import facts, sentence
 from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
-OFFLINE_LABEL = "offline mode (no ANTHROPIC_API_KEY): answered by route_query rules, no LLM"
+OFFLINE_LABEL = ("offline mode (no ANTHROPIC_API_KEY): answered by route_query (intent by meaning, entities from "
+                 "your data), no LLM")
 EXPERIMENT_PARAMS = ("experiment",)
-MAX_FAN_OUT = 5
-_SAFE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")  # an experiment key that may appear in SQL as a literal
-_FILLER = {"our", "the", "a", "an", "for", "of", "to", "in", "on", "experiment", "experiments", "test", "tests",
-           "recommend", "optimization", "optimisation", "strategies", "strategy", "what", "show", "me", "how",
-           "is", "doing", "which", "user", "users", "segments", "segment", "responded", "best", "last", "quarter",
-           "month", "week", "did", "do", "does", "my", "with", "and", "that", "by"}
+# A short reply to a question that asked for a value completes the pending question.
+MAX_REPLY_WORDS = 8
 
 
 class OfflineAnswerer:
     def __init__(self, tools: ToolBridge, listener: ChatListener | None = None) -> None:
         self.tools = tools
         self.listener = listener or ChatListener()
-        self.directions: dict[str, str] = {}  # experiment key -> its primary metric's better direction
+        self.pending: str | None = None  # a question waiting for a missing value (chat)
+        self.data: list[dict[str, Any]] = []  # key facts of the last answer, for --json
 
     async def ask(self, question: str) -> TurnResult:
         started = time.perf_counter()
         turn = TurnResult(mode="offline", question=question, answer="", model=None)
         lines = [f"{OFFLINE_LABEL}."]
+        self.data = []
+        asked = question
+        if self.pending is not None and len(question.split()) <= MAX_REPLY_WORDS:
+            asked = f"{self.pending} {question}"
+        self.pending = None
         try:
-            await self._answer(question, turn, lines)
+            await self._answer(asked, turn, lines)
         finally:
+            turn.data = self.data
             turn.answer = "\n".join(lines)
             turn.latency_ms = (time.perf_counter() - started) * 1000
         return turn
 
     async def _answer(self, question: str, turn: TurnResult, lines: list[str]) -> None:
-        if "route_query" not in self.tools.names:
-            turn.stop, turn.error = "error", "the router's route_query tool is not available"
-            lines.append(turn.error)
-            return
         plan_call = await self._run(turn, "route_query", {"query": question})
         if plan_call.is_error or not isinstance(plan_call.structured, dict):
             turn.stop, turn.error = "error", f"route_query failed: {plan_call.text}"
             lines.append(turn.error)
             return
         plan = plan_call.structured
-        entities = plan.get("entities") or {}
-        lines.append(f"Intent: {plan['intent']} (confidence {plan['confidence']}); {plan['reason']}.")
-        if entities:
-            lines.append("Understood: " + "; ".join(f"{k} = {v}" for k, v in entities.items()) + ".")
-        if not plan["calls"]:
-            turn.stop = "no_plan"
-            lines.append("No tool answers this question by the rules. Name an action (search similar, analyse, "
-                         "recommend, segments, plan, predict, list) or set ANTHROPIC_API_KEY for the agent chat.")
+        if not plan["calls"] and plan["intent"] == "unknown":
+            turn.stop, turn.error = "no_plan", plan["reason"]
+            lines.append(plan["reason"] + ".")
+            if plan.get("alternatives"):
+                lines.append("What I can answer offline, closest first:")
+                lines.extend(f"  - {alternative}" for alternative in plan["alternatives"])
+            lines.append("Set ANTHROPIC_API_KEY for the agent chat, which can combine any of the tools.")
             return
+        lines.append(f"Understood: {plan['intent']} (confidence {plan['confidence']:.2f}). {plan['reason']}.")
+        resolved = {k: v for k, v in (plan.get("entities") or {}).items()}
+        if resolved.get("resolved"):
+            lines.append(f"Experiments: {resolved['resolved']}.")
+        for assumption in plan.get("assumptions") or []:
+            lines.append(f"Assumed: {assumption}.")
+        if plan.get("missing"):
+            turn.stop = "needs_input"
+            turn.error = "cannot answer without: " + "; ".join(plan["missing"])
+            self.pending = question
+            lines.append("To answer, I need " + "; and ".join(plan["missing"]) + " — reply with it.")
+            return
+        if plan.get("writes"):
+            turn.stop = "not_run"
+            turn.error = "a change to your experiments is never made from a question; run the command shown"
+            lines.append("This changes your experiments, so it is not done from a question. To do it:")
+            for planned in plan["calls"]:
+                lines.append(f"  neonblue call {planned['tool']} {shlex.quote(json.dumps(planned['arguments']))}")
+            return
+        calls: list[ToolCall] = []
         for planned in plan["calls"]:
-            tool, base = planned["tool"], dict(planned["arguments"])
-            param = self._missing_experiment_param(tool, base)
-            if param is None:
-                lines.extend(summarise_many([await self._run(turn, tool, base)]))
+            arguments = dict(planned["arguments"])
+            unresolved = self._bind(planned.get("bind") or {}, calls, arguments)
+            if unresolved:
+                lines.append(f"{planned['tool']} not run: {unresolved}.")
                 continue
-            keys, how = await self._experiments_for(question, entities, turn)
-            if not keys:
-                lines.append(f"{tool} needs an experiment and none matched the question ({how}).")
-                continue
-            lines.append(f"Experiments: {', '.join(keys)} ({how}).")
-            calls = []
-            for key in keys:
-                arguments = {**base, param: key}
-                if "metrics" in self._required(tool) and "metrics" not in arguments:
-                    metric, source = await self._metric_of(key, turn)
-                    if metric is None:
-                        lines.append(f"{key}: no metric to compare ({source}).")
-                        continue
-                    arguments["metrics"] = [metric]
-                    lines.append(f"{key}: comparing {metric} ({source}).")
-                calls.append(await self._run(turn, tool, arguments))
-            lines.extend(summarise_many(calls, self.directions))
+            calls.append(await self._run(turn, planned["tool"], arguments))
+        self.data = [{"tool": c.tool, "arguments": c.arguments, **({"error": c.text} if c.is_error else facts(c))}
+                     for c in calls]
+        lines.extend(summarise_many(calls, resolved.get("directions") or {}))
+        if not calls or all(c.is_error for c in calls):
+            turn.stop = "error"
+            turn.error = "; ".join(c.text for c in calls if c.is_error)[:500] or "no call could run"
+
+    @staticmethod
+    def _bind(bind: dict[str, str], done: list[ToolCall], arguments: dict[str, Any]) -> str | None:
+        """Fill `arguments` from earlier results ('step N: a.0.b'); the reason when one cannot be."""
+        for name, ref in bind.items():
+            step, _, path = ref.partition(":")
+            index = int(step.split()[-1]) - 1
+            if index >= len(done) or done[index].is_error:
+                return f"step {index + 1} gave no result for {name}"
+            value: Any = done[index].structured
+            for part in path.strip().split("."):
+                if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                    value = value[int(part)]
+                elif isinstance(value, dict) and part in value:
+                    value = value[part]
+                else:
+                    return f"no {name} in step {index + 1}'s result (nothing matched)"
+            arguments[name] = value
+        return None
 
     async def _run(self, turn: TurnResult, tool: str, arguments: dict[str, Any]) -> ToolCall:
         self.listener.on_tool_call(tool, arguments)
@@ -103,61 +132,6 @@ class OfflineAnswerer:
         turn.tool_calls.append(call)
         self.listener.on_tool_result(call)
         return call
-
-    def _required(self, tool: str) -> set[str]:
-        schema = next((t.input_schema for t in self.tools.tools if t.name == tool), None) or {}
-        return set(schema.get("required", []))
-
-    def _missing_experiment_param(self, tool: str, arguments: dict[str, Any]) -> str | None:
-        required = self._required(tool)
-        return next((p for p in EXPERIMENT_PARAMS if p in required and p not in arguments), None)
-
-    async def _metric_of(self, key: str, turn: TurnResult) -> tuple[str | None, str]:
-        """The experiment's primary metric from the registry, else the metric its events carry most."""
-        if "get_experiment" in self.tools.names:
-            call = await self._run(turn, "get_experiment", {"experiment": key})
-            if not call.is_error and isinstance(call.structured, dict):
-                primary = call.structured["primary_metric"]
-                self.directions[key] = primary.get("direction", "higher")
-                return primary["name"], "the registry's primary metric"
-        if "clickhouse_query" in self.tools.names and _SAFE_KEY.match(key):
-            sql = (f"SELECT metric, count() AS events FROM events WHERE experiment_id = '{key}' "
-                   "AND metric != '' GROUP BY metric ORDER BY events DESC LIMIT 1")
-            call = await self._run(turn, "clickhouse_query", {"sql": sql})
-            rows = (call.structured or {}).get("rows") if not call.is_error else None
-            if rows:
-                return rows[0][0], "the metric its events carry most (no registry entry)"
-        return None, "not in the registry and no metric events"
-
-    async def _experiments_for(self, question: str, entities: dict[str, Any],
-                               turn: TurnResult) -> tuple[list[str], str]:
-        """The experiment(s) a question names in words, and how they were found."""
-        words = [w for w in re.findall(r"[a-z0-9]+", question.lower()) if w not in _FILLER]
-        phrase = " ".join(words)
-        several = re.search(r"\bexperiments\b", question.lower()) is not None
-        topics = entities.get("topics") or words[:3]
-        if several and "list_experiments" in self.tools.names:
-            found: list[str] = []
-            for topic in topics:
-                call = await self._run(turn, "list_experiments", {"search": topic, "limit": MAX_FAN_OUT})
-                found += [i["key"] for i in (call.structured or {}).get("items", []) if not call.is_error]
-            keys = list(dict.fromkeys(found))[:MAX_FAN_OUT]
-            if keys:
-                return keys, f"registry experiments matching {' / '.join(topics)!r}"
-        if "semantic_experiment_search" in self.tools.names and phrase:
-            call = await self._run(turn, "semantic_experiment_search", {"query": phrase, "limit": 3})
-            hits = (call.structured or {}).get("hits") if not call.is_error else None
-            if hits:
-                top = hits[0]
-                key = (top.get("metadata") or {}).get("experiment_key") or top["id"]
-                return [key], f"best semantic match for {phrase!r}, similarity {top['similarity']:.2f}"
-        if "list_experiments" in self.tools.names:
-            for word in sorted(words, key=len, reverse=True)[:3]:
-                call = await self._run(turn, "list_experiments", {"search": word, "limit": 1})
-                items = (call.structured or {}).get("items") if not call.is_error else None
-                if items:
-                    return [items[0]["key"]], f"registry search for {word!r}"
-        return [], f"no experiment matched {phrase!r}"
 
 
 # ---------------------------------------------------------------- summaries
@@ -172,49 +146,9 @@ def _head(call: ToolCall) -> str:
     return f"{call.tool}({args})"
 
 
-def _hit_line(hit: dict[str, Any]) -> str:
-    meta = hit.get("metadata") or {}
-    facts = []
-    if meta.get("lift") is not None:
-        facts.append(f"lift {_pct(meta['lift'])}")
-    if meta.get("improvement") is not None:
-        facts.append(f"improvement {meta['improvement'] * 100:+g}%")
-    for name in ("outcome", "primary_metric", "optimization_type", "winner"):
-        if meta.get(name):
-            facts.append(f"{name.replace('_', ' ')} {meta[name]}")
-    facts.append(f"similarity {hit['similarity']:.2f}")
-    return f"  - {meta.get('experiment_key') or hit['id']}: {', '.join(facts)}"
-
-
 def summarise(call: ToolCall) -> str:
-    """Honest lines about what one tool returned (the tables carry the detail)."""
-    head = _head(call)
-    if call.is_error:
-        return f"{head} failed: {call.text}"
-    data = call.structured
-    if not isinstance(data, dict):
-        return f"{head} returned: {call.text[:300]}"
-    if isinstance(data.get("hits"), list):
-        hits = data["hits"]
-        if not hits:
-            return f"{head} found nothing that matches."
-        return "\n".join([f"{head} found {len(hits)}, most similar first:", *(_hit_line(h) for h in hits[:5])])
-    if isinstance(data.get("actions"), list):  # ranked recommendations
-        verdict = data.get("verdict")
-        verdict = verdict.get("verdict") if isinstance(verdict, dict) else verdict
-        lines = [f"{head}: verdict {verdict}, {len(data['actions'])} actions, most urgent first:"]
-        for action in data["actions"][:5]:
-            patterns = ", ".join(p.get("id") or p.get("pattern_id") or "?" for p in action.get("supporting_patterns", []))
-            lines.append(f"  {action['rank']}. {action['action']}{' ' + action['variant'] if action.get('variant') else ''}: "
-                         f"{action['title']} (confidence {action['confidence']:.2f})"
-                         + (f"; similar patterns: {patterns}" if patterns else ""))
-            lines.append(f"     {action['reasoning']}")
-        return "\n".join(lines)
-    lists = {k: v for k, v in data.items() if isinstance(v, list)}
-    if lists:
-        key = max(lists, key=lambda k: len(lists[k]))
-        return f"{head} returned {len(lists[key])} {key}."
-    return f"{head} returned {', '.join(sorted(data)[:8])}."
+    """What one call returned, in words made from its result's key data."""
+    return f"{_head(call)}: {sentence(call)}" if call.is_error else f"{_head(call)} → {sentence(call)}"
 
 
 def summarise_many(calls: list[ToolCall], directions: dict[str, str] | None = None) -> list[str]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from mcp import Client
 from rich.console import Console
@@ -23,7 +25,10 @@ from mcp_router.apps.chat.experiment_client import ChatExperiment
 from mcp_router.apps.chat.offline import OFFLINE_LABEL, OfflineAnswerer
 from mcp_router.apps.chat.render import ConsoleListener, result_tables
 from mcp_router.apps.chat.tools import ToolBridge
+from mcp_router.gateway.backends import PROFILE_META
 from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
 
 HELP = """\
 /help        this list
@@ -82,6 +87,33 @@ async def open_tools_client(settings: Settings, server_url: str | None = None) -
         yield client
 
 
+class ToolPreselector:
+    """Before each question, the tools the offline router ranks for it (route_query's `candidates`)
+    join the tools offered to Claude: the listed profile stays small, and the question's tools are
+    there even when the profile does not list them. A router without route_query changes nothing."""
+
+    def __init__(self, client: Client, bridge: ToolBridge) -> None:
+        self.client = client
+        self.bridge = bridge
+        self._catalogue: dict[str, Any] | None = None
+
+    async def __call__(self, question: str) -> list[str]:
+        try:
+            result = await self.client.call_tool("route_query", {"query": question[:2000]})
+            if result.is_error or not isinstance(result.structured_content, dict):
+                return []
+            candidates = [c for c in result.structured_content.get("candidates", []) if c not in self.bridge.names]
+            if not candidates:
+                return []
+            if self._catalogue is None:
+                listed = await self.client.list_tools(meta={PROFILE_META: "full"})
+                self._catalogue = {t.name: t for t in listed.tools}
+            return self.bridge.add([self._catalogue[c] for c in candidates if c in self._catalogue])
+        except Exception as exc:  # noqa: BLE001 - pre-selection is a help; the listed tools still answer
+            log.warning("tool pre-selection skipped: %s", exc)
+            return []
+
+
 class ChatSession:
     """One conversation, online (Claude + tools) or offline (route_query rules + tools)."""
 
@@ -108,7 +140,8 @@ class ChatSession:
             anthropic = make_client(key.get_secret_value(), self.settings.anthropic_base_url,
                                     max_retries=self.options.max_retries)
             self.agent = ChatAgent(anthropic, self.tools, model=self.options.model or self.settings.anthropic_model,
-                                   limits=self.options.limits, listener=self.listener)
+                                   limits=self.options.limits, listener=self.listener,
+                                   preselect=ToolPreselector(self.client, self.tools))
         else:
             self.offline = OfflineAnswerer(self.tools, self.listener)
         if self.options.experiment:

@@ -48,6 +48,7 @@ class ToolBridge:
     tools: list[types.Tool]
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
     api_to_mcp: dict[str, str] = field(default_factory=dict)
+    read_only: bool = False
 
     @classmethod
     async def load(cls, client: Client, *, read_only: bool = False,
@@ -55,7 +56,7 @@ class ToolBridge:
         tools = (await client.list_tools()).tools
         if read_only:
             tools = [t for t in tools if t.annotations is not None and t.annotations.read_only_hint]
-        bridge = cls(client, tools, max_result_chars)
+        bridge = cls(client, tools, max_result_chars, read_only=read_only)
         for tool in tools:
             bridge.api_to_mcp[api_tool_name(tool.name, bridge.api_to_mcp)] = tool.name
         return bridge
@@ -63,6 +64,19 @@ class ToolBridge:
     @property
     def names(self) -> set[str]:
         return {t.name for t in self.tools}
+
+    def add(self, tools: list[types.Tool]) -> list[str]:
+        """Offer more tools from now on (the question's candidates); the names added."""
+        added = []
+        for tool in tools:
+            if tool.name in self.names:
+                continue
+            if self.read_only and not (tool.annotations is not None and tool.annotations.read_only_hint):
+                continue
+            self.tools.append(tool)
+            self.api_to_mcp[api_tool_name(tool.name, self.api_to_mcp)] = tool.name
+            added.append(tool.name)
+        return added
 
     def definitions(self) -> list[dict[str, Any]]:
         """Anthropic `tools`: name, description, input_schema (always a JSON-Schema object)."""

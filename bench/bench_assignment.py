@@ -157,6 +157,10 @@ async def main() -> None:
         for name, samples in series.items():
             print(f"{name:<36} p50 {statistics.median(samples):6.3f}   p99 {percentile(samples, 99):6.3f}   "
                   f"mean {statistics.fmean(samples):6.3f}")
+        floor = statistics.median(series["stdio floor: no-op tool, same SDK"])
+        for name in ("stdio, new users (hash + insert)", "stdio, returning users (recorded)"):
+            print(f"{name} p50 / floor p50: {statistics.median(series[name]) / floor:.2f} (goal, issue 21: <= 1.2)")
+        print(f"load average after the series: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         await drop_database(admin, dsn)
         if server is not None:

@@ -6,6 +6,7 @@ The store knows tables and rows, not lifecycle rules: those live in service.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -43,6 +44,8 @@ from .sql_guard import GuardedQuery
 log = logging.getLogger(__name__)
 
 SCHEMA = "neonblue"
+EXPOSURE_WRITERS = 2  # concurrent transactions for a large batch of stream exposures (insert_exposures)
+EXPOSURE_CHUNK_MIN = 2_000  # a batch is split only when each chunk gets about this many rows
 READONLY_ROLE = "neonblue_readonly"
 _MIGRATION_LOCK = 0x4E42_5047  # "NBPG": serialises migrations per database
 
@@ -596,6 +599,20 @@ class PostgresStore:
         """
         if not rows:
             return 0
+        if len(rows) >= 2 * EXPOSURE_CHUNK_MIN:
+            # Large batches in EXPOSURE_WRITERS concurrent transactions, split by user (a pair is in one
+            # of them): the server's per-row work (unique check, three indexes, two foreign keys) then
+            # runs on several backends while the client encodes the next chunk. Each chunk commits on its
+            # own; the caller retries the whole batch on any failure, and a chunk already committed then
+            # inserts nothing again (ON CONFLICT DO NOTHING).
+            chunks: list[list[tuple[int, str, int, datetime | None]]] = [[] for _ in range(EXPOSURE_WRITERS)]
+            for row in rows:
+                chunks[hash(row[1]) % EXPOSURE_WRITERS].append(row)
+            counts = await asyncio.gather(*(self._insert_exposure_chunk(chunk) for chunk in chunks if chunk))
+            return sum(counts)
+        return await self._insert_exposure_chunk(rows)
+
+    async def _insert_exposure_chunk(self, rows: Sequence[tuple[int, str, int, datetime | None]]) -> int:
         # The durable pool: the stream processor commits Kafka offsets once this returns, so these
         # exposures must survive a database crash (one WAL flush per batch costs nothing here).
         async with self.pool.acquire() as conn, conn.transaction():

@@ -156,7 +156,7 @@ async def test_recommendations_fall_back_to_optimization_patterns_without_the_in
     hits = search.structured["hits"]
     assert [h["id"] for h in hits[:2]] == ["onboarding-short-mobile", "onboarding-progress"]
     assert "improvement +18%" in turn.answer
-    assert "Understood: recommend" in turn.answer
+    assert "Understood: recommend (confidence" in turn.answer
 
 
 async def test_recommendations_come_from_the_intelligence_server_when_it_is_there(

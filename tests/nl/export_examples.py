@@ -20,10 +20,12 @@ HEADER = """\
 
 
 def demo_index():
+    from conftest import CORPUS_EXPERIMENTS  # the five experiments the corpus is labelled against
+
     from mcp_router.apps.demo import portfolio
     from mcp_router.gateway.nl.experiments import ExperimentIndex
 
-    return ExperimentIndex([dict(e.definition) for e in portfolio(0.05)])
+    return ExperimentIndex([dict(e.definition) for e in portfolio(0.05) if e.key in CORPUS_EXPERIMENTS])
 
 
 def train_split() -> dict[str, list[str]]:

@@ -73,7 +73,7 @@ class OfflineAnswerer:
                 lines.extend(f"  - {alternative}" for alternative in plan["alternatives"])
             lines.append("Set ANTHROPIC_API_KEY for the agent chat, which can combine any of the tools.")
             return
-        lines.append(f"Understood: {plan['intent']} (confidence {plan['confidence']:.2f}). {plan['reason']}.")
+        lines.append(f"Understood: {plan['reason']}.")
         resolved = {k: v for k, v in (plan.get("entities") or {}).items()}
         if resolved.get("resolved"):
             lines.append(f"Experiments: {resolved['resolved']}.")

@@ -1,7 +1,7 @@
 """Intent by meaning: a small classifier trained on labelled examples, with a calibrated confidence.
 
 Features: the question embedded with the shipped MiniLM model (all-MiniLM-L6-v2, 384 dimensions,
-weighted ×2) beside its TF-IDF word uni- and bigrams; the questions are masked first (the words
+weighted ×2) beside its TF-IDF word uni- and bigrams and character 2-5-grams (typos keep most); the questions are masked first (the words
 naming an experiment become "experiment", see `ExperimentIndex.mask`), so the classifier learns
 what is asked, not about which experiment. Model: multinomial logistic regression (scikit-learn).
 
@@ -74,7 +74,7 @@ class IntentClassifier:
         self.method = "embedding"
         self.temperature = 1.0
         self._vectors: np.ndarray | None = None
-        self._words: TfidfVectorizer | None = None
+        self._words: tuple[TfidfVectorizer, TfidfVectorizer] | None = None
         self._model: LogisticRegression | None = None
 
     # ------------------------------------------------------------ fitting
@@ -93,20 +93,22 @@ class IntentClassifier:
         self._words, self._model = self._train(np.arange(len(self.questions)))
         return self
 
-    def _features(self, words: TfidfVectorizer, texts: list[str], vectors: np.ndarray | None) -> csr_matrix:
+    def _features(self, words: tuple[TfidfVectorizer, TfidfVectorizer], texts: list[str], vectors: np.ndarray | None) -> csr_matrix:
         from scipy.sparse import csr_matrix, hstack
 
-        parts: list[Any] = [words.transform(texts)]
+        word_features, char_features = words
+        parts: list[Any] = [word_features.transform(texts), char_features.transform(texts)]
         if vectors is not None:
             parts.append(csr_matrix(vectors * EMBEDDING_WEIGHT))
         return hstack(parts).tocsr()
 
-    def _train(self, rows: np.ndarray) -> tuple[TfidfVectorizer, LogisticRegression]:
+    def _train(self, rows: np.ndarray) -> tuple[tuple[TfidfVectorizer, TfidfVectorizer], LogisticRegression]:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         texts = [self.questions[i] for i in rows]
-        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[a-z0-9]+").fit(texts)
+        words = (TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[a-z0-9]+").fit(texts),
+                 TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True).fit(texts))
         vectors = self._vectors[rows] if self._vectors is not None else None
         model = LogisticRegression(C=C, max_iter=5000).fit(self._features(words, texts, vectors), self.labels[rows])
         return words, model
@@ -144,8 +146,8 @@ class IntentClassifier:
         if self._vectors is not None and vectors is not None:
             similarities = vectors @ self._vectors.T
         else:
-            asked = self._words.transform(questions)
-            similarities = (asked @ self._words.transform(self.questions).T).toarray()
+            asked = self._words[0].transform(questions)
+            similarities = (asked @ self._words[0].transform(self.questions).T).toarray()
         classes = list(self._model.classes_)
         out = []
         for row, sims in zip(np.atleast_2d(scores), similarities, strict=True):

@@ -21,6 +21,7 @@ have has had having can could should would will shall may might must what which 
 where whether if so as any all some each every there here please show tell give find list get see let lets
 experiment experiments test tests testing trial ab a/b run running ran one ones thing things much many more
 most less least very just also up out like vs versus per did didn't doesn't isn't aren't wasn't weren't
+point points now time times way ways moment right please thanks
 """.split())
 
 # Segment values people say, mapped to the values events carry (stream_processor/generator.py writes

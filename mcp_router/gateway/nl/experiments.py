@@ -22,11 +22,12 @@ from typing import Any
 
 from mcp_router.gateway.nl.entities import STOPWORDS, words
 
-FIELD_WEIGHTS = {"key": 3.0, "name": 3.0, "tag": 2.0, "variant": 2.0, "type": 1.0, "metric": 0.5,
+# A variant word alone does not name an experiment (variants are often plain words: "table", "short").
+FIELD_WEIGHTS = {"key": 3.0, "name": 3.0, "tag": 2.0, "variant": 1.5, "type": 1.0, "metric": 0.5,
                  "description": 1.0}
 _EXPERIMENT_NOUNS = frozenset({"experiment", "experiments", "test", "tests", "one", "ones", "variant",
                                "variants", "arm", "arms", "flow", "flows"})
-_NAMING_FIELDS = frozenset({"key", "name", "tag", "variant"})
+_NAMING_FIELDS = frozenset({"key", "name", "tag"})
 STRONG = 2.0  # at least this score names an experiment: one rare word of its key, name or tags
 _DIGITS = {"1": "one", "2": "two", "3": "three", "4": "four"}
 # Words that say what to do with an experiment, never which one.

@@ -59,6 +59,8 @@ INTENTS: dict[str, IntentSpec] = {spec.name: spec for spec in (
     IntentSpec("autopilot", ("run_autopilot",),
                "say what the autopilot would do now, without doing it (\"what would autopilot do with "
                "checkout?\")", "one"),
+    IntentSpec("interactions", ("find_experiment_interactions",),
+               "check whether running experiments interact (\"do the checkout and pricing tests interfere?\")"),
     IntentSpec("plot", ("plot_experiment",), "chart an experiment (\"plot the checkout experiment\")", "one"),
     IntentSpec("decisions", ("list_decisions",),
                "show the decision log (\"what was decided about pricing?\")", "optional"),

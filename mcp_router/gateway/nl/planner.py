@@ -127,8 +127,8 @@ def _percent_kind(p: Any, before: list[str], after: list[str]) -> str | None:
 _SUBJECT_DROP = frozenset("""
 similar past previous prior earlier old find searching about related history historical relating regarding show experiments
 ones tried before ran done happened increased improved raised lifted boosted decreased reduced conversion
-optimisation strategies strategy recommend recommendations worked work works working successful success
-optimization patterns pattern journeys journey users user sessions session predict lift expect expected
+strategies strategy recommend recommendations worked work works working successful success
+patterns pattern journeys journey users user sessions session predict lift expect expected
 outcome chance win likely would could might plan design set sample size long detect need needed
 """.split()) | {"like", "what", "which", "any", "have", "we", "did", "that", "do"}
 
@@ -168,7 +168,7 @@ class Planner:
             writes = writes or spec.writes
             planned = await self._calls(spec, tool, text, ctx, lookup, tools, server_of)
             calls.extend(planned)
-            reasons.append(f"{spec.name} (confidence {c.confidence:.2f}, nearest example {c.nearest!r}) → {tool}")
+            reasons.append(f"{spec.name} (confidence {c.confidence:.2f}; nearest example {c.nearest!r}) → {tool}")
         calls = self._validated(calls, tools, ctx)
         intent = "+".join(c.intent for _, c in steps)
         confidence = min(c.confidence for _, c in steps)
@@ -350,10 +350,10 @@ class Planner:
         if tool == "get_variant_statistics":
             if entities.segment and "segment" in props:
                 args["segment"] = dict(entities.segment)
-            named = [m for m in metrics_named(ctx.question, ctx.index.metric_names())
-                     if key and m in _own_metrics(ctx.index.experiments.get(key) or {})]
-            if named:
-                args["metrics"] = named
+            own = [m["name"] for m in _metric_specs(ctx.index.experiments.get(key) or {}) if m.get("name")]
+            named = [m for m in metrics_named(ctx.question, ctx.index.metric_names()) if m in own]
+            if named or own:  # the tool needs at least one: the named ones, else all of the experiment's
+                args["metrics"] = named or list(dict.fromkeys(own))
         if tool == "predict_experiment_trends" and key:
             args["metric"] = self._metric(ctx, key)
             if entities.days_ahead:

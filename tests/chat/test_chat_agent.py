@@ -364,3 +364,21 @@ def test_mcp_tool_names_become_names_the_messages_api_accepts() -> None:
     assert clash != "stack_list_experiments" and clash.startswith("stack_list_experiments_")
     long = api_tool_name("x" * 80, {})
     assert len(long) <= 64 and re.fullmatch(r"[a-zA-Z0-9_-]+", long)
+
+
+async def test_the_offline_router_preselects_tools_the_listed_profile_leaves_out(
+        fake_anthropic, chat_settings, recorder) -> None:
+    settings = chat_settings(fake_anthropic, tool_profile="core")
+    fake_anthropic.then(text("Checked."))
+    async with open_router(settings) as router, Client(router.server) as client:
+        await seed_registry(client, CHECKOUT)
+        session = ChatSession(client, settings, ChatOptions(), recorder)
+        await session.start()
+        listed = set(session.tools.names)
+        turn = await session.ask("Is the one-step checkout hurting revenue?")
+
+    assert "evaluate_guardrails" not in listed  # the core profile does not list it
+    offered = {t["name"] for t in fake_anthropic.requests[0].body["tools"]}
+    # route_query's candidates for this question joined the listed tools, the guardrail check first among them.
+    assert "evaluate_guardrails" in offered and listed <= offered
+    assert turn.error is None and turn.answer == "Checked."

@@ -172,3 +172,12 @@ async def test_offline_answers_render_tables(cli_env, chat_settings) -> None:
     # The answer names them, not just a count.
     assert "list_experiments(status=['draft']) → 2 experiments: " in done.stdout
     assert "checkout-1step (checkout 1step, draft)" in done.stdout
+
+
+async def test_ask_exits_non_zero_when_it_cannot_answer(cli_env) -> None:
+    done = await neonblue("ask", "--json", "tell me a joke about cats", env=cli_env())
+
+    assert done.returncode == 1, done.stdout
+    out = json.loads(done.stdout)
+    assert out["error"] and "I can't answer that offline" in out["answer"]
+    assert [c["tool"] for c in out["tool_calls"]] == ["route_query"] and out["data"] == []

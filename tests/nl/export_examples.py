@@ -20,7 +20,7 @@ HEADER = """\
 
 
 def demo_index():
-    from conftest import CORPUS_EXPERIMENTS  # the five experiments the corpus is labelled against
+    from nl_env import CORPUS_EXPERIMENTS  # the five experiments the corpus is labelled against
 
     from mcp_router.apps.demo import portfolio
     from mcp_router.gateway.nl.experiments import ExperimentIndex

@@ -7,9 +7,9 @@ same figures with every miss.
 from __future__ import annotations
 
 import yaml
-from conftest import CORPUS, demo_router  # type: ignore[import-not-found]
 from export_examples import TARGET, demo_index, render, train_split  # type: ignore[import-not-found]
 from mcp_calls import call  # type: ignore[import-not-found]
+from nl_env import CORPUS, demo_router  # type: ignore[import-not-found]
 
 from mcp_router.gateway.nl.evaluation import load_corpus, score, summary
 from mcp_router.gateway.nl.intents import INTENTS

@@ -12,8 +12,8 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from conftest import demo_router  # type: ignore[import-not-found]
 from mcp_calls import call  # type: ignore[import-not-found]
+from nl_env import demo_router  # type: ignore[import-not-found]
 
 from mcp_router.apps.chat.session import ChatOptions, ChatSession
 from mcp_router.apps.demo import history, portfolio

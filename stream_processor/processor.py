@@ -99,15 +99,6 @@ class _Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     routed: dict[str, list[Record]] = field(default_factory=dict)
 
-    def extend(self, later: _Batch) -> None:
-        """Append the batch fetched after this one (its offsets are the later ones)."""
-        self.offsets.update(later.offsets)
-        self.size += later.size
-        self.records.extend(later.records)
-        self.dead.extend(later.dead)
-        for target, records in later.routed.items():
-            self.routed.setdefault(target, []).extend(records)
-
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -162,6 +153,7 @@ class StreamProcessor:
         self._idle.set()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending = 0
+        self._lanes: dict[str, _SinkLane] = {}
         self._known: set[str] = set()
         self._known_at = 0.0
         self._routes: dict[tuple[Any, str | None], tuple[str, ...]] = {}  # (event type, priority) -> our sinks
@@ -207,25 +199,28 @@ class StreamProcessor:
         self._idle.set()
         fetched: asyncio.Queue[dict[TopicPartition, list[Any]] | None] = asyncio.Queue()
         prepared: asyncio.Queue[_Batch | None] = asyncio.Queue()
+        self._lanes = {name: _SinkLane(self, sink) for name, sink in self.sinks.items()}
+        lanes = [asyncio.create_task(lane.run(), name=f"stream-sink-{name}") for name, lane in self._lanes.items()]
         stages = [asyncio.create_task(self._fetch_stage(fetched), name="stream-fetch"),
                   asyncio.create_task(self._prepare_stage(fetched, prepared), name="stream-prepare"),
                   asyncio.create_task(self._store_stage(prepared), name="stream-store")]
         try:
             # The stages end in order once stop() is called: the fetcher first, then each stage after the
             # batches it holds (so every batch fetched is stored and committed); the first failure ends all.
-            running = set(stages)
-            while running:
+            # A sink's lane only ends by failing (or by giving up when stopped while its store is down).
+            running = set(stages) | set(lanes)
+            while running & set(stages):
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task.cancelled():  # the store stage gave up: stopped while a sink was down
+                    if task.cancelled():  # a sink gave up: stopped while its store was down
                         raise asyncio.CancelledError("stopped while a sink was down; the batch will be replayed")
                     if task.exception() is not None:
                         raise task.exception()
         finally:
-            for task in stages:
+            for task in stages + lanes:
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(*stages, return_exceptions=True)
+            await asyncio.gather(*stages, *lanes, return_exceptions=True)
             await self.consumer.stop()  # leaves the group; offsets were committed after the last batch stored
             await self.producer.stop()
             if frozen:
@@ -233,11 +228,12 @@ class StreamProcessor:
                 gc.unfreeze()
 
     # ------------------------------------------------------------------ stages
-    # fetch -> prepare -> store+commit, each its own task, so the broker's round trips, the CPU of
-    # parsing and the stores' writes (chDB in a worker thread, PostgreSQL on its socket) overlap. At most
-    # `max_in_flight` batches are fetched and not yet committed; batches are stored one at a time, in
-    # fetch order (the first assignment wins, lifecycle transitions keep their order), and each commit
-    # follows its own batch's acknowledgements, so offsets are committed in order.
+    # fetch -> prepare -> store (one lane per sink) -> commit, each its own task, so the broker's round
+    # trips, the CPU of parsing and the stores' writes (chDB in a worker thread, PostgreSQL on its socket)
+    # overlap. At most `max_in_flight` batches are fetched and not yet committed; each sink stores the
+    # batches in fetch order (the first assignment wins, lifecycle transitions keep their order), and a
+    # batch is committed after every sink acknowledged it and after the batch before it, so offsets are
+    # committed in order.
 
     async def _fetch_stage(self, out: asyncio.Queue) -> None:
         try:
@@ -266,26 +262,15 @@ class StreamProcessor:
             out.put_nowait(None)
 
     async def _store_stage(self, inbox: asyncio.Queue) -> None:
-        ending = False
-        while not ending and (batch := await inbox.get()) is not None:
-            # Batches prepared while the previous one was being stored are stored together (in order):
-            # fewer, larger writes (one chDB part and one PostgreSQL transaction instead of several).
-            parts = 1
-            while not inbox.empty() and batch.size < self.max_batch * 2:
-                more = inbox.get_nowait()
-                if more is None:
-                    ending = True
-                    break
-                batch.extend(more)
-                parts += 1
-            try:
-                await self._store_and_commit(batch)
-            finally:
-                self._pending -= parts
-                if self._pending == 0:
-                    self._idle.set()
-                for _ in range(parts):
-                    self._slots.release()
+        """Hand each batch to the sinks' lanes and chain its commit after the previous batch's."""
+        previous: asyncio.Task[None] | None = None
+        while (batch := await inbox.get()) is not None:
+            if previous is not None and previous.done() and previous.exception() is not None:
+                raise previous.exception()
+            acks = [self._lanes[target].submit(records) for target, records in batch.routed.items() if records]
+            previous = asyncio.create_task(self._store_and_commit(batch, acks, previous))
+        if previous is not None:
+            await previous
 
     async def wait_idle(self) -> None:
         """Wait until every batch fetched is stored and committed (a rebalance does, before it gives
@@ -333,13 +318,23 @@ class StreamProcessor:
                     sink_records = routed[target] = []
                 sink_records.append(record)
 
-    async def _store_and_commit(self, batch: _Batch) -> None:
-        for target, records in batch.routed.items():
-            sink = self.sinks[target]
-            for record in records:
-                sink.add(record)
-        await self._flush_until_done()
-        await self._dead_letter(batch.dead + self._sink_rejections())
+    async def _store_and_commit(self, batch: _Batch, acks: list[asyncio.Future],
+                                previous: asyncio.Task[None] | None) -> None:
+        """Wait until every sink stored the batch and the previous batch committed, then dead-letter what
+        the sinks refused and commit the batch's offsets (so offsets are committed in fetch order)."""
+        try:
+            refused = await asyncio.gather(*acks)
+            if previous is not None:
+                await previous
+            await self._commit(batch, [dead for lane in refused for dead in lane])
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+            self._slots.release()
+
+    async def _commit(self, batch: _Batch, refused: list[DeadLetter]) -> None:
+        await self._dead_letter(batch.dead + refused)
         if self.on_batch is not None and batch.records:
             await self.on_batch(batch.records)
         # checkpoint: only after every sink and the DLQ acknowledged, and only for partitions still ours
@@ -395,19 +390,6 @@ class StreamProcessor:
             self._known = await self.known_experiments()
             self._known_at = time.monotonic()
         return self._known
-
-    def _sink_rejections(self) -> list[DeadLetter]:
-        out = []
-        for sink in self.sinks.values():
-            rejected = getattr(sink, "rejected", None)
-            if rejected:
-                out.extend(DeadLetter(r.raw, r.topic, r.partition, r.offset, f"{sink.name}: {why}") for r, why in rejected)
-                rejected.clear()
-        return out
-
-    async def _flush_until_done(self) -> None:
-        # The stores are independent: flush them concurrently; the batch is done when all are.
-        await asyncio.gather(*(self._flush_one(sink) for sink in self.sinks.values()))
 
     async def _flush_one(self, sink: Sink) -> None:
         """Flush one sink; while its store is down, back off and retry (offsets stay uncommitted)."""
@@ -488,6 +470,48 @@ class _Routed:
     def __init__(self, event_type: Any, priority: str | None) -> None:
         self.event_type = event_type
         self.routing_metadata = _Priority(priority)
+
+
+class _SinkLane:
+    """One sink's own queue and task: it stores the batches handed to it in order, each flush taking
+    everything queued meanwhile (fewer, larger writes), and acknowledges each batch with the dead letters
+    of the records the sink refused. The sinks work on different batches at once (ClickHouse may store
+    the next batch while PostgreSQL finishes this one); a batch commits once every lane acknowledged it."""
+
+    def __init__(self, processor: StreamProcessor, sink: Sink) -> None:
+        self.processor = processor
+        self.sink = sink
+        self.queue: asyncio.Queue[tuple[list[Record], asyncio.Future]] = asyncio.Queue()
+
+    def submit(self, records: list[Record]) -> asyncio.Future:
+        ack: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((records, ack))
+        return ack
+
+    async def run(self) -> None:
+        sink = self.sink
+        while True:
+            items = [await self.queue.get()]
+            while not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            try:
+                for records, _ in items:
+                    for record in records:
+                        sink.add(record)
+                await self.processor._flush_one(sink)
+            except BaseException as exc:
+                for _, ack in items:
+                    if not ack.done():
+                        ack.cancel() if isinstance(exc, asyncio.CancelledError) else ack.set_exception(exc)
+                raise
+            rejected = getattr(sink, "rejected", None)
+            refused = [DeadLetter(r.raw, r.topic, r.partition, r.offset, f"{sink.name}: {why}") for r, why in rejected or ()]
+            if rejected:
+                rejected.clear()
+            # The refusals go with the first batch of this flush: it commits first, after dead-lettering them.
+            items[0][1].set_result(refused)
+            for _, ack in items[1:]:
+                ack.set_result([])
 
 
 REVOKE_WAIT_S = 60.0

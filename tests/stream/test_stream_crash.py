@@ -55,7 +55,7 @@ async def _wait_committed(settings: Settings, at_least: int, proc: subprocess.Po
 async def test_sigkill_mid_stream_then_restart_stores_every_event_once(stream_settings: Settings, tmp_path: Path) -> None:
     async with open_world(stream_settings) as world:
         experiment = await make_experiment(world.services["postgres"], "stream-crash")
-    events = list(generate_events(plan_for(experiment, users=12_000, seed=3)))
+    events = list(generate_events(plan_for(experiment, users=30_000, seed=3)))  # enough that a pipelined processor is still mid-stream
     to = prefixed(stream_settings)
     sent = await produce(stream_settings.effective_kafka_bootstrap, ((to(t), k, v) for t, k, v in events),
                          progress=False)

@@ -131,6 +131,35 @@ class Settings(BaseSettings):
         description="Failed bearer-token attempts per minute per client address; past it, that address gets 429 "
         "on every authenticated route until its budget refills.",
     )
+    # /mcp as an OAuth 2.1 resource server beside the static token (mcp_router/web/oauth.py); off unless set.
+    oauth_issuer: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_ISSUER"),
+        description="OAuth authorization server whose access tokens /mcp accepts (the `iss` they must carry). "
+        "Set: /mcp serves RFC 9728 metadata and accepts its tokens with scopes experiments:read / "
+        "experiments:write, beside the static token. Needs NEONBLUE_OAUTH_JWKS_URL or "
+        "NEONBLUE_OAUTH_INTROSPECTION_URL.",
+    )
+    oauth_jwks_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_JWKS_URL"),
+        description="The issuer's JWKS: JWT access tokens are verified against its keys (asymmetric algorithms only).",
+    )
+    oauth_introspection_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_INTROSPECTION_URL"),
+        description="The issuer's RFC 7662 introspection endpoint, instead of a JWKS (opaque tokens).",
+    )
+    oauth_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_CLIENT_ID"),
+        description="Client id NeonBlue authenticates with at the introspection endpoint (HTTP Basic).",
+    )
+    oauth_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_CLIENT_SECRET"),
+        description="Client secret for the introspection endpoint.",
+    )
+    oauth_resource: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEONBLUE_OAUTH_RESOURCE"),
+        description="This server's resource URL, the audience tokens must name (e.g. https://mcp.example.com/mcp). "
+        "Unset: http://<NEONBLUE_HTTP_HOST>:<NEONBLUE_HTTP_PORT>/mcp.",
+    )
 
     embedding_provider: Literal["local", "chroma-default", "openai"] = Field(
         default="local", description="local = all-MiniLM-L6-v2 via sentence-transformers, offline."

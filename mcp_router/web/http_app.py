@@ -8,10 +8,14 @@ One pure ASGI middleware in front of every route but /health applies, in this or
 2. Request bodies on POST/PUT/PATCH must be `application/json` (415 otherwise), so no HTML form
    or "simple" cross-site request can carry one.
 3. Bearer-token auth (401), failed attempts limited per client address (429 past the limit).
-4. Rate limit per principal: the token's one fixed principal, or the client address when
-   serving without a token (429 with Retry-After). The bucket table is bounded (LRU).
+   With NEONBLUE_OAUTH_ISSUER set, /mcp also accepts the issuer's access tokens (oauth.py): a 401
+   there points at the RFC 9728 metadata, and a token lacking the scope a request needs gets 403.
+4. Rate limit per principal: the token's one fixed principal, an OAuth token's issuer and subject,
+   or the client address when serving without a token (429 with Retry-After). The bucket table is
+   bounded (LRU).
 
-Every refusal is JSON `{"error", "detail"}`. /health reports only OK or 503, nothing an attacker
+Every refusal is JSON `{"error", "detail"}` (a 403 for a missing OAuth scope on /mcp is also a JSON-RPC
+error, so an MCP client shows it: there `error` is the JSON-RPC error object). /health reports only OK or 503, nothing an attacker
 can use, so it is public and answers any Host (load balancers and container probes call it by IP).
 """
 
@@ -26,8 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.authentication import AuthCredentials
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -35,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_router.gateway import metrics
 from mcp_router.gateway.router import Router
+from mcp_router.web import oauth
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
@@ -195,13 +204,39 @@ def client_address(scope: Scope) -> str:
 # ---------------------------------------------------------------- the middleware
 
 
+@dataclass(frozen=True)
+class OAuthGuard:
+    """What the middleware needs to accept OAuth access tokens on /mcp: the config, its verifier, and
+    the router's tools (their annotations decide the scope a call needs)."""
+
+    config: oauth.OAuthConfig
+    verifier: oauth.JwtVerifier | oauth.IntrospectionVerifier
+    router: Router
+
+    @property
+    def public_paths(self) -> frozenset[str]:
+        return oauth.metadata_paths(self.config)
+
+    def challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+        """A WWW-Authenticate value (RFC 6750 §3, RFC 9728 §5.1)."""
+        parts = [f'error="{error}"'] if error else []
+        if description:
+            parts.append(f'error_description="{description.replace(chr(34), chr(39))}"')
+        parts += [f'scope="{scope or oauth.SCOPE_READ}"', f'resource_metadata="{self.config.metadata_url}"']
+        return "Bearer " + ", ".join(parts)
+
+
+def _is_mcp(path: str) -> bool:
+    return path == "/mcp" or path.startswith("/mcp/")
+
+
 class AuthAndRateLimit:
     """Pure ASGI middleware: Host/Origin (421/403), JSON bodies (415), bearer token (401),
-    failed-auth and per-principal rate limits (429). See the module docstring."""
+    failed-auth and per-principal rate limits (429), OAuth scopes on /mcp (403). See the module docstring."""
 
     def __init__(self, app: ASGIApp, token: str | None, per_minute: int, api_per_minute: int | None = None, *,
                  policy: HostPolicy | None = None, auth_failures_per_minute: int = 30,
-                 max_clients: int = MAX_TRACKED_CLIENTS) -> None:
+                 max_clients: int = MAX_TRACKED_CLIENTS, oauth_guard: OAuthGuard | None = None) -> None:
         if token is not None and not token.strip():
             # None is the one way to serve without auth; a blank token is a mistake, never "no auth".
             raise ConfigError("NEONBLUE_HTTP_TOKEN: the token is empty or whitespace; set a real token")
@@ -212,18 +247,63 @@ class AuthAndRateLimit:
         self.auth_failures_per_minute = auth_failures_per_minute
         self.policy = policy or HostPolicy(None)
         self.buckets = BucketTable(max_clients)
+        self.oauth = oauth_guard
+        self.public_paths = PUBLIC_PATHS | (oauth_guard.public_paths if oauth_guard else frozenset())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
-        refusal = self._check(scope)
+        refusal = await self._check(scope)
+        if isinstance(refusal, AccessToken):  # an OAuth principal on /mcp: its scopes decide
+            await self._with_scopes(refusal, scope, receive, send)
+            return
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> Response | None:
+    async def _with_scopes(self, access: AccessToken, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the JSON-RPC body, refuse (403 insufficient_scope) what the token's scopes do not cover, then
+        pass the request on with the SDK's auth context set (get_access_token() works in handlers)."""
+        assert self.oauth is not None
+        body = b""
+        if scope["method"] in BODY_METHODS:
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
+                    await _refusal(413, "payload_too_large", "the request body is too large")(scope, receive, send)
+                    return
+        needed, tool, request_id = oauth.needed_scope(body, self.oauth.router.catalogue.tools)
+        if not oauth.has_scope(access.scopes, needed):
+            challenge = self.oauth.challenge("insufficient_scope", f"needs scope {needed}", needed)
+            refusal = JSONResponse(oauth.insufficient_scope_body(needed, tool, request_id, access.scopes),
+                                   status_code=403, headers={"WWW-Authenticate": challenge})
+            await refusal(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        user = AuthenticatedUser(access)
+        scope = {**scope, "user": user, "auth": AuthCredentials(access.scopes)}
+        reset = auth_context_var.set(user)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            auth_context_var.reset(reset)
+
+    async def _check(self, scope: Scope) -> Response | AccessToken | None:
         headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers") or []:
             headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads it
@@ -238,23 +318,44 @@ class AuthAndRateLimit:
         if scope["method"] in BODY_METHODS and not _json_or_no_body(headers):
             return _refusal(415, "unsupported_media_type", "request bodies must be Content-Type: application/json")
         address = client_address(scope)
-        if self.token is not None:
+        guard = self.oauth if self.oauth is not None and _is_mcp(scope["path"]) else None
+        access: AccessToken | None = None
+        if self.token is not None or guard is not None:
             failures = f"auth-failures:{address}"
             wait = self.buckets.wait(failures, self.auth_failures_per_minute)
             if wait > 0:  # the token is not even compared: no guessing past the limit
                 return _too_many(wait, "too many failed authentication attempts from this address")
             scheme, _, supplied = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(supplied.strip(), self.token):
+            supplied = supplied.strip()
+            bearer = scheme.lower() == b"bearer" and bool(supplied)
+            if bearer and self.token is not None and hmac.compare_digest(supplied, self.token):
+                principal = TOKEN_PRINCIPAL
+            elif guard is None:
                 self.buckets.take(failures, self.auth_failures_per_minute)
                 return _refusal(401, "unauthorized", "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
-            principal = TOKEN_PRINCIPAL
+            elif not bearer:
+                self.buckets.take(failures, self.auth_failures_per_minute)
+                return _refusal(401, "unauthorized", "a bearer token is required; see the resource metadata for its "
+                                f"authorization server: {guard.config.metadata_url}",
+                                headers={"WWW-Authenticate": guard.challenge()})
+            else:
+                try:
+                    access = await guard.verifier.verify(supplied.decode("latin-1"))
+                except oauth.InvalidToken as exc:
+                    self.buckets.take(failures, self.auth_failures_per_minute)
+                    return _refusal(401, "invalid_token", str(exc),
+                                    headers={"WWW-Authenticate": guard.challenge("invalid_token", str(exc))})
+                issuer = (access.claims or {}).get("iss", "")
+                principal = f"oauth:{issuer}:{access.subject or access.client_id}"
         else:
             principal = f"address:{address}"
         api = scope["path"].startswith("/api/")
         wait = self.buckets.take(f"{'api' if api else 'mcp'}:{principal}",
                                  self.api_per_minute if api else self.per_minute)
-        return _too_many(wait, f"retry in {wait:.1f}s") if wait > 0 else None
+        if wait > 0:
+            return _too_many(wait, f"retry in {wait:.1f}s")
+        return access
 
 
 def _too_many(wait: float, detail: str) -> Response:
@@ -287,6 +388,13 @@ def build_http_app(router: Router, settings: Settings, token: str | None,
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/health", health), Route("/metrics", prometheus), *(extra_routes or [])]
+    oauth_config = oauth.OAuthConfig.from_settings(settings)
+    guard = None
+    if oauth_config is not None:
+        guard = OAuthGuard(oauth_config, oauth.build_verifier(oauth_config), router)
+        routes += oauth.metadata_routes(oauth_config)
+        log.info("/mcp accepts access tokens of %s for resource %s (metadata: %s)", oauth_config.issuer,
+                 oauth_config.resource, oauth_config.metadata_url)
     policy = HostPolicy.from_settings(settings)
     if policy.hosts is None:
         log.info("Host header not checked (bound to %s, no NEONBLUE_ALLOWED_HOSTS); the bearer token guards "
@@ -299,4 +407,5 @@ def build_http_app(router: Router, settings: Settings, token: str | None,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     return AuthAndRateLimit(app, token, settings.rate_limit_per_minute, settings.api_rate_limit_per_minute,
-                            policy=policy, auth_failures_per_minute=settings.auth_failure_limit_per_minute)
+                            policy=policy, auth_failures_per_minute=settings.auth_failure_limit_per_minute,
+                            oauth_guard=guard)

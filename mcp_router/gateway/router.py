@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
 
 from mcp_router.gateway import metrics
@@ -46,6 +47,11 @@ CORE_TOOLS: tuple[str, ...] = (
     "semantic_experiment_search", "stop_experiment", "router_status",
 )
 
+# Caching hints (2026-07-28, SEP-2549) on the list results: the catalogue changes only when the backends
+# reconnect, so a client may reuse a list for a minute; private, as the lists sit behind the server's auth.
+LIST_CACHE_HINT = CacheHint(ttl_ms=60_000, scope="private")
+CACHE_HINTS = {method: LIST_CACHE_HINT for method in ("tools/list", "prompts/list", "resources/list",
+                                                      "resources/templates/list")}
 _CALL_LOG = "tool=%s backend=%s outcome=%s duration_ms=%.2f"  # one line per call, at INFO
 _LOG_LINE = 0  # the line number a call's record names (the record is made without a stack walk)
 MAX_TOOL_NAME = 64
@@ -125,6 +131,7 @@ class Router:
             on_list_resources=self._list_resources,
             on_list_resource_templates=self._list_resource_templates,
             on_read_resource=self._read_resource,
+            cache_hints=CACHE_HINTS,  # type: ignore[arg-type]
         )
 
     def refresh(self) -> None:

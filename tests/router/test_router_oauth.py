@@ -376,3 +376,12 @@ def test_oauth_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     settings = Settings(_env_file=None, neonblue_home=tmp_path)
     assert (settings.oauth_issuer, settings.oauth_jwks_url, settings.oauth_resource) == (
         "https://issuer.example", "https://issuer.example/jwks", "https://mcp.example.com/mcp")
+
+
+@readable
+async def test_list_results_carry_the_caching_hints_of_2026_07_28(tmp_path: Path) -> None:
+    """SEP-2549: tools/prompts/resources lists may be reused for a minute, privately."""
+    async with oauth_server(tmp_path) as served, served.client(STATIC) as client:
+        results = [await client.list_tools(), await client.list_prompts(), await client.list_resources(),
+                   await client.list_resource_templates()]
+    assert [(r.ttl_ms, r.cache_scope) for r in results] == [(60_000, "private")] * 4

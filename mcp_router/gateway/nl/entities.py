@@ -50,8 +50,10 @@ STATUS_WORDS = {"running": "running", "live": "running", "active": "running", "o
                 "archived": "archived"}
 
 # A user id: "user u_123", "user id 42", or a token shaped like one (user_0000042, u-17, usr123).
-_USER_AFTER_WORD = re.compile(r"\b(?:user|customer|visitor|member)(?:\s+id)?\s*[:#=]?\s*['\"`]?"
-                              r"([A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}\d[A-Za-z0-9_.@:-]*|\d{1,12})\b")
+# The id after "user": one with a digit or a separator (u_42, jane_doe, abc-42, a@b.co); after "user id" any.
+_USER_AFTER_WORD = re.compile(r"\b(?:user|customer|visitor|member)(?:\s+id\s*[:#=]?\s*['\"`]?([A-Za-z0-9][\w.@:-]{0,127})|"
+                              r"(?:\s+|\s*[:#=]\s*)['\"`]?([A-Za-z0-9][\w.@:-]{0,127}[\d_.@-][\w.@:-]*|[A-Za-z0-9_.@-]*\d[\w.@:-]*))",
+                              re.I)
 _USER_TOKEN = re.compile(r"\b((?:user|usr|u|customer|cust|demo|visitor)[_-]?\d[\w.-]*)\b", re.I)
 
 _NUMBER = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
@@ -63,7 +65,11 @@ _DAILY = re.compile(_NUMBER + r"\s*(k|thousand|m|million)?\s+(?:daily\s+(?:users
 _VARIANTS = re.compile(r"\b(\d|two|three|four|five)\s*(?:-\s*)?(?:variants?|arms?|versions?|variations?|way)\b", re.I)
 _QUOTED = re.compile(r"[\"“‘'`]([^\"”’'`]{3,120})[\"”’'`]")
 _ISO_DATE = re.compile(r"\b(20\d\d-\d\d-\d\d)\b")
-_DAYS_AHEAD = re.compile(r"\b(?:next|coming|following)\s+(\d+)?\s*(day|week|month)s?\b", re.I)
+_COUNT = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a couple of|a few)"
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "ten": 10, "eleven": 11, "twelve": 12, "a couple of": 2, "a few": 3}
+_DAYS_AHEAD = re.compile(r"\b(?:next|coming|following|for(?: the next)?|over the next)\s+" + _COUNT
+                         + r"?\s*(day|week|month|fortnight)s?\b", re.I)
 
 _WORD_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5}
 _UNITS = {"k": 1_000, "thousand": 1_000, "m": 1_000_000, "million": 1_000_000}
@@ -112,6 +118,14 @@ class Entities:
         return out
 
 
+def count(text: str | None) -> int:
+    """'3' → 3, 'two' → 2, None → 1."""
+    if not text:
+        return 1
+    text = text.lower()
+    return int(text) if text.isdigit() else _COUNT_WORDS.get(text, 1)
+
+
 def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
@@ -144,8 +158,9 @@ def extract(question: str) -> Entities:
         raw = m.group(1).lower()
         found.variants = _WORD_NUMBERS.get(raw) or int(raw)
     if (m := _DAYS_AHEAD.search(question)) is not None:
-        n = int(m.group(1) or 1)
-        found.days_ahead = n * {"day": 1, "week": 7, "month": 30}[m.group(2).lower()]
+        found.days_ahead = count(m.group(1)) * {"day": 1, "week": 7, "month": 30, "fortnight": 14}[m.group(2).lower()]
+    elif re.search(r"\b(?:a|one|the next|next)\s+fortnight\b", question, re.I):
+        found.days_ahead = 14
     if (m := _QUOTED.search(question)) is not None:
         found.quoted = m.group(1).strip()
     return found
@@ -154,7 +169,9 @@ def extract(question: str) -> Entities:
 def _users(question: str) -> list[str]:
     users: list[str] = []
     for m in _USER_AFTER_WORD.finditer(question):
-        users.append(m.group(1).rstrip(".,;:?!'\""))
+        token = (m.group(1) or m.group(2) or "").rstrip(".,;:?!'\"")
+        if token and token.lower() not in ("id", "ids"):
+            users.append(token)
     for m in _USER_TOKEN.finditer(question):
         token = m.group(1).rstrip(".,;:?!")
         if token not in users and not any(token in u for u in users):
@@ -196,8 +213,16 @@ def segment_of(question: str) -> dict[str, str]:
 # ---------------------------------------------------------------- periods
 
 
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _PERIOD_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\b(?:last|past|previous|prior)\s+(\d+)\s+(day|week|month|year)s?\b"), "n_units"),
+    (re.compile(r"\b(?:last|past|previous|prior)\s+" + _COUNT + r"\s+(day|week|month|year)s?\b"), "n_units"),
+    (re.compile(r"\b(?:last|past|previous|prior)\s+fortnight\b"), "fortnight"),
+    (re.compile(r"\b(?:on|for)\s+" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b"), "on_day"),
+    (re.compile(r"\b(?:since|from|after)\s+" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b"), "since_day"),
+    (re.compile(r"\bin\s+(january|february|march|april|june|july|august|september|october|november|december)\b"),
+     "in_month"),
     (re.compile(r"\b(?:last|past|previous|prior)\s+(day|week|month|quarter|year)\b"), "one_unit"),
     (re.compile(r"\b(?:this|current)\s+(week|month|quarter|year)\b"), "this_unit"),
     (re.compile(r"\byesterday\b"), "yesterday"),
@@ -232,8 +257,21 @@ def resolve_period(words_: str, anchor: date) -> Period:
         if m is None:
             continue
         if kind == "n_units":
-            days = int(m.group(1)) * _UNIT_DAYS[m.group(2)]
+            days = count(m.group(1)) * _UNIT_DAYS[m.group(2)]
             return Period(anchor - timedelta(days=days - 1), anchor, f"the last {m.group(1)} {m.group(2)}s")
+        if kind == "fortnight":
+            return Period(anchor - timedelta(days=13), anchor, "the last fortnight (14 days)")
+        if kind in ("on_day", "since_day"):
+            month = next(i for i, name in enumerate(_MONTHS, 1) if name.startswith(m.group(1)[:3]))
+            year = anchor.year if (month, int(m.group(2))) <= (anchor.month, anchor.day) else anchor.year - 1
+            day = date(year, month, min(int(m.group(2)), 28 if month == 2 else 30 if month in (4, 6, 9, 11) else 31))
+            return Period(day, day, f"{day}") if kind == "on_day" else Period(day, anchor, f"since {day}")
+        if kind == "in_month":
+            month = _MONTHS.index(m.group(1)) + 1
+            year = anchor.year if month <= anchor.month else anchor.year - 1
+            first = date(year, month, 1)
+            last = (date(year + (month == 12), month % 12 + 1, 1) - timedelta(days=1))
+            return Period(first, min(last, anchor), f"{m.group(1).capitalize()} {year}")
         if kind == "one_unit":
             days = _UNIT_DAYS[m.group(1)]
             return Period(anchor - timedelta(days=days - 1), anchor, f"the last {m.group(1)} ({days} days)")

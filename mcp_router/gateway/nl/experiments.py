@@ -67,6 +67,7 @@ class _Indexed:
 
 def _split(text: str) -> list[str]:
     out = []
+    text = re.sub(r"\b([a-z])/([a-z])\b", r"\1\2", text.lower())  # "A/A" is one word, "aa"
     for word in words(text):
         out.append(word)
         if m := re.fullmatch(r"(\d)([a-z]+)", word):  # "1step" -> one, step
@@ -160,6 +161,11 @@ class ExperimentIndex:
                     matched.append(word)
                     if best_field in _NAMING_FIELDS:
                         naming.append(word)
+            for variant_key in item.variants:  # a variant key written out ("step_by_step") names it
+                if re.search(r"[_-]", variant_key) and len(variant_key) >= 5 and re.search(
+                        rf"(?<![\w-]){re.escape(variant_key.lower())}(?![\w-])", text):
+                    score += FIELD_WEIGHTS["key"]
+                    matched.append(variant_key)
             if exact:
                 score = 100.0
             if score > 0:

@@ -18,7 +18,7 @@ from a question (`writes`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -99,7 +99,9 @@ class _Context:
 
 
 _CLAUSE = re.compile(
-    r"\s*(?:,?\s*\band then\b|,\s*then\b|;\s*|,?\s*\band also\b|,\s*and\b|\band\b)\s+(?=(?:what|how|is|are|"
+    r"\s*(?:\bthen\s+(?=(?:recommend|plot|chart|graph|forecast|predict|analy[sz]e|check|plan|list|show|tell|give|"
+    r"stop|start|archive|draw|suggest)\b)|"
+    r",?\s*\band then\b|,\s*then\b|;\s*|,?\s*\band also\b|,\s*and\b|\band\b)\s*(?=(?:what|how|is|are|"
     r"should|recommend|plot|chart|graph|show|tell|give|forecast|predict|analy[sz]e|check|compare|plan|list|find|"
     r"search|which|who|stop|start|archive|draw)\b)", re.I)
 _DESCRIBED = re.compile(r"\b(?:experiment|test|one)\s+(?:about|where|that|which|testing|on|with)\b", re.I)
@@ -149,6 +151,8 @@ class Planner:
         whole, parts = classes[0], classes[1:]
         ctx = _Context(question, extract(question), index, today, tools)
 
+        whole = _with_write_cue(whole, question)
+        parts = [_with_write_cue(c, text) for c, text in zip(parts, clauses, strict=False)]
         steps: list[tuple[str, Classification]] = []
         if parts and all(_accepted(c) for c in parts) and len({c.intent for c in parts}) == len(parts):
             steps = list(zip(clauses, parts, strict=True))
@@ -458,14 +462,14 @@ class Planner:
             elif mde is None:
                 mde = p
         if baseline is not None:
-            args["baseline"] = {"mean": round(baseline.value / 100, 6)}
+            args["baseline"] = {"mean": _sig(baseline.value / 100)}
         if mde is not None:
             if mde.unit == "points" and baseline is not None:
-                args["mde"] = round(mde.value / baseline.value, 6)
+                args["mde"] = _sig(mde.value / baseline.value)
                 ctx.assumptions.append(f"{mde.value:g} points on a {baseline.value:g}% baseline is a relative "
                                        f"MDE of {args['mde']:.1%}")
             else:
-                args["mde"] = round(mde.value / 100, 6)
+                args["mde"] = _sig(mde.value / 100)
                 ctx.assumptions.append(f"the {mde.value:g}% lift is relative ({baseline.value if baseline else 'the baseline'}"
                                        f"{'%' if baseline else ''} → x{1 + args['mde']:g})")
         elif required:
@@ -539,6 +543,48 @@ def _candidates(planned: list[str], c: Classification, tools: dict[str, types.To
             if tool in tools and tool not in out:
                 out.append(tool)
     return out[:8]
+
+
+def _sig(x: float) -> float:
+    """Nine significant figures: exact enough for any rate, without float noise (0.1, not 0.1000000001)."""
+    return float(f"{x:.9g}")
+
+
+# A write is planned only when the question says that write: "kick off" must never plan a stop.
+WRITE_CUES = {
+    "start": r"\b(start|launch|begin|kick(?:s|ing)?\s*off|go(?:es)? live|live|turn on|switch on|enable|activate|"
+             r"resume|fire up|roll out|open|get\s+(?:\S+\s+){0,4}going|unpause)\b",
+    "stop": r"\b(stop|end|halt|pause|kill|shut|turn off|switch off|disable|conclude|finish|roll(?:ing)? ?back|"
+            r"wrap up|cancel|ship)\b",
+    "archive": r"\b(archiv\w*|retire|clean up|remove|delete)\b",
+    "create": r"\b(create|new|set up|setup|add|register|define|make)\b",
+}
+
+
+def _with_write_cue(c: Classification, text: str) -> Classification:
+    """A write intent the words do not say is not planned: the next reading the words do say, or a decline."""
+    if _write_cue_ok(c.intent, text):
+        return c
+    if c.intent in WRITE_CUES:  # the words say another write: that one ("kick off" read as a stop → start)
+        said = [intent for intent in ("start", "stop", "archive") if intent != c.intent and _write_cue_ok(intent, text)]
+        if len(said) == 1:
+            # The classifier was sure it is this kind of write; the words say which: their probabilities add.
+            confidence = min(1.0, c.confidence + dict(c.ranked).get(said[0], 0.0))
+            return replace(c, intent=said[0], confidence=round(confidence, 4))
+    for intent, probability in c.ranked[1:]:
+        if _write_cue_ok(intent, text) and (intent in WRITE_CUES or probability >= MIN_CONFIDENCE):
+            return replace(c, intent=intent, confidence=probability)
+    return replace(c, intent="decline", confidence=0.0)
+
+
+def _write_cue_ok(intent: str, text: str) -> bool:
+    cue = WRITE_CUES.get(intent)
+    if cue is None:
+        return True
+    if intent == "stop" and re.search(WRITE_CUES["start"], text, re.I) and not re.search(
+            r"\b(stop|end|halt|pause|kill|shut|disable|conclude|roll(?:ing)? ?back)\b", text, re.I):
+        return False  # "kick off" / "turn on": a start, whatever the classifier leans to
+    return re.search(cue, text, re.I) is not None
 
 
 def _accepted(c: Classification) -> bool:

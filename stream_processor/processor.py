@@ -98,6 +98,7 @@ class _Batch:
     records: list[Record] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     routed: dict[str, list[Record]] = field(default_factory=dict)
+    next_acks: list[asyncio.Future] | None = None  # the sinks' acknowledgements of the batch fetched after it
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class StreamProcessor:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending = 0
         self._lanes: dict[str, _SinkLane] = {}
+        self._to_commit: dict[TopicPartition, int] = {}  # offsets stored and not committed yet, in order
         self._known: set[str] = set()
         self._known_at = 0.0
         self._routes: dict[tuple[Any, str | None], tuple[str, ...]] = {}  # (event type, priority) -> our sinks
@@ -263,10 +265,14 @@ class StreamProcessor:
     async def _store_stage(self, inbox: asyncio.Queue) -> None:
         """Hand each batch to the sinks' lanes and chain its commit after the previous batch's."""
         previous: asyncio.Task[None] | None = None
+        last: _Batch | None = None
         while (batch := await inbox.get()) is not None:
             if previous is not None and previous.done() and previous.exception() is not None:
                 raise previous.exception()
             acks = [self._lanes[target].submit(records) for target, records in batch.routed.items() if records]
+            if last is not None:
+                last.next_acks = acks
+            last = batch
             previous = asyncio.create_task(self._store_and_commit(batch, acks, previous))
         if previous is not None:
             await previous
@@ -339,8 +345,15 @@ class StreamProcessor:
         # checkpoint: only after every sink and the DLQ acknowledged, and only for partitions still ours
         # (a batch fetched before a rebalance took its partition is stored, and the new owner's replay of
         # it is harmless: every sink is idempotent)
-        assigned = self.consumer.assignment()
-        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in assigned}
+        self._to_commit.update(batch.offsets)
+        following = batch.next_acks
+        if following is not None and all(ack.done() for ack in following):
+            # The next batch is stored already: its commit (a broker round trip) carries these offsets too.
+            offsets = {}
+        else:
+            assigned = self.consumer.assignment()
+            offsets = {tp: offset for tp, offset in self._to_commit.items() if tp in assigned}
+            self._to_commit.clear()
         if offsets:
             try:
                 await self.consumer.commit(offsets)

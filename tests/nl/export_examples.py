@@ -40,8 +40,19 @@ def train_split() -> dict[str, list[str]]:
     return intents
 
 
+def fitted_temperature(intents: dict[str, list[str]]) -> float:
+    """The classifier's temperature on these examples (5-fold out-of-fold log loss; needs the model)."""
+    from mcp_router.gateway.nl.classifier import IntentClassifier
+
+    classifier = IntentClassifier(tuple((q, intent) for intent, qs in intents.items() for q in qs))
+    classifier.fit()
+    return round(classifier.temperature, 4)
+
+
 def render() -> str:
-    return HEADER + yaml.safe_dump({"intents": train_split()}, sort_keys=True, allow_unicode=True, width=120)
+    intents = train_split()
+    return HEADER + yaml.safe_dump({"temperature": fitted_temperature(intents), "intents": intents},
+                                   sort_keys=False, allow_unicode=True, width=120)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from mcp import Client
 from rich.console import Console
 from rich.text import Text
@@ -29,6 +30,9 @@ from mcp_router.gateway.backends import PROFILE_META
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+# Pre-selection is a help, not a step the answer waits on: the first question of a process fits the
+# router's classifier (a few seconds, more on a busy machine); past this budget Claude gets the listed tools.
+PRESELECT_BUDGET_S = 20.0
 
 HELP = """\
 /help        this list
@@ -98,6 +102,12 @@ class ToolPreselector:
         self._catalogue: dict[str, Any] | None = None
 
     async def __call__(self, question: str) -> list[str]:
+        with anyio.move_on_after(PRESELECT_BUDGET_S):
+            return await self._preselect(question)
+        log.info("tool pre-selection skipped: route_query took over %s s", PRESELECT_BUDGET_S)
+        return []
+
+    async def _preselect(self, question: str) -> list[str]:
         try:
             result = await self.client.call_tool("route_query", {"query": question[:2000]})
             if result.is_error or not isinstance(result.structured_content, dict):
@@ -110,7 +120,7 @@ class ToolPreselector:
                 self._catalogue = {t.name: t for t in listed.tools}
             return self.bridge.add([self._catalogue[c] for c in candidates if c in self._catalogue])
         except Exception as exc:  # noqa: BLE001 - pre-selection is a help; the listed tools still answer
-            log.warning("tool pre-selection skipped: %s", exc)
+            log.info("tool pre-selection skipped: %s", exc)
             return []
 
 

@@ -6,7 +6,7 @@ naming an experiment become "experiment", see `ExperimentIndex.mask`), so the cl
 what is asked, not about which experiment. Model: multinomial logistic regression (scikit-learn).
 
 Confidence: the regression's probabilities, temperature-scaled: the temperature minimises the log
-loss of 5-fold out-of-fold predictions on the examples, so a 0.8 means right about 8 times in 10 on
+loss of 5-fold out-of-fold predictions on the examples (fitted when examples.yaml is written), so a 0.8 means right about 8 times in 10 on
 questions like the examples. The planner declines below `MIN_CONFIDENCE`, when no example is
 closer than `MIN_SIMILARITY` (cosine) — the question is about something else — or when the answer
 is `decline` (questions labelled out of scope).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -43,11 +44,22 @@ _TEMPERATURES = tuple(0.3 + 0.05 * i for i in range(55))
 
 
 @cache
+def _examples_file() -> dict[str, Any]:
+    text = resources.files("mcp_router.gateway.nl").joinpath("examples.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
 def load_examples() -> tuple[tuple[str, str], ...]:
     """(question, intent) pairs of examples.yaml: the train split of tests/nl/corpus.yaml, masked."""
-    text = resources.files("mcp_router.gateway.nl").joinpath("examples.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = _examples_file()
     return tuple((question, intent) for intent, questions in data["intents"].items() for question in questions)
+
+
+def shipped_temperature() -> float | None:
+    """The temperature fitted when examples.yaml was written (tests/nl/export_examples.py): fitting it
+    takes five extra regressions (≈5 s), so a router fits only the one it uses."""
+    value = _examples_file().get("temperature")
+    return float(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,18 @@ def _embed(texts: list[str]) -> np.ndarray:
     return np.asarray(embed_texts(texts), dtype=np.float64)
 
 
+@cache
+def shared_classifier() -> IntentClassifier:
+    """One classifier per process, fitted on the first question (every router of the process shares it)."""
+    return IntentClassifier()
+
+
 class IntentClassifier:
-    def __init__(self, examples: tuple[tuple[str, str], ...] | None = None) -> None:
+    def __init__(self, examples: tuple[tuple[str, str], ...] | None = None, temperature: float | None = None) -> None:
+        shipped = examples is None
         self.examples = examples if examples is not None else load_examples()
+        self._given_temperature = temperature if temperature is not None else (
+            shipped_temperature() if shipped else None)
         self.questions = [q for q, _ in self.examples]
         self.labels = np.array([intent for _, intent in self.examples])
         self.method = "embedding"
@@ -76,22 +97,26 @@ class IntentClassifier:
         self._vectors: np.ndarray | None = None
         self._words: tuple[TfidfVectorizer, TfidfVectorizer] | None = None
         self._model: LogisticRegression | None = None
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ fitting
 
     def fit(self) -> IntentClassifier:
         """Embed the examples, fit the regression and its temperature (≈1-2 s on CPU; the model loads
         once per process)."""
-        if self._model is not None:
-            return self
+        with self._lock:
+            if self._model is None:
+                self._fit()
+        return self
+
+    def _fit(self) -> None:
         try:
             self._vectors = _embed(self.questions)
         except Exception as exc:  # noqa: BLE001 - no model in this build: the word features still classify
             log.warning("route_query falls back to word features: the embedding model is unavailable (%s)", exc)
             self._vectors, self.method = None, "keywords"
-        self.temperature = self._fit_temperature()
+        self.temperature = self._given_temperature or self.fit_temperature()
         self._words, self._model = self._train(np.arange(len(self.questions)))
-        return self
 
     def _features(self, words: tuple[TfidfVectorizer, TfidfVectorizer], texts: list[str], vectors: np.ndarray | None) -> csr_matrix:
         from scipy.sparse import csr_matrix, hstack
@@ -113,7 +138,7 @@ class IntentClassifier:
         model = LogisticRegression(C=C, max_iter=5000).fit(self._features(words, texts, vectors), self.labels[rows])
         return words, model
 
-    def _fit_temperature(self) -> float:
+    def fit_temperature(self) -> float:
         """The temperature minimising the log loss of out-of-fold predictions (k-fold on the examples)."""
         from sklearn.model_selection import StratifiedKFold
 

@@ -27,7 +27,13 @@ import jsonschema
 import mcp.types as types
 from pydantic import BaseModel, Field
 
-from mcp_router.gateway.nl.classifier import MIN_CONFIDENCE, MIN_SIMILARITY, Classification, IntentClassifier
+from mcp_router.gateway.nl.classifier import (
+    MIN_CONFIDENCE,
+    MIN_SIMILARITY,
+    Classification,
+    IntentClassifier,
+    shared_classifier,
+)
 from mcp_router.gateway.nl.entities import (
     COUNTRY_WORDS,
     DEVICE_WORDS,
@@ -137,7 +143,7 @@ outcome chance win likely would could might plan design set sample size long det
 
 class Planner:
     def __init__(self, classifier: IntentClassifier | None = None) -> None:
-        self.classifier = classifier or IntentClassifier()
+        self.classifier = classifier or shared_classifier()
 
     async def plan(self, question: str, tools: dict[str, types.Tool], server_of: dict[str, str], lookup: Lookup,
                    today: date | None = None) -> RoutePlan:

@@ -13,7 +13,8 @@ from mcp_router.apps.chat.tools import ToolCall
 MAX_ITEMS = 10
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
+    """A fraction as a signed percent (0.052 → '+5.2%'); '–' when there is none."""
     return "–" if not isinstance(value, int | float) else f"{value * 100:+.1f}%"
 
 
@@ -78,7 +79,7 @@ def _analysis_sentence(f: dict[str, Any]) -> str:
     for arm in f.get("arms", []):
         if arm.get("relative_lift") is not None:
             line += (f"; {arm.get('variant')} vs {arm.get('control')}: {f.get('metric', '')} "
-                     f"{_num(arm.get('control_mean'))} → {_num(arm.get('mean'))} ({_pct(arm['relative_lift'])}")
+                     f"{_num(arm.get('control_mean'))} → {_num(arm.get('mean'))} ({pct(arm['relative_lift'])}")
             if arm.get("p_value_sequential") is not None:
                 line += f", always-valid p {arm['p_value_sequential']:.3g}"
             if arm.get("chance_to_win") is not None:
@@ -124,7 +125,7 @@ def _hits_sentence(f: dict[str, Any]) -> str:
     for h in f["hits"][:5]:
         extra = []
         if h.get("lift") is not None:
-            extra.append(f"lift {_pct(h['lift'])}")
+            extra.append(f"lift {pct(h['lift'])}")
         if h.get("improvement") is not None:
             extra.append(f"improvement {h['improvement'] * 100:+g}%")
         if h.get("outcome"):

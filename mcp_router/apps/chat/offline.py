@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from mcp_router.apps.chat.agent import ChatListener, TurnResult
-from mcp_router.apps.chat.facts import facts, sentence
+from mcp_router.apps.chat.facts import facts, pct, sentence
 from mcp_router.apps.chat.tools import ToolBridge, ToolCall
 
 OFFLINE_LABEL = ("offline mode (no ANTHROPIC_API_KEY): answered by route_query (intent by meaning, entities from "
@@ -137,10 +137,6 @@ class OfflineAnswerer:
 # ---------------------------------------------------------------- summaries
 
 
-def _pct(fraction: float | None) -> str:
-    return "–" if fraction is None else f"{fraction * 100:+.1f}%"
-
-
 def _head(call: ToolCall) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
     return f"{call.tool}({args})"
@@ -177,7 +173,7 @@ def summarise_many(calls: list[ToolCall], directions: dict[str, str] | None = No
             lines.append(
                 f"  - {cell['dimension']}={cell['segment']} in {_experiment_of(call)}: {cell['metric']} "
                 f"{cell['control_mean']:.4g} → {cell['variant_mean']:.4g} for {cell['variant']} "
-                f"({_pct(cell.get('relative_lift'))}, z {cell['z_score']:.1f}, "
+                f"({pct(cell.get('relative_lift'))}, z {cell['z_score']:.1f}, "
                 f"{cell['variant_users']} vs {cell['control_users']} users)")
     elif any(_segments(c) for c in calls):
         lines.append("No segment did better than its control.")

@@ -79,6 +79,12 @@ _SUFFIXES = frozenset({"", "s", "es", "e", "ing", "ings", "ed", "er", "ers", "io
                        "ised", "ized", "al", "ly", "y", "ies"})
 
 
+def metric_specs(experiment: dict[str, Any]) -> list[dict[str, Any]]:
+    """An experiment's metrics, as the registry gives them: primary, secondary, guardrails ({name, direction…})."""
+    return [m for m in [experiment.get("primary_metric") or {}, *(experiment.get("secondary_metrics") or []),
+                        *(experiment.get("guardrail_metrics") or [])] if isinstance(m, dict)]
+
+
 def similar(a: str, b: str) -> bool:
     """One word for the other: equal, the same stem with an inflection ("price" / "pricing",
     "onboard" / "onboarding", never "check" / "checkout"), or from five letters a likely typo."""
@@ -108,9 +114,7 @@ class ExperimentIndex:
             item.fields["name"] = set(_split(e.get("name") or ""))
             item.fields["tag"] = {w for tag in e.get("tags") or [] for w in _split(tag)} - {"demo"}
             item.fields["type"] = set(_split(e.get("type") or ""))
-            metrics = [e.get("primary_metric") or {}, *(e.get("secondary_metrics") or []),
-                       *(e.get("guardrail_metrics") or [])]
-            item.fields["metric"] = {w for m in metrics if isinstance(m, dict) for w in _split(m.get("name", ""))}
+            item.fields["metric"] = {w for m in metric_specs(e) for w in _split(m.get("name", ""))}
             item.fields["description"] = set(_split(f"{e.get('description', '')} {e.get('hypothesis', '')}"))
             for v in e.get("variants") or []:
                 item.variants[v["key"]] = set(_split(v["key"])) | set(_split(v.get("name") or ""))
@@ -129,13 +133,7 @@ class ExperimentIndex:
         return len(self._indexed)
 
     def metric_names(self) -> set[str]:
-        names = set()
-        for e in self.experiments.values():
-            for m in [e.get("primary_metric") or {}, *(e.get("secondary_metrics") or []),
-                      *(e.get("guardrail_metrics") or [])]:
-                if isinstance(m, dict) and m.get("name"):
-                    names.add(m["name"])
-        return names
+        return {m["name"] for e in self.experiments.values() for m in metric_specs(e) if m.get("name")}
 
     def match(self, question: str, ignore: frozenset[str] = frozenset()) -> list[Match]:
         """Experiments the question names, best first (only those with a positive score). Words in

@@ -47,7 +47,15 @@ from mcp_router.gateway.nl.entities import (
     resolve_period,
     words,
 )
-from mcp_router.gateway.nl.experiments import ACTION_WORDS, STRONG, ExperimentIndex, Match, metrics_named
+from mcp_router.gateway.nl.experiments import (
+    ACTION_WORDS,
+    STRONG,
+    ExperimentIndex,
+    Match,
+    metric_specs,
+    metrics_named,
+    similar,
+)
 from mcp_router.gateway.nl.intents import INTENTS, IntentSpec
 
 MAX_FAN_OUT = 6
@@ -302,13 +310,10 @@ class Planner:
 
     def _metric(self, ctx: _Context, key: str) -> str:
         experiment = ctx.index.experiments.get(key) or {}
-        own = {m.get("name") for m in [experiment.get("primary_metric") or {}, *(experiment.get("secondary_metrics")
-                                                                                or []),
-                                          *(experiment.get("guardrail_metrics") or [])] if isinstance(m, dict)}
-        named = [m for m in metrics_named(ctx.question, ctx.index.metric_names()) if m in own]
+        named, _ = _named_metrics(ctx, key)
         chosen = named[0] if named else (experiment.get("primary_metric") or {}).get("name", "conversion")
         ctx.resolved.setdefault("metrics", {})[key] = chosen
-        direction = next((m.get("direction") for m in _metric_specs(experiment) if m.get("name") == chosen), None)
+        direction = next((m.get("direction") for m in metric_specs(experiment) if m.get("name") == chosen), None)
         if direction:
             ctx.resolved.setdefault("directions", {})[key] = direction
         if not named:
@@ -360,17 +365,15 @@ class Planner:
         if tool == "get_variant_statistics":
             if entities.segment and "segment" in props:
                 args["segment"] = dict(entities.segment)
-            own = [m["name"] for m in _metric_specs(ctx.index.experiments.get(key) or {}) if m.get("name")]
-            named = [m for m in metrics_named(ctx.question, ctx.index.metric_names()) if m in own]
+            named, own = _named_metrics(ctx, key)
             if named or own:  # the tool needs at least one: the named ones, else all of the experiment's
-                args["metrics"] = named or list(dict.fromkeys(own))
+                args["metrics"] = named or own
         if tool == "predict_experiment_trends" and key:
             args["metric"] = self._metric(ctx, key)
             if entities.days_ahead:
                 args["days_ahead"] = min(entities.days_ahead, 30)
         if tool == "plot_experiment" and key:
-            named = [m for m in metrics_named(ctx.question, ctx.index.metric_names())
-                     if m in _own_metrics(ctx.index.experiments.get(key) or {})]
+            named, _ = _named_metrics(ctx, key)
             if named:
                 args["metric"] = named[0]
         if tool in ("predict_user_assignment",):
@@ -598,20 +601,13 @@ def _accepted(c: Classification) -> bool:
 
 
 def _same(word: str, tag: str) -> bool:
-    from mcp_router.gateway.nl.experiments import similar
-
     return any(similar(word, part) for part in words(tag))
 
 
-def _metric_specs(experiment: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in [experiment.get("primary_metric") or {}, *(experiment.get("secondary_metrics") or []),
-                        *(experiment.get("guardrail_metrics") or [])] if isinstance(m, dict)]
-
-
-def _own_metrics(experiment: dict[str, Any]) -> set[str]:
-    return {m.get("name") for m in [experiment.get("primary_metric") or {}, *(experiment.get("secondary_metrics")
-                                                                               or []),
-                                    *(experiment.get("guardrail_metrics") or [])] if isinstance(m, dict)}
+def _named_metrics(ctx: _Context, key: str) -> tuple[list[str], list[str]]:
+    """(the metrics the question names that the experiment has, all the experiment's metrics)."""
+    own = list(dict.fromkeys(m["name"] for m in metric_specs(ctx.index.experiments.get(key) or {}) if m.get("name")))
+    return [m for m in metrics_named(ctx.question, ctx.index.metric_names()) if m in own], own
 
 
 def _improvement_filter(entities: Entities, field_: str) -> dict[str, Any] | None:

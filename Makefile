@@ -37,15 +37,20 @@ $(STAMP):
 	@echo "==> installed. The command is $(VENV)/bin/neonblue (not on your PATH): call it by that path,"
 	@echo "    or run 'source $(VENV)/bin/activate' once per shell to type plain 'neonblue'."
 
-# The official MCP Inspector CLI (Node >= 22 from npm's node@22) for the router conformance test.
-INSPECTOR := 0.21.2
-NODE_STAMP := .node/.installed-inspector-$(INSPECTOR)
+# Node >= 22 (npm's node@22) with two pinned third-party MCP clients for the router tests:
+# the official MCP Inspector CLI (stdio) and the official conformance suite (HTTP, requirement set
+# 2026-07-28). Without npm both tests skip; an npm that fails stops make (no silent skip).
+INSPECTOR   := 0.21.2
+CONFORMANCE := 0.2.0-alpha.11
+NODE_STAMP  := .node/.installed-inspector-$(INSPECTOR)-conformance-$(CONFORMANCE)
 $(NODE_STAMP):
-	mkdir -p .node
-	if command -v npm >/dev/null; then \
-	  cd .node && npm install --prefix . --no-audit --no-fund --silent node@22 @modelcontextprotocol/inspector@$(INSPECTOR) \
-	  && touch $(abspath $(NODE_STAMP)); \
-	else echo "npm not found: the MCP Inspector test will be skipped" >&2; fi
+	@mkdir -p .node
+	@if command -v npm >/dev/null; then \
+	  echo "==> node 22, MCP Inspector $(INSPECTOR) and conformance suite $(CONFORMANCE) under .node/ (npm)"; \
+	  cd .node && npm install --prefix . --no-audit --no-fund --silent --save-exact node@22 \
+	    @modelcontextprotocol/inspector@$(INSPECTOR) @modelcontextprotocol/conformance@$(CONFORMANCE) \
+	  && rm -f .installed-* && touch $(abspath $(NODE_STAMP)); \
+	else echo "npm not found: the MCP Inspector and conformance tests will be skipped" >&2; fi
 
 install: $(STAMP) $(NODE_STAMP)
 

@@ -4,7 +4,8 @@ The service errors subclass the MCP SDK's `ToolError`, so an MCP tool that lets 
 returns `isError` with this exact message (any other exception reaches the
 client only as "Error executing tool X"). The REST API maps `status_code`.
 
-Each class has a `kind` (invalid_input, not_found, conflict, refused, unavailable, internal): the
+Each class has a `kind` (invalid_input, not_found, conflict, refused, confirmation_required, unavailable,
+internal): the
 word a refusal carries across every hop (`schemas.refusals` puts it in the result's `_meta`), so a
 peer's NotFound is raised again as NotFound by the caller, and REST answers 404 for it.
 """
@@ -53,6 +54,21 @@ class QueryRefused(ServiceError):
     kind = "refused"
 
 
+class ConfirmationRequired(ServiceError):
+    """A destructive action waits for the user's go-ahead (stop with a winner, archive, move the traffic of a
+    running experiment, an allocation or an autopilot action that changes something).
+
+    `question` says exactly what would happen, for the user: the router asks it through elicitation when
+    the client can show it, and otherwise the caller repeats the call with confirm=true and a reason."""
+
+    status_code = 428
+    kind = "confirmation_required"
+
+    def __init__(self, message: str, *, question: str | None = None) -> None:
+        super().__init__(message)
+        self.question = question or message
+
+
 class BackendUnavailable(ServiceError):
     """A store or backend server is down or timed out."""
 
@@ -69,5 +85,6 @@ class InternalError(ServiceError):
 
 # A refusal's kind -> the class that raises it again on the caller's side of a hop.
 KINDS: dict[str, type[ServiceError]] = {
-    cls.kind: cls for cls in (InvalidInput, NotFound, Conflict, QueryRefused, BackendUnavailable, InternalError)
+    cls.kind: cls for cls in (InvalidInput, NotFound, Conflict, QueryRefused, ConfirmationRequired, BackendUnavailable,
+                              InternalError)
 }

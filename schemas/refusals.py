@@ -28,7 +28,7 @@ import mcp.types as types
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from pydantic import ValidationError
 
-from schemas.errors import KINDS, InternalError, InvalidInput, ServiceError
+from schemas.errors import KINDS, ConfirmationRequired, InternalError, InvalidInput, ServiceError
 
 ERROR_META = "neonblue/error"
 MAX_CHARS = 1000  # a refusal is a sentence or two, never a dump
@@ -70,6 +70,8 @@ def refusal(exc: BaseException, input_schema: Mapping[str, Any] | None = None) -
     reason = _reason(exc)
     if isinstance(reason, ValidationError):
         return InvalidInput(render_validation_error(reason, input_schema))
+    if isinstance(reason, ConfirmationRequired):
+        return ConfirmationRequired(one_line(str(reason)), question=one_line(reason.question))
     if isinstance(reason, ServiceError):
         return KINDS.get(reason.kind, ServiceError)(one_line(str(reason)))
     if isinstance(reason, ToolError) and not isinstance(reason, UnexpectedToolError):
@@ -101,9 +103,13 @@ def _reason(exc: BaseException) -> BaseException:
 # -- MCP results ----------------------------------------------------------------------------------
 
 def refusal_result(err: ServiceError) -> types.CallToolResult:
-    """The isError result for a refusal: its one line as text, its kind in `_meta`."""
+    """The isError result for a refusal: its one line as text, its kind in `_meta` (and, for a confirmation,
+    the question to ask the user)."""
+    entry: dict[str, Any] = {"kind": err.kind}
+    if isinstance(err, ConfirmationRequired):
+        entry["question"] = err.question
     return types.CallToolResult(content=[types.TextContent(type="text", text=one_line(str(err)))], is_error=True,
-                                meta={ERROR_META: {"kind": err.kind}})
+                                meta={ERROR_META: entry})
 
 
 def kind_of(result: types.CallToolResult) -> str | None:
@@ -117,9 +123,19 @@ def result_text(result: types.CallToolResult) -> str:
     return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
+def question_of(result: types.CallToolResult) -> str | None:
+    """The question a `confirmation_required` refusal asks the user, or None."""
+    entry = (result.meta or {}).get(ERROR_META)
+    question = entry.get("question") if isinstance(entry, Mapping) else None
+    return question if isinstance(question, str) and question else None
+
+
 def refusal_of(result: types.CallToolResult) -> ServiceError:
     """A peer's isError result raised again as its kind's class (ServiceError when it names none)."""
-    return KINDS.get(kind_of(result) or "", ServiceError)(one_line(result_text(result)))
+    kind = kind_of(result) or ""
+    if kind == ConfirmationRequired.kind:
+        return ConfirmationRequired(one_line(result_text(result)), question=question_of(result))
+    return KINDS.get(kind, ServiceError)(one_line(result_text(result)))
 
 
 def normalized(result: types.CallToolResult) -> types.CallToolResult:

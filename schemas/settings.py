@@ -112,6 +112,9 @@ class Settings(BaseSettings):
         '"chromadb": "http://host:8765/mcp"}. Unlisted servers run in-process.',
     )
     backend_timeout: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("NEONBLUE_BACKEND_TIMEOUT"))
+    conformance_probes: bool = Field(
+        default=False, validation_alias=AliasChoices("NEONBLUE_CONFORMANCE_PROBES"),
+        description="Serve the MCP conformance suite's diagnostic tools and prompt (tests only; never in production).")
     tool_profile: Literal["core", "full"] = Field(
         default="full", validation_alias=AliasChoices("NEONBLUE_TOOL_PROFILE"),
         description="The tools the router lists: full = every tool; core = a dozen for the experiment journey "

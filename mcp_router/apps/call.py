@@ -28,7 +28,7 @@ EXIT_TABLE: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (1, ("internal",), "a tool crashed, or anything unexpected"),
     (2, ("invalid_input",), "bad arguments, or a usage error"),
     (3, ("not_found",), "no such experiment, variant, tool..."),
-    (4, ("conflict", "refused"), "valid, but not in this state / not allowed"),
+    (4, ("conflict", "refused", "confirmation_required"), "refused now (the line says why)"),
     (5, ("unavailable",), "a store or the stack is down, or serve did not start"),
     (6, ("gate_failed",), "gate only: verdict not allowed, or a guardrail fails"),
 )

@@ -29,11 +29,16 @@ from typing import Any, Literal
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.caching import CacheHint
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 
 from mcp_router.gateway import metrics
 from mcp_router.gateway.backends import PROFILE_META, Backend
+from mcp_router.gateway.conformance_probes import ConformanceProbes
+from mcp_router.gateway.input_required import PROMPT_QUESTIONS, PromptQuestion, complete_prompt, confirm_call
 from mcp_router.gateway.tool_search import ToolIndex
+from schemas.errors import ConfirmationRequired
+from schemas.refusals import kind_of
 
 log = logging.getLogger("neonblue.router")
 
@@ -115,6 +120,9 @@ class Router:
         self.catalogue = Catalogue()
         self.profile: Profile = profile
         self.tool_index = ToolIndex()  # find_tools' embeddings of the catalogue, built on first use
+        # Prompts whose missing context is asked for, and the conformance suite's probes (off unless enabled).
+        self.prompt_questions: dict[str, tuple[PromptQuestion, ...]] = dict(PROMPT_QUESTIONS)
+        self.probes: ConformanceProbes | None = None
         self.server: Server[Any] = Server(
             "neonblue",
             version="0.1.0",
@@ -133,6 +141,16 @@ class Router:
             on_read_resource=self._read_resource,
             cache_hints=CACHE_HINTS,  # type: ignore[arg-type]
         )
+        # The requestState of an input-required round (a confirmation, a prompt's question) is sealed on its
+        # way out and verified on its way back, so a client cannot forge what it was asked. The key lives in
+        # this process: a restart asks again.
+        self.server.middleware.append(RequestStateBoundary(RequestStateSecurity.ephemeral(), default_audience="neonblue"))
+
+    def enable_probes(self, probes: ConformanceProbes) -> None:
+        """Serve the conformance suite's diagnostic tools and prompt (`neonblue serve` with
+        NEONBLUE_CONFORMANCE_PROBES=1; never in a normal deployment)."""
+        self.probes = probes
+        self.prompt_questions.update(probes.prompt_questions)
 
     def refresh(self) -> None:
         self.catalogue = build_catalogue(list(self.backends.values()))
@@ -149,10 +167,20 @@ class Router:
 
     async def _list_tools(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
         asked = ((getattr(params, "meta", None) or {}) if params is not None else {}).get(PROFILE_META)
-        return types.ListToolsResult(tools=self.listed_tools(asked if asked in PROFILES else None))
+        tools = self.listed_tools(asked if asked in PROFILES else None)
+        return types.ListToolsResult(tools=tools + (self.probes.tools if self.probes is not None else []))
 
-    async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await self.call_tool(params.name, params.arguments or {})
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+                         ) -> types.CallToolResult | types.InputRequiredResult:
+        if self.probes is not None and params.name in self.probes.tool_names:
+            return await self.probes.call_tool(ctx, params)
+        arguments = params.arguments or {}
+        result = await self.call_tool(params.name, arguments)
+        if result.is_error and kind_of(result) == ConfirmationRequired.kind:
+            # A destructive call waits for the user's go-ahead: ask them when the client can show it.
+            return await confirm_call(ctx, params, result,
+                                      lambda extra: self.call_tool(params.name, {**arguments, **extra}))
+        return result
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         route = self.catalogue.routes.get(name)
@@ -172,14 +200,22 @@ class Router:
         return result
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=[p for p, _ in self.catalogue.prompts.values()])
+        prompts = [p for p, _ in self.catalogue.prompts.values()]
+        return types.ListPromptsResult(prompts=prompts + (self.probes.prompts if self.probes is not None else []))
 
-    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+                          ) -> types.GetPromptResult | types.InputRequiredResult:
+        probe = self.probes is not None and params.name in self.probes.prompt_names
         entry = self.catalogue.prompts.get(params.name)
-        if entry is None:
+        if entry is None and not probe:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
+        arguments = await complete_prompt(ctx, params, self.prompt_questions.get(params.name, ()))
+        if isinstance(arguments, types.InputRequiredResult):
+            return arguments  # the prompt needs context the user can give: asked first
+        if probe:
+            return self.probes.get_prompt(params.name, arguments)
         _, route = entry
-        return await route.backend.get_prompt(route.original_name, params.arguments)
+        return await route.backend.get_prompt(route.original_name, arguments)
 
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[r for r, _ in self.catalogue.resources.values()])

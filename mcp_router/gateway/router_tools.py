@@ -162,10 +162,16 @@ def build_router_tools(router: Any, stream_stats: Any = None) -> MCPServer:
         )
 
     @mcp.prompt(name="design_experiment")
-    def design_experiment_prompt(goal: str, baseline: str = "", traffic_per_day: str = "") -> str:
-        """Design a new experiment for a goal: metrics, guardrails, sample size and duration."""
+    def design_experiment_prompt(goal: str, primary_metric: str = "", baseline: str = "",
+                                 traffic_per_day: str = "") -> str:
+        """Design a new experiment for a goal: metrics, guardrails, sample size and duration.
+
+        Without a primary metric the router asks the user for it first (when the client can be asked)."""
+        metric = (f"Primary metric: {primary_metric} (the user's choice: keep it)." if primary_metric else
+                  "Primary metric: not given. Ask the user which metric decides the experiment before planning; "
+                  "do not pick one for them.")
         return (
-            f"Design an experiment for this goal: {goal}. Baseline: {baseline or 'unknown'}; "
+            f"Design an experiment for this goal: {goal}. {metric} Baseline: {baseline or 'unknown'}; "
             f"traffic per day: {traffic_per_day or 'unknown'}. Search similar past experiments with "
             "semantic_experiment_search, call predict_experiment_outcome and plan_experiment, then propose "
             "create_experiment arguments (variants with weights, primary metric, guardrails with directions)."

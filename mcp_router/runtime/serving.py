@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from mcp_router.gateway.backends import Backend, Target
+from mcp_router.gateway.conformance_probes import ConformanceProbes
 from mcp_router.gateway.router import Profile, Router, connected
 from mcp_router.gateway.router_tools import build_router_tools
 from mcp_servers.registry import SERVERS
@@ -44,6 +45,9 @@ async def open_router(
     if unknown:
         raise ConfigError(f"NEONBLUE_BACKENDS: unknown server(s) {sorted(unknown)}; known: {sorted(SERVERS)}")
     router = Router([], profile=settings.tool_profile)
+    if settings.conformance_probes:
+        log.warning("serving the MCP conformance suite's diagnostic tools (NEONBLUE_CONFORMANCE_PROBES=1)")
+        router.enable_probes(ConformanceProbes())
     async with AsyncExitStack() as stack:
         for name, spec in SERVERS.items():
             if name in remote:

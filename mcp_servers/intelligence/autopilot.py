@@ -4,8 +4,10 @@ autopilot takes (or would take) through the registry, each one audited."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+from mcp_servers.confirmation import require_confirmation, weights_change
 from schemas.errors import ServiceError
 
 from .base import ACTOR, AUTOPILOT_ACTOR
@@ -46,11 +48,15 @@ class GuardrailsAndAutopilot(TrafficAllocator):
         return await self._autopilot(experiment_id, options, act=False)
 
     async def run_autopilot(self, experiment_id: str, dry_run: bool = False,
-                            options: AnalysisOptions | Mapping[str, Any] | None = None) -> AutopilotDecision:
-        """Decide under the environment policy and, when allowed (and not dry_run), act through the registry."""
-        return await self._autopilot(experiment_id, options, act=not dry_run)
+                            options: AnalysisOptions | Mapping[str, Any] | None = None, *, confirm: bool = False,
+                            reason: str | None = None) -> AutopilotDecision:
+        """Decide under the environment policy and, when allowed (and not dry_run), act through the registry
+        once the user confirmed an action that changes traffic or stops the experiment (`confirm` with a
+        `reason`, see `mcp_servers.confirmation`)."""
+        return await self._autopilot(experiment_id, options, act=not dry_run, confirm=confirm, reason=reason)
 
-    async def _autopilot(self, experiment_id: str, options: Any, *, act: bool) -> AutopilotDecision:
+    async def _autopilot(self, experiment_id: str, options: Any, *, act: bool, confirm: bool = False,
+                         reason: str | None = None) -> AutopilotDecision:
         opts = analysis_options(options).model_copy(update={"record_decision": False, "similar_experiments": 0})
         a = await self._analyze(experiment_id, opts)
         facts, checks = self._facts(a)
@@ -58,6 +64,10 @@ class GuardrailsAndAutopilot(TrafficAllocator):
         applied = False
         outcome_note = ""
         if act and choice.should_apply:
+            # Every applied action changes traffic or stops the experiment: the user confirms it first.
+            require_confirmation("run_autopilot", _action_question(a, choice), confirm, reason)
+            if reason:
+                choice = replace(choice, rule=f"{choice.rule} Confirmed: {reason}")
             try:
                 await self._apply(a, choice)
                 applied = True
@@ -90,15 +100,31 @@ class GuardrailsAndAutopilot(TrafficAllocator):
             confidence=max(0.0, min(1.0, choice.confidence)), decision_id=decision_id, narrative=narrative)
 
     async def _apply(self, a: Analysed, choice: AutopilotChoice) -> None:
+        # The user confirmed run_autopilot's action (see _autopilot): the registry's own confirmation is that one.
         reason = choice.rule[:2000]
         if choice.action == "reallocate" or (choice.action == "roll_back" and choice.weights):
             await self.peers.postgres("set_variant_weights", experiment=a.key, weights=choice.weights,
-                                      actor=AUTOPILOT_ACTOR, reason=reason)
+                                      actor=AUTOPILOT_ACTOR, reason=reason, confirm=True)
         elif choice.action == "roll_back":
             await self.peers.postgres("stop_experiment", experiment=a.key, winner=a.control, actor=AUTOPILOT_ACTOR,
-                                      reason=reason)
+                                      reason=reason, confirm=True)
         elif choice.action == "ship":
             await self.peers.postgres("stop_experiment", experiment=a.key, winner=choice.variant,
-                                      actor=AUTOPILOT_ACTOR, reason=reason)
+                                      actor=AUTOPILOT_ACTOR, reason=reason, confirm=True)
         elif choice.action == "pause":
             await self.peers.postgres("stop_experiment", experiment=a.key, actor=AUTOPILOT_ACTOR, reason=reason)
+
+
+def _action_question(a: Analysed, choice: AutopilotChoice) -> str:
+    """What the autopilot is about to do, in one sentence for the user, with the rule that decided it."""
+    key = a.key
+    if choice.action == "reallocate" or (choice.action == "roll_back" and choice.weights):
+        verb = "re-weight" if choice.action == "reallocate" else "roll back by moving the traffic of"
+        what = f"Let the autopilot {verb} running experiment '{key}': {weights_change(a.weights, choice.weights or {})}."
+    elif choice.action == "roll_back":
+        what = f"Let the autopilot roll back '{key}': stop it and serve the control '{a.control}' to everyone."
+    elif choice.action == "ship":
+        what = f"Let the autopilot ship variant '{choice.variant}' of '{key}' to everyone: the experiment is concluded."
+    else:  # pause
+        what = f"Let the autopilot pause '{key}': stop it, nobody is assigned any more."
+    return f"{what} Why: {choice.rule}"

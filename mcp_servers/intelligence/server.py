@@ -9,6 +9,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 from pydantic import Field
 
 from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, READ_ONLY, WRITE
+from mcp_servers.confirmation import Confirm, Reason
 from mcp_servers.tool_server import ToolServer
 from schemas.vocabulary import limit
 
@@ -131,15 +132,18 @@ def build_server(service: IntelligenceService) -> MCPServer:
     async def allocate_traffic(
         experiment: ExperimentRef,
         dry_run: Annotated[bool, Field(description="Propose and audit, but change nothing (default: apply when the policy allows).")] = False,
+        confirm: Confirm = False,
+        reason: Reason = None,
     ) -> TrafficAllocation:
         """Thompson-sampling traffic weights on the primary metric (floor = exploration rate / arms).
 
         Applied via set_variant_weights (actor 'autopilot') only when the environment policy
         allows reallocation, the experiment runs, there is no SRM, the minimum days and users
         are in and the change is at least 5 points; otherwise says why not. Audited either way.
+        Applying asks the user first (or needs confirm=true with a reason).
         Example: {"experiment": "pricing-page-3way", "dry_run": true}
         """
-        return await service.allocate_traffic(experiment, dry_run)
+        return await service.allocate_traffic(experiment, dry_run, confirm=confirm, reason=reason)
 
     @mcp.tool(annotations=IDEMPOTENT_WRITE)
     async def evaluate_guardrails(experiment: ExperimentRef, options: Options = None) -> AutopilotDecision:
@@ -155,6 +159,8 @@ def build_server(service: IntelligenceService) -> MCPServer:
     async def run_autopilot(
         experiment: ExperimentRef,
         dry_run: Annotated[bool, Field(description="Decide and audit, but change nothing.")] = False,
+        confirm: Confirm = False,
+        reason: Reason = None,
     ) -> AutopilotDecision:
         """Let the guarded autopilot act on an experiment under this environment's policy.
 
@@ -165,9 +171,11 @@ def build_server(service: IntelligenceService) -> MCPServer:
         with significant harm → roll back (pause before the minimum data); before the minimum
         → wait; then act on the verdict if allowed and confident enough, else human review.
         Actions go through the registry (stop_experiment / set_variant_weights) and every
-        decision is audited (actor 'autopilot'). Example: {"experiment": "checkout-1step"}
+        decision is audited (actor 'autopilot'). An action that changes traffic or stops the
+        experiment asks the user first (or needs confirm=true with a reason); a dry run or a
+        decision to wait never asks. Example: {"experiment": "checkout-1step"}
         """
-        return await service.run_autopilot(experiment, dry_run)
+        return await service.run_autopilot(experiment, dry_run, confirm=confirm, reason=reason)
 
     @mcp.tool(annotations=READ_ONLY)
     async def predict_user_behavior(

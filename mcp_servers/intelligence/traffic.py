@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from mcp_servers import stats
+from mcp_servers.confirmation import require_confirmation, weights_change
 
 from . import analysis as calc
 from .base import ACTOR, AUTOPILOT_ACTOR
@@ -31,8 +32,10 @@ class TrafficAllocator(PerformanceAnalysis):
                                       min_n=BANDIT_MIN_UNITS, lower_is_better=primary.direction == "lower",
                                       current_weights=list(a.weights.values()))
 
-    async def allocate_traffic(self, experiment_id: str, dry_run: bool = False) -> TrafficAllocation:
-        """Thompson-sampling weights on the primary metric; applied through the registry when the policy allows."""
+    async def allocate_traffic(self, experiment_id: str, dry_run: bool = False, *, confirm: bool = False,
+                               reason: str | None = None) -> TrafficAllocation:
+        """Thompson-sampling weights on the primary metric; applied through the registry when the policy allows
+        and the user confirmed (`confirm` with a `reason`, see `mcp_servers.confirmation`)."""
         a = await self._analyze(experiment_id, AnalysisOptions(record_decision=False, similar_experiments=0))
         policy = self.policy
         bandit = self._bandit(a)
@@ -59,9 +62,17 @@ class TrafficAllocator(PerformanceAnalysis):
             reasons.append(f"the largest change ({move:.1%}) is below {policy.min_weight_change:.0%}")
         applied = False
         if not reasons:
+            # Applying moves the traffic of a running experiment: the user confirms first (nothing is recorded
+            # before they do).
+            require_confirmation("allocate_traffic", (
+                f"Apply the Thompson-sampling allocation to running experiment '{a.key}': "
+                f"{weights_change(a.weights, proposal)} (on {a.specs[0].name}, P(best) "
+                + ", ".join(f"{k} {v:.2f}" for k, v in (best or {}).items()) + "). Users already assigned keep "
+                "their variant; new users follow the new weights."), confirm, reason)
             await self.peers.postgres("set_variant_weights", experiment=a.key, weights=proposal,
-                                      actor=AUTOPILOT_ACTOR,
-                                      reason=f"Thompson sampling on {a.specs[0].name}: P(best) {best}")
+                                      actor=AUTOPILOT_ACTOR, confirm=True,
+                                      reason=f"Thompson sampling on {a.specs[0].name}: P(best) {best}. "
+                                             f"Confirmed: {reason}")
             applied = True
             why = (f"Applied: Thompson sampling on {a.specs[0].name} moves up to {move:.0%} of traffic "
                    f"(floor {policy.exploration_rate / len(a.weights):.1%} per arm).")
@@ -72,7 +83,7 @@ class TrafficAllocator(PerformanceAnalysis):
             f"{why} Current {a.weights}, proposed {proposal}, P(best) {best}.",
             {"current_weights": a.weights, "proposed_weights": proposal, "best_arm_probabilities": best,
              "seed": bandit.seed, "metric": a.specs[0].name, "users": {v.key: v.users for v in a.result.variants},
-             "policy": policy.as_dict()},
+             "policy": policy.as_dict(), "confirmed_reason": reason if applied else None},
             max(best.values()) if best else None, AUTOPILOT_ACTOR if applied else ACTOR, applied)
         return TrafficAllocation(
             experiment_key=a.key, metric=a.specs[0].name, current_weights=a.weights, proposed_weights=proposal,

@@ -8,8 +8,10 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from mcp_servers.annotations import DESTRUCTIVE_WRITE, IDEMPOTENT_WRITE, OVERWRITE, READ_ONLY, WRITE
+from mcp_servers.confirmation import Confirm, Reason, require_confirmation
 from mcp_servers.tool_server import ToolServer
 
+from .confirmation import archive_action, stop_action, weights_action
 from .models import (
     Actor,
     AssignmentPrediction,
@@ -43,7 +45,6 @@ results, and read descriptive per-variant statistics. Experiments are addressed 
 (e.g. 'checkout-1step'), the same id used in events. postgres_query runs read-only SQL over the
 registry tables (see describe_schema). Decisions by agents go to the audit trail with record_decision."""
 
-Reason = Annotated[str | None, Field(default=None, max_length=2000, description="Why, for the change log.")]
 Attributes = Annotated[
     dict[str, Any] | None,
     Field(default=None, description="User attributes for targeting, e.g. {'country': 'US', 'device': 'mobile'}."),
@@ -100,34 +101,50 @@ def build_server(service: ExperimentService) -> MCPServer:
     @mcp.tool(annotations=DESTRUCTIVE_WRITE)
     async def stop_experiment(experiment: ExperimentRef,
                               winner: Annotated[str | None, Field(default=None, description="Variant key to declare the winner; concludes the experiment.")] = None,
-                              actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
+                              actor: Actor = "mcp-client", reason: Reason = None,
+                              confirm: Confirm = False) -> Experiment:
         """Stop a running experiment: nobody is assigned any more; results can still be recorded.
 
         With a winner (a variant key) the experiment is concluded and get_variant
-        serves the winner's config to everyone. A stopped experiment can later be
-        concluded by calling this again with a winner.
-        Example: {"experiment": "support-prompt-v2", "winner": "examples", "reason": "p<0.01 on resolution_rate"}
+        serves the winner's config to everyone: that asks the user first (or needs
+        confirm=true with a reason). A stopped experiment can later be concluded by
+        calling this again with a winner.
+        Example: {"experiment": "support-prompt-v2", "winner": "examples", "confirm": true,
+        "reason": "p<0.01 on resolution_rate"}
         """
+        if winner is not None:
+            action = stop_action(await service.get_experiment(experiment), winner)
+            require_confirmation("stop_experiment", action, confirm, reason)
         return await service.stop_experiment(experiment, winner=winner, actor=actor, reason=reason)
 
     @mcp.tool(annotations=OVERWRITE)
-    async def archive_experiment(experiment: ExperimentRef, actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
+    async def archive_experiment(experiment: ExperimentRef, actor: Actor = "mcp-client", reason: Reason = None,
+                                 confirm: Confirm = False) -> Experiment:
         """Archive an experiment that is not running (draft, stopped or concluded): hidden from lists, frozen.
 
-        Archiving an archived experiment changes nothing. Example: {"experiment": "old-banner-test"}
+        Asks the user first (or needs confirm=true with a reason). Archiving an archived
+        experiment changes nothing. Example: {"experiment": "old-banner-test", "confirm": true,
+        "reason": "superseded by banner-v3"}
         """
+        require_confirmation("archive_experiment", archive_action(await service.get_experiment(experiment)),
+                             confirm, reason)
         return await service.archive_experiment(experiment, actor=actor, reason=reason)
 
     @mcp.tool(annotations=OVERWRITE)
     async def set_variant_weights(experiment: ExperimentRef,
                                   weights: Annotated[dict[str, float], Field(description="Variant key -> weight; all variants, summing to 1.")],
-                                  actor: Actor = "mcp-client", reason: Reason = None) -> Experiment:
+                                  actor: Actor = "mcp-client", reason: Reason = None,
+                                  confirm: Confirm = False) -> Experiment:
         """Reallocate traffic between variants of a draft or running experiment (bandits, rollbacks).
 
         Audited in the change log. Users already assigned keep their variant; new
-        users are bucketed with the new weights.
-        Example: {"experiment": "support-prompt-v2", "weights": {"control": 0.2, "examples": 0.8}}
+        users are bucketed with the new weights. Moving a running experiment's traffic
+        asks the user first (or needs confirm=true with a reason); a draft's never does.
+        Example: {"experiment": "support-prompt-v2", "weights": {"control": 0.2, "examples": 0.8},
+        "confirm": true, "reason": "roll back: guardrail breached"}
         """
+        require_confirmation("set_variant_weights", weights_action(await service.get_experiment(experiment), weights),
+                             confirm, reason)
         return await service.set_variant_weights(experiment, weights, actor=actor, reason=reason)
 
     # ---------------------------------------------------------------- reading the registry

@@ -391,7 +391,9 @@ async def run(settings: Settings, scale: float, output: Path) -> DemoReport:
             rec_table.add_row(str(action["rank"]), action["action"], action["reasoning"])
         console.print(rec_table)
 
-        allocation = await agent.call("allocate_traffic", {"experiment": "onboarding-bandit", "dry_run": False})
+        allocation = await agent.call("allocate_traffic", {
+            "experiment": "onboarding-bandit", "dry_run": False, "confirm": True,
+            "reason": "demo: apply the Thompson-sampling allocation"})
         weights = allocation["proposed_weights"]
         report.verdicts["onboarding-bandit"] = f"traffic → {max(weights, key=weights.get)}"
         console.print("allocate_traffic (Thompson sampling): "

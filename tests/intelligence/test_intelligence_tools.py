@@ -78,7 +78,8 @@ async def test_bandit_weights_are_applied_in_staging_and_audited(intel_settings,
         await seed.experiment("three-way", weights=(0.34, 0.33, 0.33))
         await seed.traffic("three-way", truths, users=9_000, weights=(0.34, 0.33, 0.33))
         proposal = await kit.call(client, "allocate_traffic", {"experiment": "three-way", "dry_run": True})
-        applied = await kit.call(client, "allocate_traffic", {"experiment": "three-way"})
+        applied = await kit.call(client, "allocate_traffic", {"experiment": "three-way", "confirm": True,
+                                                              "reason": "t2 leads"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "three-way", "include_change_log": True})
         after = await kit.call(client, "analyze_experiment_performance", {"experiment": "three-way"})
         decisions = await kit.call(client, "list_decisions", {"experiment": "three-way"})
@@ -127,7 +128,8 @@ async def test_it_works_the_same_with_the_registry_in_another_process(intel_sett
         await seed.experiment("remote-registry")
         await seed.traffic("remote-registry", kit.arms(0.10, 0.125), users=20_000)
         result = await kit.call(client, "analyze_experiment_performance", {"experiment": "remote-registry"})
-        acted = await kit.call(client, "run_autopilot", {"experiment": "remote-registry"})
+        acted = await kit.call(client, "run_autopilot", {"experiment": "remote-registry", "confirm": True,
+                                                         "reason": "ship the winner"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "remote-registry"})
 
     assert result["verdict"]["verdict"] == "ship" and result["decision_id"]

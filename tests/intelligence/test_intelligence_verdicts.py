@@ -53,7 +53,8 @@ async def test_a_harmful_treatment_breaching_a_guardrail_is_rolled_back_by_the_a
         await seed.traffic("harmful", kit.arms(0.10, 0.10, error_rate=(0.05, 0.08)), users=30_000)
         result = await kit.call(client, "analyze_experiment_performance", {"experiment": "harmful"})
         checked = await kit.call(client, "evaluate_guardrails", {"experiment": "harmful"})
-        acted = await kit.call(client, "run_autopilot", {"experiment": "harmful"})
+        acted = await kit.call(client, "run_autopilot", {"experiment": "harmful", "confirm": True,
+                                                         "reason": "error rate up"})
         experiment = await kit.call(client, "get_experiment", {"experiment": "harmful"})
         decisions = await kit.call(client, "list_decisions", {"experiment": "harmful", "actor": "autopilot"})
 

@@ -20,7 +20,8 @@ async def test_expected_counts_follow_the_weights_in_force_when_each_user_arrive
         await seed.experiment("reweighted")
         await seed.traffic("reweighted", kit.arms(0.10, 0.10), users=3_000)
         await kit.call(client, "set_variant_weights", {"experiment": "reweighted",
-                                                       "weights": {"control": 0.2, "treatment": 0.8}})
+                                                       "weights": {"control": 0.2, "treatment": 0.8},
+                                                       "confirm": True, "reason": "favour the treatment"})
         after_change = datetime.now(UTC) + timedelta(seconds=1)
         late = [Event(event_id=f"late-{i}", event_type="exposure", timestamp=after_change + timedelta(milliseconds=i),
                       user_id=f"late-{i}", experiment_id="reweighted", variant="control" if i % 5 == 0 else "treatment")

@@ -83,7 +83,8 @@ async def test_every_tool_over_an_in_memory_client(service):
         assert "Support prompt with examples" in summary["summary"]
 
         weights = await call(client, "set_variant_weights", {"experiment": "support-prompt-v2",
-                                                             "weights": {"control": 0.3, "examples": 0.7}})
+                                                             "weights": {"control": 0.3, "examples": 0.7},
+                                                             "confirm": True, "reason": "more traffic to examples"})
         assert [v["weight"] for v in weights["variants"]] == [0.3, 0.7]
         detail = await call(client, "get_experiment", {"experiment": str(created["id"]), "include_change_log": True})
         assert detail["assignments_by_variant"][assignment["variant_key"]] == 1
@@ -102,9 +103,11 @@ async def test_every_tool_over_an_in_memory_client(service):
         schema = await call(client, "describe_schema", {})
         assert "experiments" in {t["name"] for t in schema["tables"]}
 
-        stopped = await call(client, "stop_experiment", {"experiment": "support-prompt-v2", "winner": "examples"})
+        stopped = await call(client, "stop_experiment", {"experiment": "support-prompt-v2", "winner": "examples",
+                                                         "confirm": True, "reason": "examples resolves more"})
         assert stopped["status"] == "concluded" and stopped["winner"] == "examples"
-        archived = await call(client, "archive_experiment", {"experiment": "support-prompt-v2"})
+        archived = await call(client, "archive_experiment", {"experiment": "support-prompt-v2", "confirm": True,
+                                                             "reason": "shipped"})
         assert archived["status"] == "archived"
 
 

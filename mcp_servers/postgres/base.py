@@ -6,7 +6,8 @@ Each capability (lifecycle, user_assignment, results, audit_and_sql) is a class 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -50,6 +51,28 @@ class RegistryBase:
         self.max_query_rows = max_query_rows
         self.max_result_bytes = max_result_bytes
         self._definitions: dict[str, Any] = {}  # user_assignment's cache of experiment definitions
+        # Bumped whenever cached definitions are dropped: a definition read before a drop is not cached.
+        self._generation = 0
+        store.on_experiment_change(self._forget_definitions)
+
+    def _forget_definitions(self, experiment_id: int | None = None) -> None:
+        """Drop the cached definition(s) of an experiment (None: of every experiment)."""
+        self._generation += 1
+        if experiment_id is None:
+            self._definitions.clear()
+            return
+        for ref in [ref for ref, d in self._definitions.items() if d.id == experiment_id]:
+            del self._definitions[ref]
+
+    @asynccontextmanager
+    async def _changing(self) -> AsyncIterator[Any]:
+        """A transaction that may change experiment definitions: the cache is dropped once it ends, so
+        the next call in this process sees the change (other processes learn it by notification)."""
+        try:
+            async with self.store.transaction() as conn:
+                yield conn
+        finally:
+            self._forget_definitions()
 
     async def _experiment(self, ref: str | int, conn: Any = None) -> Experiment:
         experiment = await self.store.fetch_experiment(ref, conn)

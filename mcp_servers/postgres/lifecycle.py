@@ -148,7 +148,7 @@ class Lifecycle(RegistryBase):
             "min_sample_size": spec.min_sample_size, "forced_variations": spec.forced_variations,
             "owner": spec.owner, "tags": _check_tags(spec.tags),
         }
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             if await self.store.lock_experiment(conn, spec.key) is not None:
                 raise Conflict(f"an experiment with key {spec.key!r} already exists (keys are permanent; pick another)")
             experiment_id = await self.store.insert_experiment(conn, fields)
@@ -164,7 +164,7 @@ class Lifecycle(RegistryBase):
         given = patch.given()
         if not given:
             raise InvalidInput("no changes given: pass at least one field to update")
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             current = await self._locked(conn, ref)
             if current.status == "archived":
                 raise Conflict(f"experiment {current.key!r} is archived and can no longer change")
@@ -232,7 +232,7 @@ class Lifecycle(RegistryBase):
             return await self._experiment(current.id, conn)
 
     async def start_experiment(self, ref: str | int, actor: str = "system", reason: str | None = None) -> Experiment:
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             current = await self._locked(conn, ref)
             if current.status != "draft":
                 raise Conflict(f"experiment {current.key!r} is {current.status}; only a draft can start")
@@ -244,7 +244,7 @@ class Lifecycle(RegistryBase):
     async def stop_experiment(self, ref: str | int, winner: str | None = None, actor: str = "system",
                               reason: str | None = None) -> Experiment:
         """running -> stopped, or -> concluded when a winner is declared (also stopped -> concluded)."""
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             current = await self._locked(conn, ref)
             if current.status in ("draft", "archived", "concluded"):
                 detail = {"draft": "it never started (archive it instead)", "archived": "it is archived",
@@ -266,7 +266,7 @@ class Lifecycle(RegistryBase):
             return await self._experiment(current.id, conn)
 
     async def archive_experiment(self, ref: str | int, actor: str = "system", reason: str | None = None) -> Experiment:
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             current = await self._locked(conn, ref)
             if current.status == "archived":
                 return current
@@ -280,7 +280,7 @@ class Lifecycle(RegistryBase):
     async def set_variant_weights(self, ref: str | int, weights: Mapping[str, float], actor: str = "system",
                                   reason: str | None = None) -> Experiment:
         """Reallocate traffic (bandits, rollbacks). Audited; users already assigned keep their variant."""
-        async with self.store.transaction() as conn:
+        async with self._changing() as conn:
             current = await self._locked(conn, ref)
             if current.status not in ("draft", "running"):
                 raise Conflict(f"experiment {current.key!r} is {current.status}; weights change only in draft or running")

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -47,6 +47,7 @@ SCHEMA = "neonblue"
 EXPOSURE_WRITERS = 2  # concurrent transactions for a large batch of stream exposures (insert_exposures)
 EXPOSURE_CHUNK_MIN = 2_000  # a batch is split only when each chunk gets about this many rows
 READONLY_ROLE = "neonblue_readonly"
+CHANGES_CHANNEL = "neonblue_experiments"  # migration 0005: a committed experiment change, payload = its id
 _MIGRATION_LOCK = 0x4E42_5047  # "NBPG": serialises migrations per database
 
 
@@ -57,6 +58,10 @@ def _dumps(value: Any) -> str:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("jsonb", "json"):
         await conn.set_type_codec(typename, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool `reset` that sends nothing (see PostgresStore.open)."""
 
 
 def redact_dsn(dsn: str) -> str:
@@ -260,6 +265,46 @@ class PostgresStore:
         self.pool = pool
         self.assignment_pool = assignment_pool or pool
         self.readonly_role = readonly_role
+        self._listener: asyncpg.Connection | None = None
+        self._change_callbacks: list[Callable[[int | None], None]] = []
+
+    # ------------------------------------------------------------ change notifications
+
+    @property
+    def listening(self) -> bool:
+        """True while this store receives every committed experiment change (LISTEN on CHANGES_CHANNEL)."""
+        return self._listener is not None and not self._listener.is_closed()
+
+    def on_experiment_change(self, callback: Callable[[int | None], None]) -> None:
+        """Call `callback(experiment_id)` for each committed change of an experiment, by any process;
+        `callback(None)` when notifications stop (the listening connection is lost): anything may be stale."""
+        self._change_callbacks.append(callback)
+
+    def _announce(self, experiment_id: int | None) -> None:
+        for callback in self._change_callbacks:
+            callback(experiment_id)
+
+    async def listen(self, dsn: str) -> bool:
+        """Open the connection that LISTENs for experiment changes; False (logged) when it cannot."""
+        try:
+            conn = await asyncpg.connect(dsn, server_settings={"application_name": "neonblue-postgres-listen"})
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("cannot LISTEN for experiment changes (%s): get_variant checks every call in the database", exc)
+            return False
+
+        def changed(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            self._announce(int(payload) if payload.isdigit() else None)
+
+        def lost(_conn: Any) -> None:
+            if self._listener is conn:
+                self._listener = None
+                log.warning("lost the LISTEN connection: get_variant checks every call in the database from now on")
+                self._announce(None)
+
+        await conn.add_listener(CHANGES_CHANNEL, changed)
+        conn.add_termination_listener(lost)
+        self._listener = conn
+        return True
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, run_migrations: bool = True,
@@ -270,6 +315,11 @@ class PostgresStore:
                 pools.append(await asyncpg.create_pool(
                     dsn, min_size=min_size, max_size=max_size, init=_init_connection,
                     server_settings={"application_name": "neonblue-postgres", "synchronous_commit": synchronous_commit},
+                    # The assignment pool runs single statements that leave no session state (no SET, LISTEN,
+                    # cursor or session lock), so a connection goes back without asyncpg's reset query: that
+                    # query was a second round trip on every get_variant. (An open transaction is still
+                    # rolled back by the pool itself.)
+                    reset=_keep_session if synchronous_commit == "off" else None,
                 ))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             for pool in pools:
@@ -291,9 +341,14 @@ class PostgresStore:
             raise
         if not usable:
             log.warning("role %s unavailable: postgres_query relies on the SQL guard and READ ONLY only", READONLY_ROLE)
-        return cls(pool, READONLY_ROLE if usable else None, pools[-1])
+        store = cls(pool, READONLY_ROLE if usable else None, pools[-1])
+        await store.listen(dsn)
+        return store
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
         if self.assignment_pool is not self.pool:
             await self.assignment_pool.close()
         await self.pool.close()
@@ -461,7 +516,8 @@ class PostgresStore:
         With `exposed`, a new assignment, or a recorded one not exposed before, is
         stamped exposed and its exposure written to the outbox, in the same statement;
         a user exposed before costs no write. Returns status, revision, prior_variant,
-        prior_bucket, inserted, exposure_written; None when the experiment no longer exists.
+        prior_bucket, prior_settled (exposed before, or forced: no exposure will ever be written),
+        inserted, exposure_written; None when the experiment no longer exists.
         """
         return await self.assignment_pool.fetchrow(
             f"""WITH e AS (
@@ -490,7 +546,9 @@ class PostgresStore:
                 RETURNING 1
             )
             SELECT e.status, e.revision, (SELECT variant_id FROM prior) AS prior_variant,
-                   (SELECT bucket FROM prior) AS prior_bucket, EXISTS (SELECT 1 FROM ins) AS inserted,
+                   (SELECT bucket FROM prior) AS prior_bucket,
+                   (SELECT exposed_at IS NOT NULL OR source = 'forced' FROM prior) AS prior_settled,
+                   EXISTS (SELECT 1 FROM ins) AS inserted,
                    EXISTS (SELECT 1 FROM outbox) AS exposure_written
             FROM e""",
             experiment_id, user_id, revision, variant_id, bucket, attributes, exposed,

@@ -18,7 +18,7 @@ reported by SDKs (`record_exposures`) are events already, so they are not writte
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableSet, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -68,6 +68,7 @@ def assignment_spec(experiment: Experiment | Mapping[str, Any]) -> AssignmentSpe
 
 
 _DEFINITION_CACHE_SIZE = 1024
+_RECORDED_CACHE_SIZE = 100_000  # returning users remembered per experiment definition
 _RECORDED = "returning the user's recorded assignment (the first assignment wins)"
 
 
@@ -86,6 +87,15 @@ class _Definition:
     by_key: dict[str, dict[str, Any]]
     by_id: dict[int, dict[str, Any]]
     spec: AssignmentSpec | None
+    # user id -> (variant id, bucket, settled) of recorded assignments seen at this definition; settled:
+    # exposed before or QA-forced, so no call will write for this user again. A recorded assignment never
+    # changes (the first wins) except by a QA override, which changes the definition (forced_variations).
+    recorded: dict[str, tuple[int, float | None, bool]] = field(default_factory=dict, compare=False, repr=False)
+
+    def remember(self, user_id: str, variant_id: int, bucket: float | None, settled: bool) -> None:
+        if len(self.recorded) >= _RECORDED_CACHE_SIZE:
+            self.recorded.pop(next(iter(self.recorded)))
+        self.recorded[user_id] = (variant_id, bucket, settled)
 
     @classmethod
     def from_row(cls, row: Any) -> _Definition:
@@ -144,9 +154,13 @@ class UserAssignment(RegistryBase):
         `exposed=False` when the variant is fetched but not shown yet (prefetching, server-side
         rendering that may be discarded); a later exposed call records the exposure then.
 
-        The experiment's definition is cached per reference; every call checks its
-        row version in the same round trip that reads or records the assignment, so
-        a change made by any process is seen by the next call.
+        The experiment's definition is cached per reference, with the recorded assignments of the
+        users seen. While the store LISTENs for experiment changes (migration 0005), a call that
+        needs no write (a returning user exposed before, a stopped or concluded experiment) is
+        answered from memory with no round trip: a change made in this process drops the cache
+        when its transaction ends, one made by another process when its notification arrives
+        (PostgreSQL sends it at commit). Every other call checks the definition's row version in
+        the same round trip that reads or records the assignment, and without LISTEN every call does.
         """
         if not user_id or len(user_id) > 256:
             raise InvalidInput("user_id must be 1-256 characters")
@@ -154,18 +168,35 @@ class UserAssignment(RegistryBase):
         cache_key = str(ref)
         cached = self._definitions.get(cache_key)
         if cached is not None and user_id not in cached.forced:
+            if self.store.listening:
+                answer = self._get_variant_remembered(cached, user_id, exposed)
+                if answer is not None:
+                    return answer
             answer = await self._get_variant_cached(cached, user_id, attributes, exposed)
             if answer is not None:
                 return answer
+        generation = self._generation
         row = await self.store.fetch_for_assignment(ref, user_id)
         if row is None:
             self._definitions.pop(cache_key, None)
             raise NotFound(f"no experiment with key or id {ref!r} (list_experiments shows what exists)")
         definition = _Definition.from_row(row)
-        if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
-            self._definitions.pop(next(iter(self._definitions)))
-        self._definitions[cache_key] = definition
+        if generation == self._generation:  # else a change was announced meanwhile: the row may predate it
+            if len(self._definitions) >= _DEFINITION_CACHE_SIZE:
+                self._definitions.pop(next(iter(self._definitions)))
+            self._definitions[cache_key] = definition
         return await self._get_variant_fresh(definition, row, user_id, attributes, exposed)
+
+    @staticmethod
+    def _get_variant_remembered(definition: _Definition, user_id: str, exposed: bool) -> VariantAssignment | None:
+        """The answer when nothing needs writing and the cached definition is current; else None."""
+        if definition.status != "running":
+            return _not_running(definition, user_id)
+        recorded = definition.recorded.get(user_id)
+        if recorded is None or not (recorded[2] or not exposed):
+            return None
+        return _answer(definition, user_id, definition.by_id[recorded[0]], "recorded", _RECORDED, in_experiment=True,
+                       bucket=recorded[1])
 
     @staticmethod
     def _decide(definition: _Definition, user_id: str, attributes: dict[str, Any] | None
@@ -195,10 +226,14 @@ class UserAssignment(RegistryBase):
             return _not_running(definition, user_id)
         if row["prior_variant"] is not None:
             prior = definition.by_id.get(row["prior_variant"])
-            return None if prior is None else _answer(
-                definition, user_id, prior, "recorded", _RECORDED, in_experiment=True, bucket=row["prior_bucket"],
-                exposure=row["exposure_written"])
+            if prior is None:
+                return None
+            definition.remember(user_id, prior["id"], row["prior_bucket"],
+                                row["prior_settled"] or row["exposure_written"])
+            return _answer(definition, user_id, prior, "recorded", _RECORDED, in_experiment=True,
+                           bucket=row["prior_bucket"], exposure=row["exposure_written"])
         if row["inserted"]:
+            definition.remember(user_id, variant["id"], bucket, exposed)
             return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True,
                            exposure=row["exposure_written"])
         if variant is None:
@@ -217,8 +252,9 @@ class UserAssignment(RegistryBase):
                            f"user is forced to {forced_key!r} (QA override; excluded from analysis)",
                            in_experiment=True, new=changed)
         if row["assigned_variant_id"] is not None:
-            shown = (exposed and row["assigned_exposed_at"] is None and row["assigned_source"] != "forced"
-                     and bool(await self.store.mark_exposed(definition.id, [user_id])))
+            settled = row["assigned_exposed_at"] is not None or row["assigned_source"] == "forced"
+            shown = (exposed and not settled and bool(await self.store.mark_exposed(definition.id, [user_id])))
+            definition.remember(user_id, row["assigned_variant_id"], row["assigned_bucket"], settled or shown)
             return _answer(definition, user_id, definition.by_id[row["assigned_variant_id"]], "recorded", _RECORDED,
                            in_experiment=True, bucket=row["assigned_bucket"], exposure=shown)
         variant, bucket, reason = self._decide(definition, user_id, attributes)
@@ -226,6 +262,7 @@ class UserAssignment(RegistryBase):
             return _answer(definition, user_id, None, "none", reason, in_experiment=False, bucket=bucket)
         if await self.store.insert_assignment(definition.id, user_id, variant["id"], "hash", bucket, attributes,
                                               exposed):
+            definition.remember(user_id, variant["id"], bucket, exposed)
             return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True,
                            exposure=exposed)
         # Lost a race with a concurrent first call, or the experiment stopped meanwhile: re-read.

@@ -54,6 +54,14 @@ It starts `neonblue serve` over stdio, which attaches to the running
 stack (`neonblue up`) or opens the stores itself. The result goes to
 stdout; a refusal is one line on stderr.
 
+A destructive call (stop with a winner, archive, moving a running
+experiment's traffic, an allocation or autopilot action) asks for
+confirmation on a terminal; a script confirms with arguments:
+
+\b
+  neonblue call stop_experiment experiment=checkout-1step \\
+    winner=one_step confirm=true reason="p<0.01, guardrails fine"
+
 {exit_code_help()}
 """
 
@@ -117,6 +125,37 @@ def _last_log_line(log: TextIO) -> str:
     return lines[-1] if lines else ""
 
 
+async def ask_on_terminal(context: Any, params: Any) -> Any:
+    """A server's question (a destructive call's confirmation, a prompt's missing context) asked on this
+    terminal: the question and the form on stderr, the answers read from stdin. Only offered when both
+    are a terminal, so a CI job is never left waiting (it passes confirm=true and a reason instead)."""
+    import anyio
+    import click
+    import mcp.types as types
+
+    def ask() -> Any:
+        click.echo(f"neonblue: {params.message}", err=True)
+        content: dict[str, Any] = {}
+        for name, prop in (params.requested_schema.get("properties") or {}).items():
+            label = f"  {prop.get('title') or name}"
+            if prop.get("type") == "boolean":
+                content[name] = click.confirm(label, default=False, err=True)
+                if not content[name]:
+                    return types.ElicitResult(action="decline")
+            else:
+                content[name] = click.prompt(label, default=prop.get("default"), err=True)
+        return types.ElicitResult(action="accept", content=content)
+
+    try:
+        return await anyio.to_thread.run_sync(ask)
+    except click.Abort:  # Ctrl-C or end of input at the prompt
+        return types.ElicitResult(action="cancel")
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 @asynccontextmanager
 async def open_session(extra_env: Mapping[str, str] | None = None, verbose: bool = False) -> AsyncIterator[Any]:
     """A connected `mcp.Client` over stdio to a child `neonblue serve`. Its stderr (the server's log)
@@ -129,8 +168,11 @@ async def open_session(extra_env: Mapping[str, str] | None = None, verbose: bool
         async with AsyncExitStack() as stack:
             try:
                 params = serve_command(extra_env, verbose)
-                client = await stack.enter_async_context(Client(stdio_client(params, errlog=sys.stderr if verbose
-                                                                             else log)))
+                transport = stdio_client(params, errlog=sys.stderr if verbose else log)
+                # On a terminal the user can be asked to confirm a destructive call; elsewhere not (exit 4 with
+                # the question, and the call is repeated with confirm=true and a reason).
+                client = await stack.enter_async_context(
+                    Client(transport, elicitation_callback=ask_on_terminal if interactive() else None))
             except Exception as exc:  # noqa: BLE001 - whatever stopped the child: one line, kind unavailable
                 why = _last_log_line(log) or str(exc) or type(exc).__name__
                 raise CallFailed("unavailable", f"`neonblue serve` did not start: {why}") from None

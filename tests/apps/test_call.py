@@ -4,6 +4,7 @@ stack) for a read, a write and refusals, with the exit code of each error kind."
 from __future__ import annotations
 
 import json
+import sys
 
 from apps_stack import neonblue, neonblue_all
 
@@ -57,6 +58,16 @@ def test_a_write_round_trips_and_a_repeated_one_is_a_conflict(seeded_stack) -> N
     assert "only a draft can start" in _one_line_refusal(again, "conflict")
     assert EXIT_CODES["conflict"] == 4
 
+    # A destructive call from a script (no terminal to ask on): the question, exit 4, nothing changed;
+    # repeated with confirm=true and a reason, it goes ahead.
+    unconfirmed = neonblue(["call", "stop_experiment", "experiment=call-write", "winner=b"], seeded_stack)
+    line = _one_line_refusal(unconfirmed, "confirmation_required")
+    assert "ship variant 'b' to everyone" in line and "confirm=true" in line
+    assert EXIT_CODES["confirmation_required"] == 4
+    confirmed = neonblue(["call", "stop_experiment", "experiment=call-write", "winner=b", "confirm=true",
+                          "reason=b wins"], seeded_stack)
+    assert confirmed.returncode == 0 and json.loads(confirmed.stdout)["winner"] == "b", confirmed.stderr
+
 
 def test_refusals_are_one_line_on_stderr_with_the_code_of_their_kind(seeded_stack) -> None:
     missing, out_of_range, unknown, malformed = neonblue_all([
@@ -102,3 +113,38 @@ def test_arguments_parse_as_json_when_they_parse() -> None:
         else:
             raise AssertionError(bad)
     assert summary_line("Store a batch. More text.\n\nExample: {}") == "Store a batch."
+
+
+def test_claude_desktop_over_stdio_is_asked_before_a_destructive_call(seeded_stack) -> None:
+    """An MCP client that declares elicitation (as Claude Desktop does), over stdio to `neonblue serve`
+    attached to the running stack: the stack's refusal becomes the user's question, the answer's reason
+    reaches the change log."""
+    import anyio
+    import mcp.types as types
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    questions: list[str] = []
+
+    async def user(context, params: types.ElicitRequestParams) -> types.ElicitResult:
+        questions.append(params.message)
+        return types.ElicitResult(action="accept", content={"confirm": True, "reason": "asked over stdio"})
+
+    async def journey() -> tuple[dict, list[dict]]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_router", "serve"], env=seeded_stack)
+        async with Client(stdio_client(params), elicitation_callback=user) as client:
+            definition = {"key": "stdio-confirm", "name": "Confirmed over stdio", "type": "ui",
+                          "primary_metric": "conversion", "variants": [{"key": "a", "is_control": True}, {"key": "b"}]}
+            for tool, arguments in (("create_experiment", {"experiment": definition}),
+                                    ("start_experiment", {"experiment": "stdio-confirm"})):
+                assert not (await client.call_tool(tool, arguments)).is_error
+            stopped = await client.call_tool("stop_experiment", {"experiment": "stdio-confirm", "winner": "b"})
+            assert not stopped.is_error, stopped.content
+            detail = await client.call_tool("get_experiment", {"experiment": "stdio-confirm",
+                                                               "include_change_log": True})
+            return stopped.structured_content, detail.structured_content["change_log"]
+
+    stopped, log = anyio.run(journey)
+    assert stopped["status"] == "concluded" and stopped["winner"] == "b"
+    assert len(questions) == 1 and "ship variant 'b' to everyone" in questions[0]
+    assert log[0]["reason"] == "asked over stdio"

@@ -64,10 +64,46 @@ def default_user() -> str:
         return "cli-user"
 
 
+ReadLine = Callable[[str], Awaitable[str | None]]
+
+
+def chat_questions(console: Console, read_line: ReadLine) -> Callable[[Any, Any], Awaitable[Any]]:
+    """The MCP elicitation callback of `neonblue chat`: a question of the router (a destructive call
+    Claude wants to make, a prompt's missing context) is put to the person at the terminal, never
+    answered by the model. A yes/no field needs "y"; an empty answer takes the field's default;
+    end of input dismisses the question (nothing changes)."""
+    import mcp.types as types
+
+    async def ask(context: Any, params: Any) -> Any:
+        console.print(Text(f"NeonBlue asks you: {params.message}", style="bold yellow"))
+        content: dict[str, Any] = {}
+        for name, prop in (params.requested_schema.get("properties") or {}).items():
+            label = prop.get("title") or name
+            default = prop.get("default")
+            if prop.get("type") == "boolean":
+                line = await read_line(f"{label}? [y/N] ")
+                if line is None:
+                    return types.ElicitResult(action="cancel")
+                if line.strip().lower() not in ("y", "yes"):
+                    return types.ElicitResult(action="decline")
+                content[name] = True
+                continue
+            line = await read_line(f"{label}{f' [{default}]' if default else ''}: ")
+            if line is None:
+                return types.ElicitResult(action="cancel")
+            content[name] = line.strip() or default or ""
+        return types.ElicitResult(action="accept", content=content)
+
+    return ask
+
+
 @asynccontextmanager
-async def open_tools_client(settings: Settings, server_url: str | None = None) -> AsyncIterator[Client]:
+async def open_tools_client(settings: Settings, server_url: str | None = None,
+                            elicitation_callback: Callable[[Any, Any], Awaitable[Any]] | None = None
+                            ) -> AsyncIterator[Client]:
     """An MCP client on the router: a NeonBlue HTTP endpoint when given (bearer token from
-    NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process."""
+    NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process.
+    With `elicitation_callback` the client declares elicitation: the router's questions go to it."""
     from mcp_router.runtime.serving import open_attached_router, open_router, resolve_token
     from mcp_router.runtime.stack import Stack
 
@@ -79,7 +115,8 @@ async def open_tools_client(settings: Settings, server_url: str | None = None) -
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(headers=headers, timeout=settings.backend_timeout) as http, \
                 Client(streamable_http_client(server_url, http_client=http),
-                       read_timeout_seconds=settings.backend_timeout) as client:
+                       read_timeout_seconds=settings.backend_timeout, elicitation_callback=elicitation_callback
+                       ) as client:
             yield client
         return
     stack = Stack(settings)
@@ -87,7 +124,7 @@ async def open_tools_client(settings: Settings, server_url: str | None = None) -
         cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
     else:
         cm = open_router(settings)
-    async with cm as router, Client(router.server) as client:
+    async with cm as router, Client(router.server, elicitation_callback=elicitation_callback) as client:
         yield client
 
 
@@ -268,12 +305,13 @@ def _show_turn(console: Console, listener: ChatListener, turn: TurnResult) -> No
         listener.finish(turn)
 
 
-async def run_chat(settings: Settings, options: ChatOptions, read_line: Callable[[str], Awaitable[str | None]],
+async def run_chat(settings: Settings, options: ChatOptions, read_line: ReadLine,
                    console: Console | None = None) -> None:
-    """`neonblue chat`: read questions until /quit or end of input; the conversation is kept."""
+    """`neonblue chat`: read questions until /quit or end of input; the conversation is kept. A destructive
+    call asks the person at the terminal first (`chat_questions`)."""
     console = console or Console()
     listener = ConsoleListener(console)
-    async with open_tools_client(settings, options.server_url) as client:
+    async with open_tools_client(settings, options.server_url, chat_questions(console, read_line)) as client:
         session = ChatSession(client, settings, options, listener)
         await session.start()
         console.print(Text(session.banner(), style="dim"))

@@ -35,7 +35,13 @@ from mcp.shared.exceptions import MCPError
 from mcp_router.gateway import metrics
 from mcp_router.gateway.backends import PROFILE_META, Backend
 from mcp_router.gateway.conformance_probes import ConformanceProbes
-from mcp_router.gateway.input_required import PROMPT_QUESTIONS, PromptQuestion, complete_prompt, confirm_call
+from mcp_router.gateway.input_required import (
+    PROMPT_QUESTIONS,
+    PromptQuestion,
+    complete_prompt,
+    confirm_call,
+    elicitation_mode,
+)
 from mcp_router.gateway.tool_search import ToolIndex
 from schemas.errors import ConfirmationRequired
 from schemas.refusals import kind_of
@@ -175,6 +181,9 @@ class Router:
         if self.probes is not None and params.name in self.probes.tool_names:
             return await self.probes.call_tool(ctx, params)
         arguments = params.arguments or {}
+        if arguments.get("confirm") is True and elicitation_mode(ctx) is not None:
+            # The person behind this client can be asked: the model's own confirm=true does not stand in for them.
+            arguments = {key: value for key, value in arguments.items() if key != "confirm"}
         result = await self.call_tool(params.name, arguments)
         if result.is_error and kind_of(result) == ConfirmationRequired.kind:
             # A destructive call waits for the user's go-ahead: ask them when the client can show it.

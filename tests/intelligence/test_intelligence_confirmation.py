@@ -106,11 +106,15 @@ async def test_a_declined_or_dismissed_confirmation_changes_nothing(intel_settin
         await kit.Seeder(router, plain).experiment("keep-running")
         declined = await no.call_tool("stop_experiment", {"experiment": "keep-running", "winner": "treatment"})
         dismissed = await later.call_tool("archive_experiment", {"experiment": "keep-running"})
+        # A model that sets confirm=true itself does not stand in for a person who can be asked.
+        self_confirmed = await no.call_tool("stop_experiment", {"experiment": "keep-running", "winner": "treatment",
+                                                                "confirm": True, "reason": "the model is sure"})
         experiment = await kit.call(plain, "get_experiment", {"experiment": "keep-running"})
 
     assert error_kind(declined) == "refused" and "declined; nothing was changed" in text(declined)
     assert error_kind(dismissed) is not None
-    assert len(declining.questions) == 1
+    assert error_kind(self_confirmed) == "refused" and "declined" in text(self_confirmed)
+    assert len(declining.questions) == 2
     assert experiment["status"] == "running" and experiment["winner"] is None
 
 

@@ -1,14 +1,16 @@
 """Stream processor throughput, end to end, beside the floors and a bare baseline in the same run.
 
 All runs read the same pre-produced topics from the embedded tansu broker, each as its own consumer group:
-- floors: aiokafka consume → commit only; + orjson parse; + the pydantic `Event` validation;
-  + the msgspec fast decoder (`schemas.fast_events`, what the processor runs);
+- floors: aiokafka consume (getmany) → commit only; + orjson parse; + the pydantic `Event` validation;
+  + the msgspec fast decoder per event (`schemas.fast_events.decode_event`); then the processor's own
+  transport (values read from the record batches, `stream_processor.fetching`) → commit, alone and
+  + the columnar `decode_batch` the processor runs;
 - baseline: aiokafka consume → chDB insert (raw JSON lines) → commit; no validation, no routing;
 - NeonBlue: the real StreamProcessor (msgspec validation with pydantic for what it declines,
   classification, ClickHouse + PostgreSQL sinks, DLQ, commit after every sink acknowledged).
 Prints events/s for each and the ratios (goal, issue 21: ≥ 100k events/s sustained on a 1M-event run
 and ≥ 1.5× the baseline), with the CPU seconds of this process and of the PostgreSQL server during
-each run, the NeonBlue per-stage wall times (fetch = the consumer's getmany; prepare = parse/validate/
+each run, the NeonBlue per-stage wall times (fetch = `stream_processor.fetching`; prepare = parse/validate/
 classify; <sink> sink = that sink's flushes, each sink in its own lane; dlq+commit = dead letters and the
 offsets commit after every sink acknowledged; all of these overlap, so their sum exceeds the wall time)
 and the load average (the box is shared): `--events 1000000` for the
@@ -34,10 +36,12 @@ from mcp_servers.clickhouse import open_service as open_clickhouse
 from mcp_servers.postgres import open_service as open_postgres
 from mcp_servers.postgres.service import assignment_spec
 from schemas.events import Event
-from schemas.fast_events import decode_event
+from schemas.fast_events import decode_batch, decode_event
 from schemas.logs import configure_logging
 from schemas.settings import Settings
 from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
+from stream_processor import processor as processing
+from stream_processor.fetching import fetch_values
 from stream_processor.runner import build_processor
 
 TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")
@@ -151,8 +155,11 @@ def timed(stages: dict[str, float], name: str, fn):
     return wrapper
 
 
-async def floor(settings: Settings, total: int, group: str, work) -> float:
-    """consume → `work(values)` → commit, per fetched batch: the cost of the transport (and of a parser)."""
+async def floor(settings: Settings, total: int, group: str, work, batches: bool = False) -> float:
+    """consume → `work(values)` → commit, per fetched batch: the cost of the transport (and of a parser).
+
+    `batches`: fetch as the processor does (`stream_processor.fetching`: values and offsets read from the
+    record batches) instead of aiokafka's getmany (a ConsumerRecord per message)."""
     consumer = AIOKafkaConsumer(*settings.kafka_topics, bootstrap_servers=settings.effective_kafka_bootstrap,
                                 group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
@@ -161,14 +168,19 @@ async def floor(settings: Settings, total: int, group: str, work) -> float:
     started = None
     try:
         while done < total:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=20_000)
-            if not fetched:
+            if batches:
+                parts = await fetch_values(consumer, timeout_ms=200, max_records=20_000)
+            else:
+                parts = {tp: ([r.value for r in records], [r.offset for r in records])
+                         for tp, records in (await consumer.getmany(timeout_ms=200, max_records=20_000)).items()}
+            if not parts:
                 continue
             started = started or time.perf_counter()
-            for records in fetched.values():
-                work([r.value for r in records])
-                done += len(records)
-            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+            for part in parts.values():
+                values, offsets = (part.values, part.offsets) if batches else part
+                work(values)
+                done += len(values)
+            await consumer.commit({tp: (part.offsets if batches else part[1])[-1] + 1 for tp, part in parts.items()})
     finally:
         await consumer.stop()
     return done / (time.perf_counter() - started)
@@ -190,8 +202,15 @@ def _msgspec(values: list[bytes]) -> None:
             Event.model_validate_json(value)  # as the processor does: pydantic decides what msgspec declines
 
 
+def _batch_decoder(values: list[bytes]) -> None:
+    for position in decode_batch(values).declined:
+        Event.model_validate_json(values[position])
+
+
 FLOORS = {"consume+commit": lambda values: None, "+ orjson parse": _orjson, "+ pydantic Event": _pydantic,
           "+ msgspec fast decoder": _msgspec}
+# The processor's own transport and decoder: record batches read directly, the columnar decode_batch.
+BATCH_FLOORS = {"consume+commit (batches)": lambda values: None, "+ decode_batch (batches)": _batch_decoder}
 
 
 async def baseline(settings: Settings, clickhouse, total: int) -> float:
@@ -224,12 +243,12 @@ async def pipeline(settings: Settings, services: dict, total: int, stages: dict[
     processor._commit = timed(stages, "dlq+commit", processor._commit)  # noqa: SLF001
     for name, sink in processor.sinks.items():
         sink.flush = timed(stages, f"{name} sink", sink.flush)
-    getmany = AIOKafkaConsumer.getmany
-    AIOKafkaConsumer.getmany = timed(stages, "fetch", getmany)  # the processor's consumer (the baseline's is done)
+    fetch = processing.fetch_values
+    processing.fetch_values = timed(stages, "fetch", fetch)
     try:
         return await _run_pipeline(processor, total)
     finally:
-        AIOKafkaConsumer.getmany = getmany
+        processing.fetch_values = fetch
 
 
 async def _run_pipeline(processor, total: int) -> float:
@@ -277,10 +296,12 @@ async def main(users: int, max_batch: int | None = None, floors: bool = True) ->
                   f"({total / (time.perf_counter() - t0):,.0f} events/s)")
             print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             floor_rates: dict[str, float] = {}
-            for index, (name, work) in enumerate(FLOORS.items() if floors else ()):
+            runs = [(name, work, False) for name, work in FLOORS.items()]
+            runs += [(name, work, True) for name, work in BATCH_FLOORS.items()]
+            for index, (name, work, batches) in enumerate(runs if floors else ()):
                 with Meter(pg.data_dir, kafka.process.pid()) as meter:
-                    floor_rates[name] = await floor(settings, total, f"bench-floor-{index}", work)
-                print(f"floor     {name:<24} {floor_rates[name]:>10,.0f} events/s  [{meter}]")
+                    floor_rates[name] = await floor(settings, total, f"bench-floor-{index}", work, batches)
+                print(f"floor     {name:<26} {floor_rates[name]:>10,.0f} events/s  [{meter}]")
             with Meter(pg.data_dir, kafka.process.pid()) as meter:
                 base_rate = await baseline(settings, clickhouse_base, total)
             print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s  [{meter}]")
@@ -305,7 +326,7 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=100_000, help="simulated users (≈2.4 events each)")
     parser.add_argument("--events", type=int, default=None,
                         help="about this many events instead of --users (e.g. 1000000 for the 1M-event run)")
-    parser.add_argument("--no-floors", action="store_true", help="skip the four floor runs")
+    parser.add_argument("--no-floors", action="store_true", help="skip the floor runs")
     parser.add_argument("--max-batch", type=int, default=None, help="the processor's max_batch (default: its own)")
     args = parser.parse_args()
     users = args.users if args.events is None else max(1, round(args.events / EVENTS_PER_USER))

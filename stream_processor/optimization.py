@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_processor.sinks import Record
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +34,11 @@ class OptimizationLoop:
     def due(self, key: str, now: float) -> bool:
         return now - self.last_run.get(key, float("-inf")) >= self.min_interval
 
-    async def on_batch(self, records: list[Record]) -> None:
-        """Evaluate experiments whose metrics just arrived (the processor calls this after each commit-ready batch)."""
-        touched = {r.experiment_id for r in records
-                   if r.experiment_id and r.topic.rsplit(".", 1)[-1] in self.trigger_topics}
-        await self.evaluate(sorted(touched))
+    async def on_batch(self, touched: set[tuple[str, str]]) -> None:
+        """Evaluate experiments whose metrics just arrived (the processor calls this after each commit-ready
+        batch with the (topic, experiment key) pairs of its valid events)."""
+        keys = {key for topic, key in touched if key and topic.rsplit(".", 1)[-1] in self.trigger_topics}
+        await self.evaluate(sorted(keys))
 
     async def evaluate(self, keys: list[str]) -> None:
         now = time.monotonic()

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import orjson
@@ -44,10 +45,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
-from schemas.events import MAX_EVENT_BYTES, Event
-from schemas.fast_events import decode_record
+from schemas.events import MAX_EVENT_BYTES, Event, EventType
+from schemas.fast_events import FastColumns, decode_batch, decode_record
 from schemas.routing import classify_event
-from stream_processor.sinks import Record, Sink, SinkUnavailable
+from stream_processor.fetching import Fetched, fetch_values, supports_fast_fetch
+from stream_processor.sinks import ColumnChunk, ExposureChunk, Record, Sink, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +90,20 @@ class StreamStats:
 class _Batch:
     """One fetched batch, parsed and routed, waiting to be stored and committed.
 
-    Only flat records are kept (not the fetched messages nor the pydantic models): the garbage
-    collector walks whatever stays alive while the batch is stored.
+    Most events are kept as columns (Arrow tables, plain rows), a few as records; not the fetched
+    messages nor the pydantic models: the garbage collector walks whatever stays alive while the
+    batch is stored, and columns are a handful of objects per chunk instead of one or more per event.
     """
 
     offsets: dict[TopicPartition, int]  # the next offset per partition: what the commit checkpoints
     size: int
     started: float
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # the events that took the record path (few)
     dead: list[DeadLetter] = field(default_factory=list)
-    routed: dict[str, list[Record]] = field(default_factory=dict)
+    routed: dict[str, list[Record]] = field(default_factory=dict)  # sink -> its records
+    chunks: dict[str, list[Any]] = field(default_factory=dict)  # sink -> its bulk parts (ColumnChunk, ExposureChunk)
+    stored: int = 0  # valid events, whichever path they took
+    touched: set[tuple[str, str]] = field(default_factory=set)  # (topic, experiment key) of the valid events
     next_acks: list[asyncio.Future] | None = None  # the sinks' acknowledgements of the batch fetched after it
 
 
@@ -133,7 +139,7 @@ class StreamProcessor:
         freeze_startup_heap: bool = True,
         max_event_bytes: int = MAX_EVENT_BYTES,
         stats: StreamStats | None = None,
-        on_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
+        on_batch: Callable[[set[tuple[str, str]]], Awaitable[None]] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = list(topics)
@@ -158,6 +164,7 @@ class StreamProcessor:
         self._known: set[str] = set()
         self._known_at = 0.0
         self._routes: dict[tuple[Any, str | None], tuple[str, ...]] = {}  # (event type, priority) -> our sinks
+        self._fast_fetch = True
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -183,6 +190,9 @@ class StreamProcessor:
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self._fast_fetch = supports_fast_fetch(self.consumer)
+        if not self._fast_fetch:
+            log.warning("this aiokafka's fetcher is not the one stream_processor.fetching reads; using getmany")
         frozen = self.freeze_startup_heap and gc.isenabled()
         if frozen:
             # Everything alive now (modules, services, clients) lives as long as the processor: keep it out
@@ -198,7 +208,7 @@ class StreamProcessor:
         self._slots = asyncio.Semaphore(self.max_in_flight)
         self._pending = 0
         self._idle.set()
-        fetched: asyncio.Queue[dict[TopicPartition, list[Any]] | None] = asyncio.Queue()
+        fetched: asyncio.Queue[dict[TopicPartition, Fetched] | None] = asyncio.Queue()
         prepared: asyncio.Queue[_Batch | None] = asyncio.Queue()
         self._lanes = {name: _SinkLane(self, sink) for name, sink in self.sinks.items()}
         lanes = [asyncio.create_task(lane.run(), name=f"stream-sink-{name}") for name, lane in self._lanes.items()]
@@ -241,7 +251,8 @@ class StreamProcessor:
             while not self._stop.is_set():
                 await self._slots.acquire()
                 try:
-                    batch = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                    batch = await fetch_values(self.consumer, timeout_ms=200, max_records=self.max_batch,
+                                               fast=self._fast_fetch)
                 except BaseException:
                     self._slots.release()
                     raise
@@ -269,7 +280,8 @@ class StreamProcessor:
         while (batch := await inbox.get()) is not None:
             if previous is not None and previous.done() and previous.exception() is not None:
                 raise previous.exception()
-            acks = [self._lanes[target].submit(records) for target, records in batch.routed.items() if records]
+            acks = [self._lanes[target].submit(batch.routed.get(target, []), batch.chunks.get(target, []))
+                    for target in self._lanes if batch.routed.get(target) or batch.chunks.get(target)]
             if last is not None:
                 last.next_acks = acks
             last = batch
@@ -283,45 +295,108 @@ class StreamProcessor:
         await self._idle.wait()
 
     # ------------------------------------------------------------------- batch
-    async def _prepare(self, fetched: dict[TopicPartition, list[Any]]) -> _Batch:
+    async def _prepare(self, fetched: dict[TopicPartition, Fetched]) -> _Batch:
         """Parse, validate and classify a fetched batch (no I/O but the known-experiments refresh).
 
-        Consumes `fetched`: each partition's messages are dropped once parsed (only flat records stay)."""
-        batch = _Batch(offsets={tp: messages[-1].offset + 1 for tp, messages in fetched.items()},
-                       size=sum(len(m) for m in fetched.values()), started=time.perf_counter())
+        Consumes `fetched`: each partition's values are dropped once parsed (only columns stay)."""
+        batch = _Batch(offsets={tp: part.offsets[-1] + 1 for tp, part in fetched.items()},
+                       size=sum(len(part) for part in fetched.values()), started=time.perf_counter())
         known = await self._known_experiment_keys()
         chunk = self.prepare_chunk
         for tp in list(fetched):
-            messages = fetched.pop(tp)
-            for start in range(0, len(messages), chunk):
+            part = fetched.pop(tp)
+            for start in range(0, len(part), chunk):
                 with _gc_paused():
-                    self._route(tp, messages[start:start + chunk], known, batch)
+                    self._route(tp, part.values[start:start + chunk], part.offsets[start:start + chunk], known, batch)
                 # Let the loop run between chunks: the consumer's fetcher sends the next fetch requests and
                 # the batch being stored moves on (its awaits resume only when the loop gets a turn).
                 await asyncio.sleep(0)
         return batch
 
-    def _route(self, tp: TopicPartition, messages: list[Any], known: set[str] | None, batch: _Batch) -> None:
-        """Validate and classify messages of one partition into the batch (records, dead letters, routes)."""
-        routes = self._routes
-        records, dead, routed = batch.records, batch.dead, batch.routed
+    def _route(self, tp: TopicPartition, values: list[bytes | None], offsets: list[int], known: set[str] | None,
+               batch: _Batch) -> None:
+        """Validate and classify one partition's messages into the batch: columns for the bulk of them
+        (`schemas.fast_events.decode_batch`), a `Record` for the few the fast path declines or whose sinks
+        read more than the row, dead letters for the invalid ones."""
         topic, partition = tp.topic, tp.partition
-        parse = self._parse
-        for msg in messages:
-            record, reason = parse(msg.value, known, topic, partition, msg.offset)
+        dead: list[DeadLetter] = []
+        limit = self.max_event_bytes
+        try:
+            screened = max(map(len, values), default=0) <= limit
+        except TypeError:  # a record without a value
+            screened = False
+        if not screened:  # empty or oversized records are dead letters before any parsing
+            keep = [value is not None and len(value) <= limit for value in values]
+            for value, offset, ok in zip(values, offsets, keep, strict=True):
+                if not ok:
+                    dead.append(DeadLetter(value or b"", topic, partition, offset, self._screen(value)))
+            values, offsets = list(compress(values, keep)), list(compress(offsets, keep))
+        fast = decode_batch(values)
+        for position in fast.declined:  # pydantic decides (and the model is kept for the sinks that read it)
+            record, reason = self._parse(values[position], known, topic, partition, offsets[position])
             if record is None:
-                dead.append(DeadLetter(msg.value or b"", topic, partition, msg.offset, reason))
-                continue
-            records.append(record)
-            route = (record.event_type, record.priority)
-            targets = routes.get(route)
-            if targets is None:
-                targets = routes[route] = tuple(t for t in classify_event(_Routed(*route)).targets if t in self.sinks)
-            for target in targets:
-                sink_records = routed.get(target)
-                if sink_records is None:
-                    sink_records = routed[target] = []
-                sink_records.append(record)
+                dead.append(DeadLetter(values[position], topic, partition, offsets[position], reason))
+            else:
+                self._add_record(record, batch)
+        if known is not None and fast.experiment_id:
+            unknown = [e is not None and e not in known for e in fast.experiment_id]
+            if any(unknown):
+                for index in compress(range(len(unknown)), unknown):
+                    dead.append(DeadLetter(fast.raw[index], topic, partition, offsets[fast.position[index]],
+                                           f"unknown experiment {fast.experiment_id[index]!r}"))
+                fast.keep([not u for u in unknown])
+        if dead:
+            dead.sort(key=lambda d: d.offset)
+            batch.dead.extend(dead)
+        if len(fast):
+            self._add_columns(topic, partition, offsets, fast, batch)
+
+    def _screen(self, raw: bytes | None) -> str:
+        return "empty record (no value)" if raw is None else f"oversized: {len(raw)} bytes > {self.max_event_bytes}"
+
+    def _targets(self, kind: Any, priority: str | None) -> tuple[str, ...]:
+        """Our sinks for an event of this type and priority hint (the shared rules of `schemas.routing`)."""
+        targets = self._routes.get((kind, priority))
+        if targets is None:
+            targets = self._routes[(kind, priority)] = tuple(
+                t for t in classify_event(_Routed(kind, priority)).targets if t in self.sinks)
+        return targets
+
+    def _add_record(self, record: Record, batch: _Batch) -> None:
+        batch.records.append(record)
+        batch.stored += 1
+        if record.experiment_id:
+            batch.touched.add((record.topic, record.experiment_id))
+        routed = batch.routed
+        for target in self._targets(record.event_type, record.priority):
+            sink_records = routed.get(target)
+            if sink_records is None:
+                sink_records = routed[target] = []
+            sink_records.append(record)
+
+    def _add_columns(self, topic: str, partition: int, offsets: list[int], fast: FastColumns, batch: _Batch) -> None:
+        """Hand a partition's fast-path events to the sinks in bulk: ClickHouse gets them as one Arrow table,
+        PostgreSQL the exposures as plain rows; an event some other sink takes (no such rule today) becomes
+        a `Record` for that sink."""
+        routes = {key: self._targets(*key) for key in set(zip(fast.event_type, fast.priority))}
+        batch.stored += len(fast)
+        batch.touched.update((topic, key) for key in set(fast.experiment_id) if key)
+        others = {key: tuple(t for t in targets if t != "clickhouse") for key, targets in routes.items()}
+        exposures: list[int] = []
+        if any(others.values()):
+            for index, key in enumerate(zip(fast.event_type, fast.priority)):
+                for target in others[key]:
+                    if target == "postgres" and key[0] is EventType.EXPOSURE:
+                        exposures.append(index)
+                    else:
+                        record = Record._make((*fast.row(index), topic, partition, offsets[fast.position[index]], None))
+                        batch.routed.setdefault(target, []).append(record)
+        if exposures:
+            batch.chunks.setdefault("postgres", []).append(ExposureChunk.of(fast, exposures, topic, partition, offsets))
+        if not all("clickhouse" in targets for targets in routes.values()):
+            fast.keep(["clickhouse" in routes[key] for key in zip(fast.event_type, fast.priority)])
+        if len(fast) and "clickhouse" in self.sinks:
+            batch.chunks.setdefault("clickhouse", []).append(ColumnChunk.of(fast, topic, partition, offsets))
 
     async def _store_and_commit(self, batch: _Batch, acks: list[asyncio.Future],
                                 previous: asyncio.Task[None] | None) -> None:
@@ -340,8 +415,8 @@ class StreamProcessor:
 
     async def _commit(self, batch: _Batch, refused: list[DeadLetter]) -> None:
         await self._dead_letter(batch.dead + refused)
-        if self.on_batch is not None and batch.records:
-            await self.on_batch(batch.records)
+        if self.on_batch is not None and batch.touched:
+            await self.on_batch(batch.touched)
         # checkpoint: only after every sink and the DLQ acknowledged, and only for partitions still ours
         # (a batch fetched before a rebalance took its partition is stored, and the new owner's replay of
         # it is harmless: every sink is idempotent)
@@ -363,7 +438,7 @@ class StreamProcessor:
                 log.warning("commit refused during a rebalance (%s); the batch will be replayed idempotently", exc)
         n = batch.size
         self.stats.consumed += n
-        self.stats.stored += len(batch.records)
+        self.stats.stored += batch.stored
         self.stats.batches += 1
         self.stats.recent.append((time.monotonic(), n))
         self.stats.batch_ms.append((time.perf_counter() - batch.started) * 1000)
@@ -376,10 +451,8 @@ class StreamProcessor:
         The fast decoder (msgspec, `schemas.fast_events`) takes the common events; whatever it declines
         (an invalid event, one whose sinks read the model, a form it cannot vouch for) is decided by the
         pydantic `Event`, so acceptance and the dead-letter text are the model's."""
-        if raw is None:
-            return None, "empty record (no value)"
-        if len(raw) > self.max_event_bytes:
-            return None, f"oversized: {len(raw)} bytes > {self.max_event_bytes}"
+        if raw is None or len(raw) > self.max_event_bytes:
+            return None, self._screen(raw)
         record = decode_record(raw, Record, topic, partition, offset)
         if record is None:
             try:
@@ -493,11 +566,11 @@ class _SinkLane:
     def __init__(self, processor: StreamProcessor, sink: Sink) -> None:
         self.processor = processor
         self.sink = sink
-        self.queue: asyncio.Queue[tuple[list[Record], asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[list[Record], list[Any], asyncio.Future]] = asyncio.Queue()
 
-    def submit(self, records: list[Record]) -> asyncio.Future:
+    def submit(self, records: list[Record], chunks: list[Any]) -> asyncio.Future:
         ack: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((records, ack))
+        self.queue.put_nowait((records, chunks, ack))
         return ack
 
     async def run(self) -> None:
@@ -507,12 +580,14 @@ class _SinkLane:
             while not self.queue.empty():
                 items.append(self.queue.get_nowait())
             try:
-                for records, _ in items:
+                for records, chunks, _ in items:
                     for record in records:
                         sink.add(record)
+                    for chunk in chunks:
+                        sink.add_chunk(chunk)
                 await self.processor._flush_one(sink)
             except BaseException as exc:
-                for _, ack in items:
+                for _, _, ack in items:
                     if not ack.done():
                         ack.cancel() if isinstance(exc, asyncio.CancelledError) else ack.set_exception(exc)
                 raise
@@ -521,8 +596,8 @@ class _SinkLane:
             if rejected:
                 rejected.clear()
             # The refusals go with the first batch of this flush: it commits first, after dead-lettering them.
-            items[0][1].set_result(refused)
-            for _, ack in items[1:]:
+            items[0][2].set_result(refused)
+            for _, _, ack in items[1:]:
                 ack.set_result([])
 
 

@@ -14,13 +14,16 @@ delivery) leaves the stores exactly as one delivery would:
   written back, see `PostgresSink`); lifecycle transitions already applied are no-ops.
 - Chroma: upserts keyed by stable ids.
 
-A `Record` is flat: the event's row (`schemas.event_rows.event_row`) and where it
-came from, not the pydantic model. The processor keeps up to two batches of
-records alive (one being stored, the next being prepared); flat records are one
-object each for the garbage collector instead of eight, which measured as a third
-of the processor's CPU time. The few events whose sinks read more than the row
-(lifecycle transitions, journeys) keep their parsed model in `record.event`, so
-nothing is parsed twice.
+The bulk of the events reaches the sinks columnar, one part per topic-partition chunk:
+`add_chunk(ColumnChunk)` (ClickHouse: the rows as an Arrow table) and
+`add_chunk(ExposureChunk)` (PostgreSQL: the exposures as plain rows). The rest (the few
+events the fast decoder leaves to pydantic, and those whose sinks read more than the row:
+lifecycle transitions, journeys) come one `Record` each through `add(record)`: the
+event's row (`schemas.event_rows.event_row`), where it came from, and for those the
+parsed model in `record.event`, so nothing is parsed twice. Columns instead of a tuple
+per event matter because the processor keeps several batches alive while they are
+stored: per-event objects cost a third of its CPU in the garbage collector and in
+their construction.
 
 A sink whose store is down raises `SinkUnavailable(retry_after)`: the
 processor backs off and retries the same batch without committing.
@@ -30,14 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict, namedtuple
+from collections import namedtuple
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+
+import pyarrow as pa
 
 from schemas.errors import BackendUnavailable, Conflict, ServiceError
 from schemas.event_rows import EVENT_SCHEMA, event_row, rows_to_arrow
 from schemas.events import Event, EventType
-from schemas.fast_events import MODEL_EVENT_TYPES
+from schemas.fast_events import MODEL_EVENT_TYPES, FastColumns, decode_record, timestamp_array
 from stream_processor.outbox import SOURCE as OUTBOX_SOURCE  # routing_metadata.source of relayed events
 
 log = logging.getLogger(__name__)
@@ -77,10 +83,63 @@ class Record(namedtuple("_Record", (*EVENT_SCHEMA.names, "priority", "origin", "
         return cls._make((*event_row(event, raw), priority, origin, topic, partition, offset, kept))
 
 
+@dataclass(frozen=True)
+class ColumnChunk:
+    """Validated events of one topic-partition as an Arrow table in `EVENT_SCHEMA` (for ClickHouse), with
+    the first and last offsets among them (for the insert's deduplication token)."""
+
+    topic: str
+    partition: int
+    table: pa.Table
+    first_offset: int
+    last_offset: int
+
+    @classmethod
+    def of(cls, fast: FastColumns, topic: str, partition: int, offsets: list[int]) -> ColumnChunk:
+        columns = []
+        for name, column in zip(EVENT_SCHEMA.names, EVENT_SCHEMA, strict=True):
+            if name == "timestamp":
+                columns.append(timestamp_array(fast.timestamp))
+            else:  # raw: the bytes as received, checked to be UTF-8 here (JSON that decoded is)
+                columns.append(pa.array(getattr(fast, name), column.type))
+        table = pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+        return cls(topic, partition, table, offsets[fast.position[0]], offsets[fast.position[-1]])
+
+
+@dataclass(frozen=True)
+class ExposureChunk:
+    """Validated exposure events of one topic-partition, in offset order, as plain rows for the registry:
+    (experiment key, user id, variant key, timestamp), each event's routing source (`origin`), and the
+    raw bytes and offset each came from (a refused one becomes a dead letter)."""
+
+    topic: str
+    partition: int
+    rows: list[tuple[str, str, str | None, datetime]]
+    origins: list[str | None]
+    sources: list[tuple[bytes, int]]
+
+    @classmethod
+    def of(cls, fast: FastColumns, indexes: list[int], topic: str, partition: int, offsets: list[int]) -> ExposureChunk:
+        experiment, user, variant, origin, raw, position = (fast.experiment_id, fast.user_id, fast.variant,
+                                                            fast.origin, fast.raw, fast.position)
+        return cls(topic, partition, [(experiment[i], user[i], variant[i], fast.when(i)) for i in indexes],
+                   [origin[i] for i in indexes], [(raw[i], offsets[position[i]]) for i in indexes])
+
+    def record(self, index: int) -> Record:
+        """The full record of the index-th exposure (to report a refusal; the fast decoder took it)."""
+        raw, offset = self.sources[index]
+        return decode_record(raw, Record, self.topic, self.partition, offset)
+
+
 class Sink(Protocol):
     name: str
 
     def add(self, record: Record) -> None: ...
+
+    def add_chunk(self, chunk: Any) -> None:
+        """Take a bulk part of a batch (`ColumnChunk` or `ExposureChunk`: the processor sends a sink only
+        the kind it reads)."""
+        ...
 
     async def flush(self) -> int:
         """Write everything added since the last flush; return how many records were written."""
@@ -100,23 +159,39 @@ class ClickHouseSink:
 
     service: Any  # mcp_servers.clickhouse service (ingest_arrow)
     name: str = "clickhouse"
-    pending: dict[tuple[str, int], list[Record]] = field(default_factory=lambda: defaultdict(list))
+    pending: list[Record] = field(default_factory=list)
+    chunks: list[pa.Table] = field(default_factory=list)
+    ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [first, last]
+
+    def _extend(self, topic: str, partition: int, first: int, last: int) -> None:
+        span = self.ranges.get((topic, partition))
+        if span is None:
+            self.ranges[(topic, partition)] = [first, last]
+        else:
+            span[0], span[1] = min(span[0], first), max(span[1], last)
 
     def add(self, record: Record) -> None:
-        self.pending[(record.topic, record.partition)].append(record)
+        self.pending.append(record)
+        self._extend(record.topic, record.partition, record.offset, record.offset)
+
+    def add_chunk(self, chunk: ColumnChunk) -> None:
+        self.chunks.append(chunk.table)
+        self._extend(chunk.topic, chunk.partition, chunk.first_offset, chunk.last_offset)
 
     async def flush(self) -> int:
-        if not self.pending:
+        if not self.ranges:
             return 0
         # One insert (one part) for everything pending: its token names every topic-partition range.
-        ranges = sorted(self.pending.items())
-        token = ";".join(f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}"
-                         for (topic, partition), records in ranges)
+        token = ";".join(f"{topic}:{partition}:{first}-{last}"
+                         for (topic, partition), (first, last) in sorted(self.ranges.items()))
         if len(token) > MAX_TOKEN_CHARS:  # many partitions: their ranges' digest (still one token per range set)
             token = "ranges-sha256:" + hashlib.sha256(token.encode()).hexdigest()
-        rows = [record for _, records in ranges for record in records]
+        tables = list(self.chunks)
+        if self.pending:
+            tables.append(rows_to_arrow(self.pending))
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         try:
-            await self.service.ingest_arrow(rows_to_arrow(rows), token=token)
+            await self.service.ingest_arrow(table, token=token)
         except BackendUnavailable as exc:
             raise _unavailable(self.name, exc) from exc
         except ServiceError:
@@ -124,7 +199,9 @@ class ClickHouseSink:
         except Exception as exc:  # noqa: BLE001 - engine/connection failures are retried, not fatal
             raise _unavailable(self.name, exc) from exc
         self.pending.clear()
-        return len(rows)
+        self.chunks.clear()
+        self.ranges.clear()
+        return table.num_rows
 
 
 @dataclass
@@ -155,6 +232,7 @@ class PostgresSink:
     name: str = "postgres"
     remember: int = 500_000  # (experiment, user) pairs known stored; the memory is cleared when full
     exposures: list[Record] = field(default_factory=list)
+    chunks: list[ExposureChunk] = field(default_factory=list)
     lifecycle: list[Record] = field(default_factory=list)
     rejected: list[tuple[Record, str]] = field(default_factory=list)
     remembered: set[tuple[int, str]] = field(default_factory=set)
@@ -169,20 +247,50 @@ class PostgresSink:
         else:
             self.lifecycle.append(record)
 
+    def add_chunk(self, chunk: ExposureChunk) -> None:
+        self.chunks.append(chunk)
+        self.skipped_relayed += chunk.origins.count(OUTBOX_SOURCE)
+
+    def _pending_exposures(self) -> tuple[list[tuple[str, str, str, datetime | None]], list[Any]]:
+        """The exposures to record, in offset order per partition (the first assignment wins), and where
+        each came from (a Record, or (chunk, index)): those relayed by the outbox and those without a
+        variant are left out."""
+        rows: list[tuple[str, str, str, datetime | None]] = []
+        where: list[Any] = []
+        for chunk in self.chunks:
+            if OUTBOX_SOURCE not in chunk.origins and all(row[2] for row in chunk.rows):
+                rows.extend(chunk.rows)
+                where.extend((chunk, index) for index in range(len(chunk.rows)))
+                continue
+            for index, (row, origin) in enumerate(zip(chunk.rows, chunk.origins, strict=True)):
+                if origin != OUTBOX_SOURCE and row[2]:
+                    rows.append(row)
+                    where.append((chunk, index))
+        if self.exposures:
+            for r in self.exposures:
+                if r.variant:
+                    rows.append((r.experiment_id, r.user_id, r.variant, r.timestamp))
+                    where.append(r)
+            if self.chunks:  # both paths: back to offset order within each partition
+                order = sorted(range(len(rows)), key=lambda i: _coordinates(where[i]))
+                rows, where = [rows[i] for i in order], [where[i] for i in order]
+        return rows, where
+
     async def flush(self) -> int:
         written = 0
         try:
-            if self.exposures:
-                batch = [r for r in self.exposures if r.variant]
+            if self.exposures or self.chunks:
+                rows, where = self._pending_exposures()
                 if len(self.remembered) >= self.remember:
                     self.remembered.clear()
                 # The events were validated against the event schema already: plain rows, no models.
-                outcome = await self.service.record_exposure_rows(
-                    [(r.experiment_id, r.user_id, r.variant, r.timestamp) for r in batch], self.remembered)
+                outcome = await self.service.record_exposure_rows(rows, self.remembered)
                 for index, reason in outcome.rejected:
-                    self.rejected.append((batch[index], reason))
+                    origin = where[index]
+                    self.rejected.append((origin if isinstance(origin, Record) else origin[0].record(origin[1]), reason))
                 written += outcome.recorded
                 self.exposures.clear()
+                self.chunks.clear()
             for record in self.lifecycle:
                 await self._apply_lifecycle(record.event)
                 written += 1
@@ -211,6 +319,14 @@ class PostgresSink:
             winner = event.properties.get("winner") if event.properties else None
             await self.service.stop_experiment(key, winner=winner if isinstance(winner, str) else None,
                                                actor="stream", reason=f"event {event.event_id}")
+
+
+def _coordinates(origin: Any) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a pending exposure's origin (a Record, or (ExposureChunk, index))."""
+    if isinstance(origin, Record):
+        return origin.topic, origin.partition, origin.offset
+    chunk, index = origin
+    return chunk.topic, chunk.partition, chunk.sources[index][1]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_servers.postgres.assignment import AssignmentSpec
 from schemas.events import Event, EventType
-from schemas.fast_events import MIRRORS, MODEL_EVENT_TYPES, decode_event, decode_record
+from schemas.fast_events import MIRRORS, MODEL_EVENT_TYPES, decode_batch, decode_event, decode_record
 from stream_processor.generator import ArmTruth, TrafficPlan, generate_events
 from stream_processor.outbox import encode_event
 from stream_processor.processor import StreamProcessor
@@ -76,6 +76,23 @@ def check(raw: bytes) -> None:
         assert record is None
     else:
         assert same(tuple(record), tuple(Record.of(event, raw, "t", 3, 7))), raw
+    check_batch([raw])
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_batch(raws: list[bytes]) -> None:
+    """The columnar decoder gives, for a batch, exactly `decode_record`'s verdicts and values."""
+    columns = decode_batch(raws)
+    expected = [decode_record(raw, Record, "t", 0, position) for position, raw in enumerate(raws)]
+    assert columns.declined == [p for p, r in enumerate(expected) if r is None], raws
+    accepted = [r for r in expected if r is not None]
+    assert columns.position == [r.offset for r in accepted]
+    for index, record in enumerate(accepted):
+        row = columns.row(index)
+        assert same(row, tuple(record)[:len(row)]), (row, record)
+        assert int(columns.timestamp[index]) == (record.timestamp - _EPOCH) // timedelta(milliseconds=1)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -208,6 +225,20 @@ def test_fast_path_accepts_only_what_pydantic_accepts_with_the_same_record(raw: 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes(raw: bytes) -> None:
     check(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(inputs(), max_size=12))
+def test_a_batch_decodes_as_its_events_one_by_one(raws: list[bytes]) -> None:
+    """Mixed batches (the timestamps are checked for the whole batch at once): the same verdicts."""
+    check_batch(raws)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(timestamps().filter(lambda t: isinstance(t, str)), min_size=1, max_size=8))
+def test_a_batchs_timestamps_read_as_fromisoformat_reads_them(stamps: list[str]) -> None:
+    check_batch([orjson.dumps({"event_id": "e", "event_type": "click", "timestamp": t, "user_id": "u"})
+                 for t in stamps])
 
 
 PROCESSOR = StreamProcessor(bootstrap="unused:1", topics=["t"], group_id="g", sinks={})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ EXPERIMENT = {"key": KEY, "name": "Docs example: shorter signup form", "type": "
 # Example calls, in an order where each prepares the next (docs-example is created, started, stopped).
 EXAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("router_status", {}),
+    ("find_tools", {"query": "split traffic toward the winning arm", "limit": 3}),
     ("route_query", {"query": "Show me experiments similar to our checkout optimization that increased conversion by more than 20%"}),
     ("classify_event", {"event": {"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00Z",
                                   "user_id": "u1", "experiment_id": "checkout-1step", "variant": "one_step"}}),
@@ -58,6 +59,10 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("get_variant_statistics", {"experiment": "checkout-1step", "metrics": ["conversion", "revenue"], "cuped": True}),
     ("generate_analytics_insights", {"experiment": "checkout-1step", "metrics": ["conversion"]}),
     ("predict_experiment_trends", {"experiment": "checkout-1step", "metric": "conversion", "days_ahead": 3}),
+    ("get_exposures_by_period", {"experiment": "checkout-1step", "boundaries": [  # the demo's last two weeks, by week
+        f"{datetime.now(UTC) - timedelta(days=days):%Y-%m-%dT00:00:00Z}" for days in (14, 7, -1)]}),
+    ("get_segment_statistics", {"experiment": "paywall-personalised", "metric": "conversion"}),
+    ("get_interaction_statistics", {"experiment": "checkout-1step", "metric": "conversion", "limit": 3}),
     ("clickhouse_query", {"sql": "SELECT event_type, count() AS n FROM events GROUP BY event_type ORDER BY n DESC"}),
     ("list_tables", {}),
     ("store_experiment_context", {"experiment": {"key": "docs-past-1", "name": "Guest checkout",
@@ -85,6 +90,9 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("evaluate_guardrails", {"experiment": "pricing-premium"}),
     ("run_autopilot", {"experiment": "pricing-premium", "dry_run": True}),
     ("predict_user_behavior", {"user_id": "u1"}),
+    ("analyze_segment_effects", {"experiment": "paywall-personalised"}),
+    ("find_experiment_interactions", {}),
+    ("personalize_experiment_experience", {"experiment": "paywall-personalised", "context": {"device": "mobile"}}),
     ("plot_experiment", {"experiment": "checkout-1step"}),
 ]
 

@@ -40,8 +40,8 @@ def require_confirmation(tool: str, action: str | None, confirm: bool, reason: s
             return
         raise InvalidInput(f"confirm=true needs a reason: it is written to the audit trail with the change ({action})")
     raise ConfirmationRequired(
-        f"{tool} needs the user's confirmation: {action} Ask them; then call again with confirm=true and "
-        "a reason (written to the audit trail). Nothing was changed.",
+        f"Confirmation needed: {action} To go ahead once the user agreed, call {tool} again with confirm=true "
+        "and a reason (written to the audit trail); nothing was changed.",
         question=action)
 
 

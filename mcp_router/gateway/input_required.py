@@ -136,21 +136,21 @@ async def confirm_call(ctx: ServerRequestContext[Any], params: types.CallToolReq
         if mode is None:
             return refused  # it says: call again with confirm=true and a reason
         answer = await ctx.session.elicit_form(question, schema, related_request_id=ctx.request_id)
-    return await _settle(params.name, question, answer, reason, call)
+    return await _settle(params.name, answer, reason, call)
 
 
-async def _settle(tool: str, question: str, answer: types.ElicitResult, reason: str | None,
+async def _settle(tool: str, answer: types.ElicitResult, reason: str | None,
                   call: Call) -> types.CallToolResult:
     if answer.action == "cancel":
-        return _refused(f"{tool}: the user dismissed the confirmation; nothing was changed")
+        return _refused("the user dismissed the confirmation; nothing was changed")
     content = answer.content or {}
     if answer.action != "accept" or content.get("confirm") is not True:
-        return _refused(f"{tool}: the user declined; nothing was changed ({question})")
+        return _refused("the user declined; nothing was changed")
     given = content.get("reason")
     why = given.strip() if isinstance(given, str) and given.strip() else reason
     if not why:
-        return _refused(f"{tool}: confirmed without a reason; nothing was changed (the reason goes into the "
-                        "audit trail: confirm again with one)")
+        return _refused("confirmed without a reason; nothing was changed (the reason goes into the audit trail: "
+                        "confirm again with one)")
     log.info("tool=%s confirmed by the user: %s", tool, why)
     return await call({"confirm": True, "reason": why})
 

@@ -70,5 +70,5 @@ async def test_a_no_at_the_terminal_changes_nothing_and_claude_is_told(fake_anth
     turn, _, prompts, experiment = await run_turn(fake_anthropic, chat_settings(fake_anthropic), recorder, ["n"])
     assert prompts == ["Go ahead? [y/N] "]
     assert turn.tool_calls[0].is_error and "the user declined; nothing was changed" in turn.tool_calls[0].text
-    assert "Not done: stop_experiment: the user declined" in turn.answer
+    assert "Not done: the user declined; nothing was changed" in turn.answer
     assert experiment["status"] == "running" and experiment["winner"] is None

@@ -2,27 +2,82 @@
 
 Every entry point (the `neonblue` CLI, `python -m mcp_servers.<name>`, the bench scripts)
 calls `configure_logging(level)` once at start; modules only `logging.getLogger(__name__)`.
-stderr because stdout is the MCP stdio protocol channel. A QueueHandler keeps formatting
-and the write off the request path (the router logs every tool call); a listener thread
-does them.
+stderr because stdout is the MCP stdio protocol channel.
+
+The router logs one INFO line per tool call, so a record costs the calling thread one deque
+append: a writer thread formats and writes the records in batches, waking every
+FLUSH_INTERVAL seconds, as soon as BATCH records wait, or at once for a WARNING or worse.
+Waking a thread per record (as a QueueHandler/QueueListener pair does) cost each routed call
+more than the rest of the router's work (GIL hand-offs; bench/bench_router.py). INFO lines so
+reach stderr up to FLUSH_INTERVAL late; the rest is written at exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import sys
-from logging.handlers import QueueHandler, QueueListener
+import threading
+from collections import deque
+from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FLUSH_INTERVAL = 0.05  # seconds an INFO line may wait before it is written
+BATCH = 256  # records waiting that wake the writer early
 
 
-class _DeferredQueueHandler(QueueHandler):
-    """Enqueue the record as is: the listener thread formats it (QueueHandler formats in the caller)."""
+class BatchingStderrHandler(logging.Handler):
+    """Collects records without a lock or a wake-up; a writer thread formats and writes them in batches."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    def __init__(self, stream: TextIO, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.stream = stream
+        self._records: deque[logging.LogRecord] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer = threading.Thread(target=self._run, name="neonblue-log-writer", daemon=True)
+        self._writer.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: deque.append is thread-safe
+        if self.filters and not self.filter(record):
+            return False
+        self._records.append(record)
+        if record.levelno >= logging.WARNING or len(self._records) >= BATCH:
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every record waiting now (any thread may call it; the writer does it in its loop)."""
+        lines = []
+        while self._records:
+            record = self._records.popleft()
+            try:
+                lines.append(self.format(record))
+            except Exception:  # noqa: BLE001 - a bad record is reported like logging does, never raised
+                self.handleError(record)
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed: nothing left to tell
+                pass
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._writer.is_alive() and threading.current_thread() is not self._writer:
+            self._writer.join(timeout=1.0)
+        self.flush()
+        super().close()
 
 
 def configure_logging(level: str) -> None:
@@ -31,14 +86,14 @@ def configure_logging(level: str) -> None:
     Replaces the root handlers, so a second call (a second command in one process) writes to
     the stderr of that moment.
     """
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter(FORMAT))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(records, stream, respect_handler_level=False)
-    listener.start()
-    atexit.register(listener.stop)
+    handler = BatchingStderrHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    atexit.register(handler.close)
     root = logging.getLogger()
-    root.handlers[:] = [_DeferredQueueHandler(records)]
+    for previous in root.handlers:
+        if isinstance(previous, BatchingStderrHandler):
+            previous.close()
+    root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level, logging.INFO))
 
 

@@ -45,8 +45,10 @@ class RegistryBase:
     """The state the capabilities share; no tool of its own."""
 
     def __init__(self, store: PostgresStore, *, query_timeout_ms: int = 5000, max_query_rows: int = 1000,
-                 max_result_bytes: int = 1_000_000) -> None:
+                 max_result_bytes: int = 1_000_000, assignment_writes_behind: bool = False) -> None:
         self.store = store
+        if assignment_writes_behind:  # get_variant records new users after answering (store.write_assignments_behind)
+            store.write_assignments_behind()
         self.query_timeout_ms = query_timeout_ms
         self.max_query_rows = max_query_rows
         self.max_result_bytes = max_result_bytes

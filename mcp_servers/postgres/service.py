@@ -64,7 +64,9 @@ def _data_errors_are_invalid_input(cls: type) -> type:
 class ExperimentService(Lifecycle, UserAssignment, Results, AuditAndSql):
     """The PostgreSQL server's capabilities as plain async methods.
 
-    ExperimentService(store, *, query_timeout_ms=5000, max_query_rows=1000, max_result_bytes=1_000_000).
+    ExperimentService(store, *, query_timeout_ms=5000, max_query_rows=1000, max_result_bytes=1_000_000,
+    assignment_writes_behind=False): with it, get_variant records new users after answering (see
+    PostgresStore.write_assignments_behind).
     """
 
 

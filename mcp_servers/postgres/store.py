@@ -7,6 +7,7 @@ The store knows tables and rows, not lifecycle rules: those live in service.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -243,6 +244,52 @@ async def outbox_backlog(db: asyncpg.Pool | asyncpg.Connection) -> asyncpg.Recor
     )
 
 
+class _SettledPool:
+    """The store's main pool, read-your-writes: every use first waits for the assignment writes this
+    store queued (`PostgresStore.queue_assignment`), so whatever reads the registry through the store
+    sees every assignment get_variant has answered in this process."""
+
+    def __init__(self, pool: asyncpg.Pool, store: PostgresStore) -> None:
+        self._pool = pool
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        await self._store.settle()
+        return await self._pool.fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        await self._store.settle()
+        return await self._pool.fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        await self._store.settle()
+        return await self._pool.fetchval(*args, **kwargs)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        await self._store.settle()
+        return await self._pool.execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        await self._store.settle()
+        return await self._pool.executemany(*args, **kwargs)
+
+    @asynccontextmanager
+    async def acquire(self, **kwargs: Any) -> AsyncIterator[asyncpg.Connection]:
+        await self._store.settle()
+        async with self._pool.acquire(**kwargs) as conn:
+            yield conn
+
+
+# A queued assignment: experiment id, user id, variant id, bucket, attributes, exposed.
+QueuedAssignment = tuple[int, str, int, float | None, dict[str, Any] | None, bool]
+_WRITE_ATTEMPTS = 3
+WRITE_BEHIND_DELAY = 0.02  # seconds answers wait to be recorded together (bench_assignment: 0.01 s gained less)
+WRITE_BEHIND_BATCH = 500  # queued assignments that start the write before WRITE_BEHIND_DELAY is up
+
+
 class PostgresStore:
     """asyncpg pools over the `neonblue` schema.
 
@@ -262,11 +309,114 @@ class PostgresStore:
 
     def __init__(self, pool: asyncpg.Pool, readonly_role: str | None,
                  assignment_pool: asyncpg.Pool | None = None) -> None:
-        self.pool = pool
-        self.assignment_pool = assignment_pool or pool
+        self.pool: Any = _SettledPool(pool, self)
+        self.assignment_pool = assignment_pool or self.pool
         self.readonly_role = readonly_role
         self._listener: asyncpg.Connection | None = None
         self._change_callbacks: list[Callable[[int | None], None]] = []
+        self.writes_behind = False  # see write_assignments_behind
+        self._queued: list[QueuedAssignment] = []
+        self._writing: asyncio.Task[None] | None = None
+        self._write_now = asyncio.Event()
+
+    # ------------------------------------------------------------ assignment writes off the latency path
+
+    def write_assignments_behind(self) -> None:
+        """Let get_variant record new users' assignments after answering (opt-in; see queue_assignment).
+
+        What changes for callers: another connection sees an assignment a round trip after get_variant
+        returned (reads through this store wait for it); a failed write is logged and retried, never raised
+        to the caller; and an answer to a user this process has not seen says source "hash" and
+        newly_recorded even when another process recorded that same variant first. A process that dies
+        with writes queued loses them (the hash gives those users the same variant on their next call,
+        which records it and its exposure then). Not with durable_assignments.
+        """
+        if self.assignment_pool is self.pool:
+            raise ValueError("durable_assignments writes every assignment before answering: no write-behind")
+        self.writes_behind = True
+
+    def queue_assignment(self, experiment_id: int, user_id: str, variant_id: int, bucket: float | None,
+                         attributes: dict[str, Any] | None, exposed: bool) -> None:
+        """Record a first assignment (and with `exposed` its exposure) after the answer has gone.
+
+        The write starts at once in a task (several queued meanwhile go in one statement); every read
+        through this store waits for it first (`settle`). It inserts only while the experiment runs and
+        never over an existing assignment (the first wins); with `exposed`, a recorded assignment not
+        exposed yet is stamped exposed, and the exposure goes to the outbox in the same statement.
+        """
+        self._queued.append((experiment_id, user_id, variant_id, bucket, attributes, exposed))
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write_queued())
+        elif len(self._queued) >= WRITE_BEHIND_BATCH:
+            self._write_now.set()
+
+    async def settle(self) -> None:
+        """Wait until every assignment queued so far is written (or given up on, logged)."""
+        while self._writing is not None:
+            self._write_now.set()
+            await asyncio.shield(self._writing)
+
+    async def _write_queued(self) -> None:
+        try:
+            # Wait a little so that one statement records many answers (a write per answer, even off the
+            # path, takes the CPU the next answers need); a read through this store ends the wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._write_now.wait(), WRITE_BEHIND_DELAY)
+            self._write_now.clear()
+            while self._queued:
+                batch, self._queued = self._queued, []
+                by_experiment: dict[int, dict[str, QueuedAssignment]] = {}
+                for row in batch:
+                    users = by_experiment.setdefault(row[0], {})
+                    first = users.get(row[1])  # the first answer for a user wins; exposed if any call showed it
+                    users[row[1]] = row if first is None else first[:5] + (first[5] or row[5],)
+                for experiment_id, rows in by_experiment.items():
+                    await self._write_assignments(experiment_id, list(rows.values()))
+        finally:
+            self._writing = None
+
+    async def _write_assignments(self, experiment_id: int, rows: list[QueuedAssignment]) -> None:
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                diverged = await self.assignment_pool.fetchval(
+                    f"""WITH e AS (
+                        SELECT key FROM {SCHEMA}.experiments WHERE id = $1 AND status = 'running'
+                    ), t AS (
+                        SELECT * FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::jsonb[], $6::boolean[])
+                            AS t(u, v, b, attrs, x)
+                    ), ins AS (
+                        INSERT INTO {SCHEMA}.assignments (experiment_id, user_id, variant_id, source, bucket, attributes,
+                                                         exposed_at)
+                        SELECT $1, u, v, 'hash', b, attrs, CASE WHEN x THEN now() END FROM t WHERE EXISTS (SELECT 1 FROM e)
+                        ON CONFLICT (experiment_id, user_id) DO NOTHING
+                        RETURNING user_id, variant_id, exposed_at
+                    ), shown AS (
+                        UPDATE {SCHEMA}.assignments a SET exposed_at = now() FROM t
+                        WHERE a.experiment_id = $1 AND a.user_id = t.u AND t.x AND a.exposed_at IS NULL
+                          AND a.source <> 'forced' AND EXISTS (SELECT 1 FROM e)
+                        RETURNING a.user_id, a.variant_id, a.exposed_at
+                    ), outbox AS (
+                        {_exposure_outbox("(SELECT * FROM ins WHERE exposed_at IS NOT NULL UNION ALL SELECT * FROM shown)",
+                                          "(SELECT key FROM e)")}
+                    )
+                    SELECT ARRAY(SELECT a.user_id FROM {SCHEMA}.assignments a JOIN t ON a.user_id = t.u
+                                 WHERE a.experiment_id = $1 AND a.variant_id <> t.v)""",
+                    experiment_id, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                    [r[4] for r in rows], [r[5] for r in rows],
+                )
+            except Exception as exc:  # noqa: BLE001 - the caller has its answer; retry, then log what is lost
+                if attempt == _WRITE_ATTEMPTS:
+                    log.error("gave up recording %d assignment(s) of experiment %d: %s (those users are "
+                              "assigned again by the hash on their next call)", len(rows), experiment_id, exc)
+                    return
+                await asyncio.sleep(0.05 * attempt)
+                continue
+            if diverged:  # a record made meanwhile by another path wins: forget what this process answered
+                log.warning("experiment %d: %d user(s) already had another recorded variant than the one just "
+                            "served (a concurrent writer); they get their recorded variant from now on",
+                            experiment_id, len(diverged))
+                self._announce(experiment_id)
+            return
 
     # ------------------------------------------------------------ change notifications
 
@@ -341,17 +491,18 @@ class PostgresStore:
             raise
         if not usable:
             log.warning("role %s unavailable: postgres_query relies on the SQL guard and READ ONLY only", READONLY_ROLE)
-        store = cls(pool, READONLY_ROLE if usable else None, pools[-1])
+        store = cls(pool, READONLY_ROLE if usable else None, pools[-1] if len(pools) > 1 else None)
         await store.listen(dsn)
         return store
 
     async def close(self) -> None:
+        await self.settle()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
         if self.assignment_pool is not self.pool:
             await self.assignment_pool.close()
-        await self.pool.close()
+        await self.pool._pool.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -657,6 +808,11 @@ class PostgresStore:
         """
         if not rows:
             return 0
+        # An SDK's variant is its own choice: from now on get_variant reads every new user's record first
+        # (migration 0006). A no-op once set, so the row changes (and is announced) once per experiment.
+        await self.pool.execute(
+            f"UPDATE {SCHEMA}.experiments SET hash_divergent = true WHERE id = ANY($1::bigint[]) AND NOT hash_divergent",
+            sorted({row[0] for row in rows}))
         if len(rows) >= 2 * EXPOSURE_CHUNK_MIN:
             # Large batches in EXPOSURE_WRITERS concurrent transactions, split by user (a pair is in one
             # of them): the server's per-row work (unique check, three indexes, two foreign keys) then

@@ -87,6 +87,7 @@ class _Definition:
     by_key: dict[str, dict[str, Any]]
     by_id: dict[int, dict[str, Any]]
     spec: AssignmentSpec | None
+    divergent: bool  # a recorded assignment may differ from the hash (migration 0006): read before recording
     # user id -> (variant id, bucket, settled) of recorded assignments seen at this definition; settled:
     # exposed before or QA-forced, so no call will write for this user again. A recorded assignment never
     # changes (the first wins) except by a QA override, which changes the definition (forced_variations).
@@ -104,7 +105,7 @@ class _Definition:
             id=row["id"], key=row["key"], status=row["status"], revision=row["revision"], winner=row["winner"],
             targeting=row["targeting"], forced=row["forced_variations"], variants=variants,
             by_key={v["key"]: v for v in variants}, by_id={v["id"]: v for v in variants},
-            spec=assignment_spec(row) if variants else None,
+            spec=assignment_spec(row) if variants else None, divergent=row["hash_divergent"],
         )
 
 
@@ -170,6 +171,8 @@ class UserAssignment(RegistryBase):
         if cached is not None and user_id not in cached.forced:
             if self.store.listening:
                 answer = self._get_variant_remembered(cached, user_id, exposed)
+                if answer is None and self.store.writes_behind:
+                    answer = self._get_variant_written_behind(cached, user_id, attributes, exposed)
                 if answer is not None:
                     return answer
             answer = await self._get_variant_cached(cached, user_id, attributes, exposed)
@@ -186,6 +189,22 @@ class UserAssignment(RegistryBase):
                 self._definitions.pop(next(iter(self._definitions)))
             self._definitions[cache_key] = definition
         return await self._get_variant_fresh(definition, row, user_id, attributes, exposed)
+
+    def _get_variant_written_behind(self, definition: _Definition, user_id: str, attributes: dict[str, Any] | None,
+                                    exposed: bool) -> VariantAssignment | None:
+        """A user this process has not seen, while every recorded assignment agrees with the hash (not
+        `divergent`): the user either has no assignment or has the one the hash gives, so the hash answers
+        and the assignment is recorded after the answer (`store.queue_assignment`). None otherwise (a user
+        the hash leaves out may hold an assignment made under other attributes: the database decides)."""
+        if definition.status != "running" or definition.divergent or user_id in definition.recorded:
+            return None
+        variant, bucket, reason = self._decide(definition, user_id, attributes)
+        if variant is None:
+            return None
+        definition.remember(user_id, variant["id"], bucket, exposed)
+        self.store.queue_assignment(definition.id, user_id, variant["id"], bucket, attributes, exposed)
+        return _answer(definition, user_id, variant, "hash", reason, in_experiment=True, bucket=bucket, new=True,
+                       exposure=exposed)
 
     @staticmethod
     def _get_variant_remembered(definition: _Definition, user_id: str, exposed: bool) -> VariantAssignment | None:
@@ -403,6 +422,8 @@ class UserAssignment(RegistryBase):
         if record and exposed and unexposed:
             exposures += len(await self.store.mark_exposed(experiment.id, unexposed))
         not_in = sum(1 for v in result.values() if v is None)
+        if record:  # get_variant answers these users from their records, not from the hash
+            self._forget_definitions(experiment.id)
         return BatchAssignment(experiment_key=experiment.key, assigned=result, newly_recorded=newly,
                                already_recorded=already, not_in_experiment=not_in, newly_exposed=exposures)
 
@@ -476,6 +497,8 @@ class UserAssignment(RegistryBase):
             seen.add(pair)
             out.append((experiment_id, user_id, variant_id, assigned_at))
         inserted = await self.store.insert_exposures(out)
+        for experiment_id in {row[0] for row in out}:  # now divergent (the store flagged them): read records first
+            self._forget_definitions(experiment_id)
         if recorded is not None:
             recorded.update(seen)  # inserted now, or there before (the first assignment won)
         return ExposureOutcome(recorded=inserted, duplicates=duplicates + len(out) - inserted, rejected=rejected)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
+import time
 from collections import deque
-from typing import TextIO
+from typing import Any, TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FLUSH_INTERVAL = 0.05  # seconds an INFO line may wait before it is written
@@ -78,6 +80,33 @@ class BatchingStderrHandler(logging.Handler):
             self._writer.join(timeout=1.0)
         self.flush()
         super().close()
+
+
+def quick_record(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], func: str,
+                 pathname: str, lineno: int = 0) -> logging.LogRecord:
+    """The LogRecord `logger.makeRecord` would make, at a fraction of its cost, for a line logged on every
+    request (the router's per-call line): a copy of a template made once per call site, with the time,
+    message and thread filled in. `logger.handle(quick_record(...))` logs it; no caller lookup either."""
+    key = (logger.name, level, pathname, lineno, func)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = _TEMPLATES[key] = logger.makeRecord(logger.name, level, pathname, lineno, msg, (), None, func).__dict__
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(template)
+    now = time.time()
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+    fields["relativeCreated"] = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
+    fields["msg"] = msg
+    fields["args"] = args
+    thread = threading.current_thread()
+    fields["thread"], fields["threadName"] = thread.ident, thread.name
+    fields["process"] = os.getpid()
+    return record
+
+
+_TEMPLATES: dict[tuple[str, int, str, int, str], dict[str, Any]] = {}
 
 
 def configure_logging(level: str) -> None:

@@ -49,3 +49,32 @@ def test_every_record_reaches_stderr_in_order_and_formatted():
     text = "".join(lines)
     assert "ERROR neonblue.router: boom" in text and "ValueError: bad value" in text
     assert proc.returncode == 0
+
+
+async def test_the_router_logs_one_line_per_call_at_info(caplog):
+    import logging
+    import threading
+
+    from mcp import Client
+
+    from mcp_router.gateway.backends import Backend
+    from mcp_router.gateway.router import Router, connected
+    from mcp_router.gateway.router_tools import build_router_tools
+
+    router = Router([])
+    router.backends["router"] = Backend("router", build_router_tools(router))
+    event = {"event": {"event_id": "e1", "event_type": "conversion", "timestamp": "2026-11-01T10:00:00Z",
+                       "user_id": "u1", "experiment_id": "checkout-1step"}}
+    async with connected(router), Client(router.server) as client:
+        with caplog.at_level(logging.INFO, logger="neonblue.router"):
+            for _ in range(3):
+                await client.call_tool("classify_event", event)
+        with caplog.at_level(logging.WARNING, logger="neonblue.router"):
+            await client.call_tool("classify_event", event)
+    calls = [r for r in caplog.records if r.name == "neonblue.router" and r.getMessage().startswith("tool=")]
+    assert len(calls) == 3
+    for record in calls:
+        assert record.levelno == logging.INFO and record.funcName == "call_tool"
+        assert record.getMessage().startswith("tool=classify_event backend=router outcome=ok duration_ms=")
+        assert record.threadName == threading.current_thread().name and record.created > 0
+    assert calls[0].created <= calls[1].created <= calls[2].created

@@ -314,6 +314,8 @@ class PostgresStore:
         self.readonly_role = readonly_role
         self._listener: asyncpg.Connection | None = None
         self._change_callbacks: list[Callable[[int | None], None]] = []
+        self._relisten: asyncio.Task[None] | None = None
+        self._closing = False
         self.writes_behind = False  # see write_assignments_behind
         self._queued: list[QueuedAssignment] = []
         self._writing: asyncio.Task[None] | None = None
@@ -434,27 +436,46 @@ class PostgresStore:
         for callback in self._change_callbacks:
             callback(experiment_id)
 
-    async def listen(self, dsn: str) -> bool:
-        """Open the connection that LISTENs for experiment changes; False (logged) when it cannot."""
-        try:
-            conn = await asyncpg.connect(dsn, server_settings={"application_name": "neonblue-postgres-listen"})
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot LISTEN for experiment changes (%s): get_variant checks every call in the database", exc)
-            return False
+    async def listen(self, dsn: str, *, quiet: bool = False) -> bool:
+        """Open the connection that LISTENs for experiment changes; False (logged) when it cannot.
+        When that connection is lost, it is opened again (with back-off) and every cache dropped then."""
+        conn: asyncpg.Connection | None = None
 
         def changed(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             self._announce(int(payload) if payload.isdigit() else None)
 
         def lost(_conn: Any) -> None:
-            if self._listener is conn:
+            if conn is not None and self._listener is conn:
                 self._listener = None
-                log.warning("lost the LISTEN connection: get_variant checks every call in the database from now on")
                 self._announce(None)
+                if not self._closing:
+                    log.warning("lost the LISTEN connection: get_variant checks every call in the database until "
+                                "it is back")
+                    self._relisten = asyncio.get_running_loop().create_task(self._listen_again(dsn))
 
-        await conn.add_listener(CHANGES_CHANNEL, changed)
+        try:
+            conn = await asyncpg.connect(dsn, server_settings={"application_name": "neonblue-postgres-listen"})
+            await conn.add_listener(CHANGES_CHANNEL, changed)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if conn is not None:
+                conn.terminate()
+            if not quiet:
+                log.warning("cannot LISTEN for experiment changes (%s): get_variant checks every call in the "
+                            "database", exc)
+            return False
         conn.add_termination_listener(lost)
         self._listener = conn
         return True
+
+    async def _listen_again(self, dsn: str) -> None:
+        delay = 0.2
+        while not self._closing:
+            await asyncio.sleep(delay)
+            if await self.listen(dsn, quiet=True):
+                self._announce(None)  # changes made while nobody listened: nothing cached before is trusted
+                log.warning("listening for experiment changes again")
+                return
+            delay = min(delay * 2, 30.0)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, run_migrations: bool = True,
@@ -497,6 +518,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self.settle()
+        self._closing = True
+        if self._relisten is not None:
+            self._relisten.cancel()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()

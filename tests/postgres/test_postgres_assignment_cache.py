@@ -122,3 +122,25 @@ async def test_without_listen_every_call_checks_the_database(service, pg_dsn):
         await other.stop_experiment("cached")
         out = await service.get_variant("cached", "returning")  # the very next call, no notification needed
     assert not out.in_experiment and "stopped" in out.reason
+
+
+async def test_a_lost_listen_connection_is_opened_again_and_nothing_cached_before_is_trusted(service, pg_dsn):
+    await running(service)
+    for _ in range(2):
+        assert (await service.get_variant("cached", "returning")).in_experiment
+    lost = service.store._listener
+    await service.store.pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'neonblue-postgres-listen'"
+        " AND datname = current_database()")
+
+    async def listening_again() -> bool:
+        return service.store.listening and service.store._listener is not lost
+
+    await eventually(listening_again)
+    async with open_service(dsn=pg_dsn) as other:
+        await other.stop_experiment("cached")
+
+        async def stopped() -> bool:
+            return not (await service.get_variant("cached", "returning")).in_experiment
+
+        await eventually(stopped)

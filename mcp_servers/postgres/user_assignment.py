@@ -13,6 +13,13 @@ of a user is written to the event outbox in the statement that records the assig
 it exposed), and the relay carries it to the event store, where every analysis reads; a user exposed
 before costs no write. QA-forced users are never exposures (excluded from analysis), and exposures
 reported by SDKs (`record_exposures`) are events already, so they are not written to the outbox.
+
+What get_variant keeps in memory (per service): each experiment's definition and, with it, the recorded
+assignments of the users it served. While the store LISTENs for experiment changes (migration 0005),
+a returning user exposed before, or any user of a stopped or concluded experiment, costs no round trip;
+any change drops the cache (at commit in this process, on notification in others). With
+`assignment_writes_behind` a new user costs none either while the experiment is not `hash_divergent`
+(migration 0006): the assignment is recorded after the answer (PostgresStore.queue_assignment).
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ def assignment_spec(experiment: Experiment | Mapping[str, Any]) -> AssignmentSpe
 
 
 _DEFINITION_CACHE_SIZE = 1024
-_RECORDED_CACHE_SIZE = 100_000  # returning users remembered per experiment definition
+_RECORDED_CACHE_SIZE = 50_000  # returning users remembered per experiment definition (~12 MB with UUID ids)
 _RECORDED = "returning the user's recorded assignment (the first assignment wins)"
 
 

@@ -18,12 +18,15 @@ Fetching, preparing (steps 1-3's CPU) and storing run as three tasks with up to 
 batches between the fetch and the commit, so the broker's round trips, the parsing and the stores'
 writes overlap; batches are still stored one at a time in fetch order and committed in order.
 
-Throughput (bench/bench_stream.py): the event loop's CPU is the limit, so a batch
-is parsed into flat records (the pydantic model is dropped at once, but for the few
-events whose sinks read more than the row), in chunks that let the loop serve the
-fetcher and the batch being stored in between, with the garbage collector paused
-inside a chunk and the startup heap frozen while the processor runs (full
-collections otherwise re-walk every module and client).
+Throughput (bench/bench_stream.py): the box's two cores are shared by this loop, chDB's threads, the
+PostgreSQL server and the broker, so what counts is the CPU per event. Hence: records are fetched as
+values and offsets straight from the record batches (`stream_processor.fetching`, no aiokafka object per
+message); a chunk of them is decoded and validated in one call (`schemas.fast_events.decode_batch`) into
+columns, and the sinks get those in bulk (an Arrow table for ClickHouse, plain exposure rows for
+PostgreSQL), so no object per event outlives its chunk and the garbage collector has almost nothing to
+walk; only what pydantic decides becomes a `Record`. The loop still runs between chunks, with the
+collector paused inside one and the startup heap frozen while the processor runs (full collections
+otherwise re-walk every module and client).
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class StreamProcessor:
         sinks: dict[str, Sink],
         dlq_topic: str = "neonblue.dlq",
         known_experiments: KnownExperiments | None = None,
-        max_batch: int = 20_000,
+        max_batch: int = 50_000,
         max_in_flight: int = 6,
         prepare_chunk: int = 2_000,
         freeze_startup_heap: bool = True,
@@ -527,10 +530,10 @@ class StreamProcessor:
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a chunk of messages is parsed (CPU-bound, no awaits inside).
 
-    Parsing allocates and frees a pydantic model per event and keeps one flat record; nothing parsed
-    forms cycles, so the collector has nothing to find there, but left on it runs every 700 surviving
-    objects and promotes the batch to the old generation early (measured: pausing it here halved the
-    collector's time in bench_stream). It runs as usual between chunks.
+    Parsing allocates and frees objects per event (decoded Structs, row values; a pydantic model for the
+    few it decides) and keeps columns; nothing parsed forms cycles, so the collector has nothing to find
+    there, but left on it runs every 700 allocations and promotes what is alive to older generations
+    early. It runs as usual between chunks.
     """
     if not gc.isenabled():
         yield

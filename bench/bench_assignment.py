@@ -6,6 +6,11 @@ beside the growthbook PyPI SDK's own hashing, in the same run.
 Uses DATABASE_URL when set (a fresh database is created in it), otherwise starts a
 throw-away embedded PostgreSQL. Prints figures; asserts nothing but that the batch
 path and the SDK agree on every user they both assigned.
+
+The stdio series (issue 21's goal: p50 <= 1.2x the no-op floor) run side by side, interleaved in
+rounds: new users (the assignment recorded before answering, the default), returning users
+(answered from memory), new users on a server with assignment_writes_behind (recorded after
+answering), and the floor: the same SDK over stdio with a tool that does nothing.
 """
 
 from __future__ import annotations

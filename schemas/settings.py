@@ -171,6 +171,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, validation_alias=AliasChoices("NEONBLUE_AUTOPILOT_INTERVAL"),
         description="Seconds between autopilot evaluations of one experiment by the stream's optimization loop.",
     )
+    autopilot_unattended: bool = Field(
+        default=False, validation_alias=AliasChoices("NEONBLUE_AUTOPILOT_UNATTENDED"),
+        description="Let the stream's optimization loop carry out the autopilot's actions (re-weight, roll back, "
+        "pause, ship) with nobody confirming each: the operator's standing confirmation, written as the reason. "
+        "Off (default): the loop records what it would do as a recommendation and changes nothing.")
     environment: Literal["production", "staging", "development"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=AliasChoices("NEONBLUE_LOG_LEVEL", "LOG_LEVEL"),

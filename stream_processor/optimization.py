@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.errors import ConfirmationRequired
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,30 @@ class OptimizationLoop:
                 self.errors += 1
                 log.warning("autopilot for %s failed: %s", key, exc)
                 continue
-            self.decisions.insert(0, {"experiment_key": key, **{k: decision.get(k) for k in ("action", "applied")}})
+            self.decisions.insert(0, {"experiment_key": key, **{k: decision.get(k) for k in (
+                "action", "applied", "awaiting_confirmation")}})
             del self.decisions[50:]
             log.info("autopilot %s: %s (applied=%s)", key, decision.get("action"), decision.get("applied"))
 
 
-def autopilot_via(backend: Any) -> RunAutopilot:
-    """Run the autopilot through the router's intelligence backend (in-process or remote)."""
+def autopilot_via(backend: Any, standing_reason: str | None = None) -> RunAutopilot:
+    """Run the autopilot through the router's intelligence backend (in-process or remote).
+
+    An autopilot action changes traffic or stops an experiment, so a person confirms it
+    (`mcp_servers.confirmation`); nobody watches this loop. With `standing_reason` (the operator set
+    NEONBLUE_AUTOPILOT_UNATTENDED) the loop confirms with that reason, which the audit trail keeps.
+    Without it, an action waiting for a person is recorded as a recommendation (a dry run), nothing
+    changes, and the decision says `awaiting_confirmation`: run_autopilot from an agent or
+    `neonblue call` carries it out once someone confirms."""
 
     async def run(key: str) -> dict[str, Any]:
-        return await backend.call("run_autopilot", {"experiment": key})
+        if standing_reason:
+            return await backend.call("run_autopilot", {"experiment": key, "confirm": True, "reason": standing_reason})
+        try:
+            return await backend.call("run_autopilot", {"experiment": key})
+        except ConfirmationRequired as waiting:
+            log.warning("autopilot for %s waits for a person to confirm: %s", key, waiting.question)
+            decision = await backend.call("run_autopilot", {"experiment": key, "dry_run": True})
+            return {**decision, "awaiting_confirmation": True}
 
     return run

@@ -72,7 +72,9 @@ def build_processor(settings: Settings, services: dict[str, Any], stats: StreamS
         "stats": stats,
     }
     if intelligence is not None:
-        loop = OptimizationLoop(autopilot_via(intelligence), min_interval=settings.autopilot_interval)
+        standing = (f"unattended optimization loop (NEONBLUE_AUTOPILOT_UNATTENDED) under the {settings.environment} "
+                    "policy" if settings.autopilot_unattended else None)
+        loop = OptimizationLoop(autopilot_via(intelligence, standing), min_interval=settings.autopilot_interval)
         options["on_batch"] = loop.on_batch
     options.update(overrides)
     return StreamProcessor(**options)

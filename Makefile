@@ -58,7 +58,7 @@ demo: $(STAMP)
 	$(VENV)/bin/neonblue demo
 
 test: $(STAMP) $(NODE_STAMP)
-	$(PY) -m pytest -m "not slow and not clickhouse_server" -q
+	$(PY) -m pytest -m "not slow and not clickhouse_server" -q --durations=25
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

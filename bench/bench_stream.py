@@ -236,6 +236,17 @@ async def baseline(settings: Settings, clickhouse, total: int) -> float:
     return done / (time.perf_counter() - started)
 
 
+async def stop_merges(clickhouse) -> str:
+    """Stop chDB's background merges of `clickhouse`'s events table once its run is measured, and say how
+    many parts it left. Merges run in this process's threads: left running, the baseline's (its JSON
+    inserts leave many small parts) would be charged to the next run's CPU and wall time."""
+    await clickhouse.store.execute(f"SYSTEM STOP MERGES {clickhouse.db}.events")
+    table = await clickhouse.store.query(
+        "SELECT count() AS parts FROM system.parts WHERE database = {db:String} AND table = 'events' AND active",
+        {"db": clickhouse.db})
+    return f"{int(table.column('parts')[0].as_py())} active parts, merges stopped"
+
+
 async def pipeline(settings: Settings, services: dict, total: int, stages: dict[str, float],
                    **overrides) -> float:
     processor = build_processor(settings, services, **overrides)
@@ -311,6 +322,7 @@ async def main(users: int, max_batch: int | None = None, floors: bool = True) ->
             with Meter(pg.data_dir, kafka.process.pid()) as meter:
                 base_rate = await baseline(settings, clickhouse_base, total)
             print(f"baseline  (consume → chDB insert → commit): {base_rate:,.0f} events/s  [{meter}]")
+            print(f"          (baseline table: {await stop_merges(clickhouse_base)})")
             stages: dict[str, float] = {}
             with Meter(pg.data_dir, kafka.process.pid()) as meter:
                 rate = await pipeline(settings, {"postgres": postgres, "clickhouse": clickhouse}, total, stages,

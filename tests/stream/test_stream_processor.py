@@ -201,3 +201,21 @@ async def test_a_sink_that_is_down_is_retried_without_commit_then_resumes(stream
         exposures = sum(1 for t, _, _ in events if t == "experiments_events")
         summary = await world.services["postgres"].analyze_experiment_data("stream-down")
         assert sum(v.assigned_users for v in summary.variants) == exposures
+
+
+async def test_the_optimization_loop_evaluates_the_experiments_a_batch_brought_metrics_for() -> None:
+    from stream_processor.optimization import OptimizationLoop
+
+    evaluated: list[str] = []
+
+    async def autopilot(key: str) -> dict:
+        evaluated.append(key)
+        return {"action": "keep_running", "applied": False}
+
+    loop = OptimizationLoop(autopilot, min_interval=60)
+    # (topic, experiment key) pairs of a batch's valid events: only metric topics trigger, once per experiment
+    await loop.on_batch({("p.experiment_metrics", "exp-b"), ("p.experiment_metrics", "exp-a"),
+                         ("p.experiments_events", "exp-c"), ("experiment_metrics", "exp-a")})
+    assert evaluated == ["exp-a", "exp-b"]
+    await loop.on_batch({("p.experiment_metrics", "exp-a")})  # within min_interval: not again
+    assert evaluated == ["exp-a", "exp-b"]

@@ -37,6 +37,8 @@ class BatchingStderrHandler(logging.Handler):
         self._records: deque[logging.LogRecord] = deque()
         self._wake = threading.Event()
         self._stopping = False
+        self._second = -1  # the whole second `_stamp` formats (the writer formats every record of a second once)
+        self._stamp = ""
         self._writer = threading.Thread(target=self._run, name="neonblue-log-writer", daemon=True)
         self._writer.start()
 
@@ -51,6 +53,12 @@ class BatchingStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
+    def defer(self, line: _Deferred) -> None:
+        """Queue a record not made yet (see `log_per_call`): the writer thread makes it."""
+        self._records.append(line)
+        if line[2] >= logging.WARNING or len(self._records) >= BATCH:
+            self._wake.set()
+
     def _run(self) -> None:
         while not self._stopping:
             self._wake.wait(FLUSH_INTERVAL)
@@ -62,8 +70,10 @@ class BatchingStderrHandler(logging.Handler):
         lines = []
         while self._records:
             record = self._records.popleft()
+            if type(record) is tuple:
+                record = _made(record)
             try:
-                lines.append(self.format(record))
+                lines.append(self.line(record))
             except Exception:  # noqa: BLE001 - a bad record is reported like logging does, never raised
                 self.handleError(record)
         if lines:
@@ -72,6 +82,20 @@ class BatchingStderrHandler(logging.Handler):
                 self.stream.flush()
             except (OSError, ValueError):  # stderr closed: nothing left to tell
                 pass
+
+    def line(self, record: logging.LogRecord) -> str:
+        """`self.format(record)`, faster for a plain record in FORMAT: the date and time are formatted once a
+        second (the writer thread holds the GIL while it formats, so its work delays the calling threads)."""
+        formatter = self.formatter
+        if (record.exc_info or record.exc_text or record.stack_info or formatter is None
+                or formatter._fmt != FORMAT or type(formatter) is not logging.Formatter
+                or formatter.datefmt is not None):
+            return self.format(record)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(formatter.default_time_format, formatter.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d} {record.levelname} {record.name}: {record.getMessage()}"
 
     def close(self) -> None:
         self._stopping = True
@@ -107,6 +131,50 @@ def quick_record(logger: logging.Logger, level: int, msg: str, args: tuple[Any, 
 
 
 _TEMPLATES: dict[tuple[str, int, str, int, str], dict[str, Any]] = {}
+
+# A record to make later: created, logger, level, msg, args, func, pathname, lineno, thread id, thread name.
+_Deferred = tuple[float, logging.Logger, int, str, tuple[Any, ...], str, str, int, int | None, str]
+
+
+def log_per_call(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], func: str, pathname: str,
+                 lineno: int = 0) -> None:
+    """Log a line written on every request (the router's per-call line), the caller having checked
+    `logger.isEnabledFor(level)`. When the record could only reach the handler `configure_logging`
+    installed (no other handler or filter on the way: the usual case), the calling thread queues a tuple
+    and the writer thread makes the LogRecord; otherwise (a test's caplog, another handler) it is
+    logged as any record, made by `quick_record`."""
+    handler = _only_handler(logger, level)
+    if handler is None:
+        logger.handle(quick_record(logger, level, msg, args, func, pathname, lineno))
+        return
+    thread = threading.current_thread()
+    handler.defer((time.time(), logger, level, msg, args, func, pathname, lineno, thread.ident, thread.name))
+
+
+def _only_handler(logger: logging.Logger, level: int) -> BatchingStderrHandler | None:
+    root = logging.root
+    if len(root.handlers) != 1 or root.filters or root.disabled:
+        return None
+    handler = root.handlers[0]
+    if type(handler) is not BatchingStderrHandler or handler.filters or level < handler.level:
+        return None
+    node: Any = logger
+    while node is not root:
+        if node is None or node.handlers or node.filters or not node.propagate or node.disabled:
+            return None
+        node = node.parent
+    return handler
+
+
+def _made(deferred: _Deferred) -> logging.LogRecord:
+    created, logger, level, msg, args, func, pathname, lineno, thread_id, thread_name = deferred
+    record = quick_record(logger, level, msg, args, func, pathname, lineno)
+    fields = record.__dict__
+    fields["created"] = created
+    fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+    fields["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+    fields["thread"], fields["threadName"] = thread_id, thread_name
+    return record
 
 
 def configure_logging(level: str) -> None:

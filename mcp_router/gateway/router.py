@@ -43,7 +43,7 @@ from mcp_router.gateway.input_required import (
     elicitation_mode,
 )
 from mcp_router.gateway.tool_search import ToolIndex
-from schemas.logs import quick_record
+from schemas.logs import log_per_call
 from schemas.errors import ConfirmationRequired
 from schemas.refusals import kind_of
 
@@ -203,10 +203,11 @@ class Router:
         outcome = "error" if result.is_error else "ok"
         metrics.record_call(name, outcome, elapsed)
         if log.isEnabledFor(logging.INFO):
-            # A record made without Logger.info's stack walk (findCaller) nor LogRecord's per-record lookups:
-            # on every call they cost as much as the rest of the router's dispatch (bench/bench_router.py).
-            log.handle(quick_record(log, logging.INFO, _CALL_LOG, (name, route.backend.name, outcome, elapsed * 1000),
-                                    "call_tool", __file__, _LOG_LINE))
+            # Not Logger.info: its stack walk (findCaller) and LogRecord's per-record lookups cost as much as
+            # the rest of the router's dispatch on every call (bench/bench_router.py); the record is made by
+            # the log writer thread.
+            log_per_call(log, logging.INFO, _CALL_LOG, (name, route.backend.name, outcome, elapsed * 1000),
+                         "call_tool", __file__, _LOG_LINE)
         return result
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any], params: Any) -> types.ListPromptsResult:

@@ -1,5 +1,5 @@
 """schemas.logs: records reach stderr in one format, in order, none lost at exit, WARNINGs without waiting
-for a batch; the calling thread only appends (the router logs every tool call at INFO)."""
+for a batch; the calling thread only appends (the router logs every tool call at INFO, with log_per_call)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ PROGRAM = textwrap.dedent("""
     configure_logging("INFO")
     log = logging.getLogger("neonblue.router")
     log.debug("hidden")
-    for i in range(1000):
-        log.info("tool=%s call=%d", "classify_event", i)
+    from schemas.logs import log_per_call
+    for i in range(1000):  # half made by the writer thread (log_per_call), in one order with the others
+        if i % 2:
+            log_per_call(log, logging.INFO, "tool=%s call=%d", ("classify_event", i), "main", "<string>")
+        else:
+            log.info("tool=%s call=%d", "classify_event", i)
     log.warning("backend %s is down", "chroma")
     print("ready", flush=True)
     sys.stdin.readline()  # the parent reads stderr while we wait
@@ -78,3 +82,24 @@ async def test_the_router_logs_one_line_per_call_at_info(caplog):
         assert record.getMessage().startswith("tool=classify_event backend=router outcome=ok duration_ms=")
         assert record.threadName == threading.current_thread().name and record.created > 0
     assert calls[0].created <= calls[1].created <= calls[2].created
+
+
+def test_the_writer_formats_plain_records_exactly_like_the_formatter():
+    import io
+    import logging
+
+    from schemas.logs import FORMAT, BatchingStderrHandler, quick_record
+
+    handler = BatchingStderrHandler(io.StringIO())
+    handler.setFormatter(logging.Formatter(FORMAT))
+    log = logging.getLogger("neonblue.router")
+    try:
+        records = [quick_record(log, logging.INFO, "tool=%s duration_ms=%.2f", ("t", 0.5), "call_tool", __file__),
+                   log.makeRecord(log.name, logging.WARNING, __file__, 1, "backend %s down: 100%% sure", ("x",), None),
+                   log.makeRecord(log.name, logging.ERROR, __file__, 1, "failed", (), (ValueError, ValueError("v"), None))]
+        for created in (1_700_000_000.9994, 1_700_000_001.0):
+            for record in records:
+                record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+                assert handler.line(record) == logging.Formatter(FORMAT).format(record)
+    finally:
+        handler.close()

@@ -138,7 +138,7 @@ class StreamProcessor:
         known_experiments: KnownExperiments | None = None,
         max_batch: int = 50_000,
         max_in_flight: int = 6,
-        prepare_chunk: int = 2_000,
+        prepare_chunk: int = 5_000,
         freeze_startup_heap: bool = True,
         max_event_bytes: int = MAX_EVENT_BYTES,
         stats: StreamStats | None = None,

@@ -138,6 +138,7 @@ class StreamProcessor:
         known_experiments: KnownExperiments | None = None,
         max_batch: int = 50_000,
         max_in_flight: int = 6,
+        flush_wait: float = 0.5,
         prepare_chunk: int = 5_000,
         freeze_startup_heap: bool = True,
         max_event_bytes: int = MAX_EVENT_BYTES,
@@ -157,6 +158,7 @@ class StreamProcessor:
         self.stats = stats or StreamStats()
         self.on_batch = on_batch
         self.max_in_flight = max_in_flight
+        self.flush_wait = flush_wait  # how long a sink with `min_flush_rows` may wait for more batches
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()  # set when no batch is fetched and uncommitted (a rebalance waits for it)
         self._idle.set()
@@ -576,12 +578,40 @@ class _SinkLane:
         self.queue.put_nowait((records, chunks, ack))
         return ack
 
+    async def _gather(self) -> list[tuple[list[Record], list[Any], asyncio.Future]]:
+        """The batches of the next flush: everything queued, and for a sink that writes better in large
+        blocks (`min_flush_rows`: chDB spends about twice the CPU per row on 20k-row inserts as on 100k-row
+        ones, merges included) the batches that arrive within `flush_wait` seconds until it has that many
+        rows. It never waits while the processor stops, nor once every in-flight slot is taken (no batch
+        can come before one commits)."""
+        items = [await self.queue.get()]
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        target = getattr(self.sink, "min_flush_rows", 0)
+        if not target:
+            return items
+        processor = self.processor
+        rows = sum(len(records) + sum(map(len, chunks)) for records, chunks, _ in items)
+        deadline = asyncio.get_running_loop().time() + processor.flush_wait
+        while rows < target and not processor._stop.is_set() and not processor._slots.locked():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(min(remaining, 0.05)):  # re-check the slots and the stop now and then
+                    item = await self.queue.get()
+            except TimeoutError:
+                continue
+            items.append(item)
+            rows += len(item[0]) + sum(map(len, item[1]))
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
     async def run(self) -> None:
         sink = self.sink
         while True:
-            items = [await self.queue.get()]
-            while not self.queue.empty():
-                items.append(self.queue.get_nowait())
+            items = await self._gather()
             try:
                 for records, chunks, _ in items:
                     for record in records:

@@ -94,6 +94,9 @@ class ColumnChunk:
     first_offset: int
     last_offset: int
 
+    def __len__(self) -> int:
+        return self.table.num_rows
+
     @classmethod
     def of(cls, fast: FastColumns, topic: str, partition: int, offsets: list[int]) -> ColumnChunk:
         columns = []
@@ -117,6 +120,9 @@ class ExposureChunk:
     rows: list[tuple[str, str, str | None, datetime]]
     origins: list[str | None]
     sources: list[tuple[bytes, int]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @classmethod
     def of(cls, fast: FastColumns, indexes: list[int], topic: str, partition: int, offsets: list[int]) -> ExposureChunk:
@@ -159,6 +165,9 @@ class ClickHouseSink:
 
     service: Any  # mcp_servers.clickhouse service (ingest_arrow)
     name: str = "clickhouse"
+    # The processor gathers batches for up to its flush_wait until a flush has this many rows: each insert
+    # is a part per weekly partition, and fewer, larger parts cost chDB about half the CPU per row.
+    min_flush_rows: int = 100_000
     pending: list[Record] = field(default_factory=list)
     chunks: list[pa.Table] = field(default_factory=list)
     ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [first, last]

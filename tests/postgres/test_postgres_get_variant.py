@@ -4,6 +4,8 @@ overrides, targeting, namespaces, coverage and weights exactly like GrowthBook's
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import asyncpg
 import pytest
@@ -156,17 +158,39 @@ async def test_a_concluded_experiment_serves_its_winner_without_recording(servic
     assert await assignment_rows(pg_dsn, "prompt-test") == 0
 
 
-async def test_changes_made_by_another_process_are_seen_on_the_next_call(service, pg_dsn):
+async def eventually(check, timeout: float = 10.0) -> None:
+    """Another process's change reaches this one's cache with PostgreSQL's notification: poll until `check()`
+    holds (fresh users each round: a user answered before the notification keeps that assignment)."""
+    deadline = time.monotonic() + timeout
+    for attempt in itertools.count():
+        if await check(attempt):
+            return
+        assert time.monotonic() < deadline, f"the change was not seen within {timeout:g} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_changes_made_by_another_process_are_seen_once_notified(service, pg_dsn):
     await running(service)
     await service.get_variant("prompt-test", "warm-up")  # this service now caches the definition
+
+    async def all_examples(attempt: int) -> bool:
+        answers = [await service.get_variant("prompt-test", f"a{attempt}-{i}") for i in range(20)]
+        return {a.variant_key for a in answers} == {"examples"}
+
+    async def forced(attempt: int) -> bool:
+        return (await service.get_variant("prompt-test", f"qa{attempt}")).source == "forced"
+
+    async def stopped(attempt: int) -> bool:
+        out = await service.get_variant("prompt-test", "a0-0")
+        return not out.in_experiment and "stopped" in out.reason
+
     async with open_service(dsn=pg_dsn) as other:
         await other.set_variant_weights("prompt-test", {"control": 0.0, "examples": 1.0})
-        assert {(await service.get_variant("prompt-test", f"a{i}")).variant_key for i in range(20)} == {"examples"}
-        await other.update_experiment("prompt-test", {"forced_variations": {"qa": "control"}})
-        assert (await service.get_variant("prompt-test", "qa")).source == "forced"
+        await eventually(all_examples)
+        await other.update_experiment("prompt-test", {"forced_variations": {f"qa{n}": "control" for n in range(400)}})
+        await eventually(forced)
         await other.stop_experiment("prompt-test")
-    out = await service.get_variant("prompt-test", "a0")
-    assert not out.in_experiment and "stopped" in out.reason
+    await eventually(stopped)
 
 
 async def test_a_direct_sql_change_to_variants_is_seen_too(service, pg_dsn):
@@ -177,7 +201,12 @@ async def test_a_direct_sql_change_to_variants_is_seen_too(service, pg_dsn):
         await conn.execute("UPDATE neonblue.variants SET weight = CASE WHEN key = 'control' THEN 1 ELSE 0 END")
     finally:
         await conn.close()
-    assert {(await service.get_variant("prompt-test", f"b{i}")).variant_key for i in range(20)} == {"control"}
+
+    async def all_control(attempt: int) -> bool:
+        answers = [await service.get_variant("prompt-test", f"b{attempt}-{i}") for i in range(20)]
+        return {a.variant_key for a in answers} == {"control"}
+
+    await eventually(all_control)
 
 
 async def test_concurrent_first_calls_record_one_assignment(service, pg_dsn):

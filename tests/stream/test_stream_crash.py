@@ -55,7 +55,9 @@ async def _wait_committed(settings: Settings, at_least: int, proc: subprocess.Po
 async def test_sigkill_mid_stream_then_restart_stores_every_event_once(stream_settings: Settings, tmp_path: Path) -> None:
     async with open_world(stream_settings) as world:
         experiment = await make_experiment(world.services["postgres"], "stream-crash")
-    events = list(generate_events(plan_for(experiment, users=30_000, seed=3)))  # enough that a pipelined processor is still mid-stream
+    # Enough that the pipelined processor is still mid-stream at its first commit (it fetches 50k events at a
+    # time, keeps up to 6 batches in flight and gathers up to 100k rows per ClickHouse insert).
+    events = list(generate_events(plan_for(experiment, users=150_000, seed=3)))
     to = prefixed(stream_settings)
     sent = await produce(stream_settings.effective_kafka_bootstrap, ((to(t), k, v) for t, k, v in events),
                          progress=False)

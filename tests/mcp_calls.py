@@ -1,7 +1,9 @@
-"""Calling a tool from a test through a real MCP client: the answer, or the refusal's message."""
+"""Calling a tool from a test through a real MCP client: the answer, or the refusal's message; and
+`readable`, for a test whose failure would otherwise hide inside the client's exception groups."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mcp import Client
@@ -19,3 +21,17 @@ async def refusal(client: Client, tool: str, arguments: dict[str, Any]) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, tool
     return result.content[0].text
+
+
+def readable(test):
+    """Re-raise the first real failure out of the anyio/MCP exception-group nesting (pytest stops at depth 10)."""
+    from mcp_router.gateway.backends import first_leaf
+
+    @functools.wraps(test)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await test(*args, **kwargs)
+        except BaseExceptionGroup as group:
+            raise first_leaf(group) from None
+
+    return wrapper

@@ -128,7 +128,21 @@ class OAuthConfig:
                    settings.oauth_client_id, secret)
 
 
-class JwtVerifier(TokenVerifier):
+class _Verifier(TokenVerifier):
+    """The SDK's TokenVerifier hook over `verify`: a refused token is logged with why and answers None (401)."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            return await self.verify(token)
+        except InvalidToken as exc:
+            log.info("bearer token refused: %s", exc)
+            return None
+
+    async def verify(self, token: str) -> AccessToken:
+        raise NotImplementedError
+
+
+class JwtVerifier(_Verifier):
     """JWT access tokens (RFC 9068) signed by a key of the issuer's JWKS."""
 
     def __init__(self, config: OAuthConfig) -> None:
@@ -138,13 +152,6 @@ class JwtVerifier(TokenVerifier):
         self._anonymous: list[jwt.PyJWK] = []  # keys without a kid
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
-
-    async def verify_token(self, token: str) -> AccessToken | None:  # the SDK's TokenVerifier hook
-        try:
-            return await self.verify(token)
-        except InvalidToken as exc:
-            log.info("bearer token refused: %s", exc)
-            return None
 
     async def verify(self, token: str) -> AccessToken:
         try:
@@ -216,19 +223,12 @@ class JwtVerifier(TokenVerifier):
         self._keys, self._anonymous = keys, anonymous
 
 
-class IntrospectionVerifier(TokenVerifier):
+class IntrospectionVerifier(_Verifier):
     """Opaque (or any) tokens checked by the issuer's RFC 7662 introspection endpoint."""
 
     def __init__(self, config: OAuthConfig) -> None:
         assert config.introspection_url is not None
         self.config = config
-
-    async def verify_token(self, token: str) -> AccessToken | None:  # the SDK's TokenVerifier hook
-        try:
-            return await self.verify(token)
-        except InvalidToken as exc:
-            log.info("bearer token refused: %s", exc)
-            return None
 
     async def verify(self, token: str) -> AccessToken:
         auth = (self.config.client_id, self.config.client_secret or "") if self.config.client_id else None

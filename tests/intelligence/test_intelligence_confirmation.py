@@ -4,13 +4,11 @@ the 2025 handshake) and one that does not (it must call again with confirm=true 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import mcp.types as types
 from mcp import Client
-
-from mcp_router.gateway.backends import first_leaf
+from mcp_calls import readable  # type: ignore[import-not-found]
 
 REASON = "p<0.01 on conversion, guardrails fine"
 TWO_ARMS = {"control": 0.5, "treatment": 0.5}
@@ -31,17 +29,6 @@ class User:
         if "confirm" in properties:
             return types.ElicitResult(action="accept", content={"confirm": self.confirm, "reason": self.reason})
         return types.ElicitResult(action="accept", content={name: "conversion_rate" for name in properties})
-
-
-def readable(test):
-    """The first real failure, out of the MCP client's exception groups."""
-    @functools.wraps(test)
-    async def wrapper(*args, **kwargs):
-        try:
-            return await test(*args, **kwargs)
-        except BaseExceptionGroup as group:
-            raise first_leaf(group) from None
-    return wrapper
 
 
 def error_kind(result: types.CallToolResult) -> str | None:

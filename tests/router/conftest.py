@@ -37,19 +37,3 @@ def serve_http():
     yield start
     for server in servers:
         server.should_exit = True
-
-
-def readable(test):
-    """Re-raise the first real failure out of the anyio/MCP exception-group nesting (pytest stops at depth 10)."""
-    import functools
-
-    from mcp_router.gateway.backends import first_leaf
-
-    @functools.wraps(test)
-    async def wrapper(*args, **kwargs):
-        try:
-            return await test(*args, **kwargs)
-        except BaseExceptionGroup as group:
-            raise first_leaf(group) from None
-
-    return wrapper

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import readable  # type: ignore[import-not-found]
 from mcp import Client, StdioServerParameters
+from mcp_calls import readable  # type: ignore[import-not-found]
 
 from mcp_router.runtime.serving import open_router
 from schemas.settings import Settings

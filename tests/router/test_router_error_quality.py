@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import readable  # type: ignore[import-not-found]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
+from mcp_calls import readable  # type: ignore[import-not-found]
 
 from mcp_router.runtime.serving import open_router
 from schemas.errors import KINDS, Conflict, InvalidInput, NotFound, QueryRefused

@@ -21,12 +21,12 @@ import httpx
 import jwt
 import pytest
 import uvicorn
-from conftest import readable  # type: ignore[import-not-found]
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from mcp_calls import readable  # type: ignore[import-not-found]
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import readable  # type: ignore[import-not-found]
 from mcp import Client
+from mcp_calls import readable  # type: ignore[import-not-found]
 
 from mcp_router.gateway.backends import PROFILE_META
 from mcp_router.gateway.router import CORE_TOOLS

@@ -39,9 +39,9 @@ from schemas.events import Event
 from schemas.fast_events import decode_batch, decode_event
 from schemas.logs import configure_logging
 from schemas.settings import Settings
-from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
 from stream_processor import processor as processing
 from stream_processor.fetching import fetch_values
+from stream_processor.generator import ArmTruth, TrafficPlan, generate_events, produce
 from stream_processor.runner import build_processor
 
 TOPICS = ("experiments_events", "user_events", "analytics_events", "experiment_metrics")

@@ -68,7 +68,7 @@ async def fetch_values(consumer: AIOKafkaConsumer, *, timeout_ms: int, max_recor
         return await _fetched_values(consumer._fetcher, timeout_ms / 1000, max_records)  # noqa: SLF001
 
 
-async def _fetched_values(fetcher: Any, timeout: float, max_records: int) -> dict[TopicPartition, Fetched]:
+async def _fetched_values(fetcher: Any, wait_seconds: float, max_records: int) -> dict[TopicPartition, Fetched]:
     """`Fetcher.fetched_records` (all assigned partitions) with `_drain` for `FetchResult.getall`."""
     while True:
         subscriptions = fetcher._subscriptions  # noqa: SLF001
@@ -95,10 +95,10 @@ async def _fetched_values(fetcher: Any, timeout: float, max_records: int) -> dic
                 del records[tp]
                 fetcher._notify(fetcher._wait_consume_future)  # noqa: SLF001
                 result.check_raise()
-        if drained or not timeout:
+        if drained or not wait_seconds:
             return drained
         waiter = fetcher._create_fetch_waiter()  # noqa: SLF001
-        done, pending = await asyncio.wait([waiter], timeout=timeout)
+        done, pending = await asyncio.wait([waiter], timeout=wait_seconds)
         if not done or fetcher._closed:  # noqa: SLF001
             if pending:
                 pending.pop().cancel()

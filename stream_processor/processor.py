@@ -383,13 +383,13 @@ class StreamProcessor:
         """Hand a partition's fast-path events to the sinks in bulk: ClickHouse gets them as one Arrow table,
         PostgreSQL the exposures as plain rows; an event some other sink takes (no such rule today) becomes
         a `Record` for that sink."""
-        routes = {key: self._targets(*key) for key in set(zip(fast.event_type, fast.priority))}
+        routes = {key: self._targets(*key) for key in set(zip(fast.event_type, fast.priority, strict=False))}
         batch.stored += len(fast)
         batch.touched.update((topic, key) for key in set(fast.experiment_id) if key)
         others = {key: tuple(t for t in targets if t != "clickhouse") for key, targets in routes.items()}
         exposures: list[int] = []
         if any(others.values()):
-            for index, key in enumerate(zip(fast.event_type, fast.priority)):
+            for index, key in enumerate(zip(fast.event_type, fast.priority, strict=False)):
                 for target in others[key]:
                     if target == "postgres" and key[0] is EventType.EXPOSURE:
                         exposures.append(index)
@@ -399,7 +399,7 @@ class StreamProcessor:
         if exposures:
             batch.chunks.setdefault("postgres", []).append(ExposureChunk.of(fast, exposures, topic, partition, offsets))
         if not all("clickhouse" in targets for targets in routes.values()):
-            fast.keep(["clickhouse" in routes[key] for key in zip(fast.event_type, fast.priority)])
+            fast.keep(["clickhouse" in routes[key] for key in zip(fast.event_type, fast.priority, strict=False)])
         if len(fast) and "clickhouse" in self.sinks:
             batch.chunks.setdefault("clickhouse", []).append(ColumnChunk.of(fast, topic, partition, offsets))
 

@@ -43,8 +43,8 @@ from mcp_router.gateway.input_required import (
     elicitation_mode,
 )
 from mcp_router.gateway.tool_search import ToolIndex
-from schemas.logs import log_per_call
 from schemas.errors import ConfirmationRequired
+from schemas.logs import log_per_call
 from schemas.refusals import kind_of
 
 log = logging.getLogger("neonblue.router")

@@ -221,10 +221,17 @@ class PostgresSink:
     analyses read exposures from ClickHouse's events, so a streamed exposure costs a PostgreSQL write
     only when it may be that first fact. The writes that remain:
 
-    - per batch with exposures to record: one read of the batch's experiments (status and variants:
-      the per-record refusals below), then one transaction that COPYs the batch's first-seen
-      (experiment, user) pairs — deduplicated within the batch, and minus the pairs this sink stored
-      or found stored before (`remembered`, bounded) — and inserts them ON CONFLICT DO NOTHING;
+    - per batch with exposures to record: one read of the batch's experiments (status, variants and
+      hashing: the per-record refusals below), then for its first-seen (experiment, user) pairs —
+      deduplicated within the batch, and minus the pairs this sink stored or found stored before
+      (`remembered`, bounded):
+      - those whose variant is what get_variant would answer anyway (the hash, or the QA-forced
+        variant; running experiments without targeting, not hash_divergent): no assignment row, one
+        `streamed_exposures` row per experiment holding them all as arrays (migration 0007), written
+        while the experiment row is locked at the revision they were hashed with. They become
+        assignment rows, in the transaction that makes the hash stop being the truth;
+      - the others: one transaction that COPYs them and inserts them ON CONFLICT DO NOTHING (and
+        marks their experiment hash_divergent);
     - none for exposures relayed by the registry's own outbox (`routing_metadata.source ==
       "neonblue.outbox"`): get_variant wrote that assignment in the transaction that queued the event;
     - none for a repeat exposure of a pair remembered (after a restart, or once the memory was full
@@ -293,7 +300,7 @@ class PostgresSink:
                 if len(self.remembered) >= self.remember:
                     self.remembered.clear()
                 # The events were validated against the event schema already: plain rows, no models.
-                outcome = await self.service.record_exposure_rows(rows, self.remembered)
+                outcome = await self.service.record_exposure_rows(rows, self.remembered, keep_agreeing=True)
                 for index, reason in outcome.rejected:
                     origin = where[index]
                     self.rejected.append((origin if isinstance(origin, Record) else origin[0].record(origin[1]), reason))

@@ -320,8 +320,10 @@ class ExposureRecord(BaseModel):
 
 
 class ExposureOutcome(BaseModel):
-    recorded: int
+    recorded: int = Field(description="Exposures that are now the user's assignment (rows inserted, plus kept).")
     duplicates: int
+    kept: int = Field(0, description="Of recorded: streamed exposures the hash agrees with, kept without an "
+                                     "assignment row (migration 0007).")
     rejected: list[tuple[int, str]] = Field(description="(index in the batch, reason) for records refused.")
 
 

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -616,7 +616,7 @@ class PostgresStore:
             f"""SELECT v.key, count(a.user_id) FILTER (WHERE a.source <> 'forced') AS hashed,
                        count(a.user_id) FILTER (WHERE a.source = 'forced') AS forced
             FROM {SCHEMA}.variants v
-            LEFT JOIN {SCHEMA}.assignments a ON a.experiment_id = v.experiment_id AND a.variant_id = v.id
+            LEFT JOIN {SCHEMA}.known_assignments a ON a.experiment_id = v.experiment_id AND a.variant_id = v.id
             WHERE v.experiment_id = $1 GROUP BY v.key, v.position ORDER BY v.position""",
             experiment_id,
         )
@@ -813,15 +813,38 @@ class PostgresStore:
         )
         return {r["user_id"] for r in rows}
 
-    async def variant_index(self, experiment_keys: Sequence[str]) -> dict[str, tuple[int, str, dict[str, int]]]:
-        """key -> (experiment id, status, {variant key: variant id}) for the given experiment keys."""
-        rows = await self.pool.fetch(
-            f"""SELECT e.key, e.id, e.status, COALESCE(jsonb_object_agg(v.key, v.id) FILTER (WHERE v.id IS NOT NULL), '{{}}') AS variants
-            FROM {SCHEMA}.experiments e LEFT JOIN {SCHEMA}.variants v ON v.experiment_id = e.id
-            WHERE e.key = ANY($1::text[]) GROUP BY e.key, e.id, e.status""",
-            list(experiment_keys),
-        )
-        return {r["key"]: (r["id"], r["status"], r["variants"]) for r in rows}
+    async def experiments_by_key(self, experiment_keys: Sequence[str]) -> dict[str, asyncpg.Record]:
+        """key -> the experiment row with its variants and `revision` (as get_variant reads it)."""
+        rows = await self.pool.fetch(f"{_EXPERIMENT_SELECT} WHERE e.key = ANY($1::text[])", list(experiment_keys))
+        return {r["key"]: r for r in rows}
+
+    async def keep_streamed_exposures(
+            self, batches: Mapping[int, tuple[int, Sequence[str], Sequence[int], Sequence[datetime]]]) -> set[int]:
+        """Keep streamed exposures the hash agrees with, without assignment rows (migration 0007).
+
+        `batches`: experiment id -> (the revision they were hashed at, user ids, variant ids, exposure
+        times). In one transaction, each experiment still running, not hash_divergent and at that
+        revision is locked FOR SHARE (a change waits for the commit, and its materialising trigger
+        then sees these rows) and gets one streamed_exposures row. Returns the experiment ids kept;
+        the caller records the others' exposures as assignment rows.
+        """
+        if not batches:
+            return set()
+        ids = sorted(batches)
+        async with self.pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetch(
+                f"""SELECT e.id FROM {SCHEMA}.experiments e
+                JOIN unnest($1::bigint[], $2::bigint[]) AS w(id, revision) ON w.id = e.id
+                WHERE e.xmin::text::bigint = w.revision AND e.status = 'running' AND NOT e.hash_divergent
+                ORDER BY e.id FOR SHARE OF e""",
+                ids, [batches[i][0] for i in ids])
+            kept = {r["id"] for r in locked}
+            if kept:
+                await conn.copy_records_to_table(
+                    "streamed_exposures", schema_name=SCHEMA,
+                    columns=["experiment_id", "user_ids", "variant_ids", "exposed_at"],
+                    records=[(i, list(batches[i][1]), list(batches[i][2]), list(batches[i][3])) for i in sorted(kept)])
+        return kept
 
     async def insert_exposures(self, rows: Sequence[tuple[int, str, int, datetime | None]]) -> int:
         """Insert SDK-reported exposures, first one wins; returns how many were new.
@@ -907,7 +930,7 @@ class PostgresStore:
         per_user = "sum(r.metric_value)" if aggregation == "sum" else "avg(r.metric_value)"
         return await self.pool.fetch(
             f"""WITH a AS (
-                SELECT user_id, variant_id FROM {SCHEMA}.assignments WHERE experiment_id = $1 AND source <> 'forced'
+                SELECT user_id, variant_id FROM {SCHEMA}.known_assignments WHERE experiment_id = $1 AND source <> 'forced'
             ), per_user AS (
                 SELECT r.variant_id, r.metric_name, r.user_id, {per_user} AS v, count(*) AS records
                 FROM {SCHEMA}.results r JOIN a ON a.user_id = r.user_id AND a.variant_id = r.variant_id
@@ -924,7 +947,7 @@ class PostgresStore:
         return await self.pool.fetch(
             f"""SELECT variant_id, count(*) FILTER (WHERE source <> 'forced') AS users,
                        count(*) FILTER (WHERE source = 'forced') AS forced
-            FROM {SCHEMA}.assignments WHERE experiment_id = $1 GROUP BY variant_id""",
+            FROM {SCHEMA}.known_assignments WHERE experiment_id = $1 GROUP BY variant_id""",
             experiment_id,
         )
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -457,7 +457,8 @@ class UserAssignment(RegistryBase):
         return ExposureOutcome(recorded=outcome.recorded, duplicates=outcome.duplicates, rejected=rejected)
 
     async def record_exposure_rows(self, rows: Sequence[tuple[str, str, str, datetime | None]],
-                                   recorded: MutableSet[tuple[int, str]] | None = None) -> ExposureOutcome:
+                                   recorded: MutableSet[tuple[int, str]] | None = None, *,
+                                   keep_agreeing: bool = False) -> ExposureOutcome:
         """`record_exposures` for rows already validated upstream (the stream processor's exposure events):
         (experiment_key, user_id, variant_key, assigned_at) tuples, no model per row.
 
@@ -467,11 +468,20 @@ class UserAssignment(RegistryBase):
         `recorded`: (experiment id, user id) pairs the caller knows to be in the registry already (the
         stream processor's memory of what it stored). Such rows are checked and refused like any other,
         but cost no write (they count as duplicates); the pairs this call stores are added to it.
+
+        `keep_agreeing` (the stream processor): an exposure whose variant is what get_variant would give
+        a user without a record (the forced variant, else the hash), in a running experiment without
+        targeting that is not hash_divergent, costs no assignment row: the batch's such exposures are
+        kept as one streamed_exposures row per experiment (migration 0007), which become rows the moment
+        the hash may stop being the truth. They count as `kept` (and in `recorded`), whether or not the
+        user had a row already: telling would cost the lookup this path exists to save.
         """
         rejected: list[tuple[int, str]] = []
         # A NUL cannot be stored (nor looked up) in PostgreSQL text: such rows are refused below, one by one.
-        index_by_key = await self.store.variant_index(
+        experiments = await self.store.experiments_by_key(
             sorted({row[0] for row in rows if isinstance(row[0], str) and "\x00" not in row[0]}))
+        index_by_key = {key: (row["id"], row["status"], {v["key"]: v["id"] for v in row["variants"]})
+                        for key, row in experiments.items()}
         out: list[tuple[int, str, int, datetime | None]] = []
         seen: set[tuple[int, str]] = set()
         duplicates = 0
@@ -503,9 +513,61 @@ class UserAssignment(RegistryBase):
                 continue
             seen.add(pair)
             out.append((experiment_id, user_id, variant_id, assigned_at))
+        kept = 0
+        if keep_agreeing and out:
+            by_id = {row["id"]: row for row in experiments.values()}
+            batches, out = _split_agreeing(out, by_id)
+            kept_ids = await self.store.keep_streamed_exposures(
+                {i: (by_id[i]["revision"], *batch) for i, batch in batches.items()})
+            kept = sum(len(batches[i][0]) for i in kept_ids)
+            for experiment_id in batches.keys() - kept_ids:  # changed meanwhile: recorded as rows after all
+                users, variants, times = batches[experiment_id]
+                out.extend(zip([experiment_id] * len(users), users, variants, times, strict=True))
         inserted = await self.store.insert_exposures(out)
         for experiment_id in {row[0] for row in out}:  # now divergent (the store flagged them): read records first
             self._forget_definitions(experiment_id)
         if recorded is not None:
-            recorded.update(seen)  # inserted now, or there before (the first assignment won)
-        return ExposureOutcome(recorded=inserted, duplicates=duplicates + len(out) - inserted, rejected=rejected)
+            recorded.update(seen)  # inserted or kept now, or there before (the first assignment won)
+        return ExposureOutcome(recorded=inserted + kept, kept=kept,
+                               duplicates=duplicates + len(out) - inserted, rejected=rejected)
+
+
+def _split_agreeing(rows: list[tuple[int, str, int, datetime | None]], experiments: Mapping[int, Any]
+                    ) -> tuple[dict[int, tuple[list[str], list[int], list[datetime]]],
+                               list[tuple[int, str, int, datetime | None]]]:
+    """Exposures get_variant would answer the same without a record (per experiment: user ids, variant
+    ids, times), and the others (to record as rows). Only running experiments without targeting that
+    are not hash_divergent qualify; a QA-forced user agrees when shown the forced variant."""
+    now = datetime.now(UTC)
+    grouped: dict[int, list[tuple[int, str, int, datetime | None]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    agreeing: dict[int, tuple[list[str], list[int], list[datetime]]] = {}
+    others: list[tuple[int, str, int, datetime | None]] = []
+    for experiment_id, group in grouped.items():
+        experiment = experiments[experiment_id]
+        variants = experiment["variants"]
+        if (experiment["status"] != "running" or experiment["hash_divergent"] or experiment["targeting"]
+                or not variants):
+            others.extend(group)
+            continue
+        users = [row[1] for row in group]
+        variations, _ = assign_batch(assignment_spec(experiment), users)
+        ids = [v["id"] for v in variants]
+        forced = {user: {v["key"]: v["id"] for v in variants}.get(key)
+                  for user, key in experiment["forced_variations"].items()}
+        keep_users: list[str] = []
+        keep_variants: list[int] = []
+        keep_times: list[datetime] = []
+        for row, variation in zip(group, variations.tolist(), strict=True):
+            user, variant_id = row[1], row[2]
+            expected = forced[user] if user in forced else (ids[variation] if variation >= 0 else None)
+            if variant_id == expected:
+                keep_users.append(user)
+                keep_variants.append(variant_id)
+                keep_times.append(row[3] or now)
+            else:
+                others.append(row)
+        if keep_users:
+            agreeing[experiment_id] = (keep_users, keep_variants, keep_times)
+    return agreeing, others

@@ -12,7 +12,7 @@ from mcp_servers.postgres.store import load_migrations, migrate
 from schemas.errors import BackendUnavailable
 
 TABLES = {"experiments", "variants", "assignments", "results", "decisions", "experiment_changes", "event_outbox",
-          "schema_migrations"}
+          "streamed_exposures", "schema_migrations"}
 
 
 def test_migrations_are_numbered_files_in_order():

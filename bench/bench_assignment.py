@@ -8,9 +8,10 @@ throw-away embedded PostgreSQL. Prints figures; asserts nothing but that the bat
 path and the SDK agree on every user they both assigned.
 
 The stdio series (issue 21's goal: p50 <= 1.2x the no-op floor) run side by side, interleaved in
-rounds: new users (the assignment recorded before answering, the default), returning users
-(answered from memory), new users on a server with assignment_writes_behind (recorded after
-answering), and the floor: the same SDK over stdio with a tool that does nothing.
+rounds: new users (the default NEONBLUE_ASSIGNMENT_WRITES=behind: answered by the hash, recorded just
+after the answer), returning users (answered from memory), new users on a server with
+NEONBLUE_ASSIGNMENT_WRITES=before_answer (the assignment committed before the answer), and the floor:
+the same SDK over stdio with a tool that does nothing.
 """
 
 from __future__ import annotations
@@ -63,21 +64,6 @@ mcp.run()
 """
 
 
-# The same PostgreSQL server with assignment_writes_behind (opt-in): new users are answered by the hash
-# and recorded after the answer (PostgresStore.write_assignments_behind says what that changes).
-WRITE_BEHIND_SERVER = """
-import anyio
-from mcp_servers.postgres import build_server, open_service
-from schemas.settings import get_settings
-
-async def main():
-    async with open_service(get_settings(), assignment_writes_behind=True) as service:
-        await build_server(service).run_stdio_async()
-
-anyio.run(main)
-"""
-
-
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -102,7 +88,7 @@ async def stdio_latency(dsn: str, calls: int) -> dict[str, list[float]]:
 
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_servers.postgres"], cwd=str(REPO),
                                    env={**os.environ, "DATABASE_URL": dsn, "LOG_LEVEL": "WARNING"})
-    new_users, returning, floor, behind = [], [], [], []
+    new_users, returning, floor, before = [], [], [], []
 
     async def timed_calls(client: Client, users: list[str], out: list[float]) -> None:
         for user in users:
@@ -114,21 +100,22 @@ async def stdio_latency(dsn: str, calls: int) -> dict[str, list[float]]:
     # Both servers run side by side and the series are interleaved in rounds, so drift in the machine's
     # load (it is shared) hits the floor and the measured series alike.
     noop = StdioServerParameters(command=sys.executable, args=["-c", NOOP_SERVER])
-    write_behind = StdioServerParameters(command=sys.executable, args=["-c", WRITE_BEHIND_SERVER], cwd=str(REPO),
-                                         env={**os.environ, "DATABASE_URL": dsn, "LOG_LEVEL": "WARNING"})
-    async with Client(params) as client, Client(noop) as floor_client, Client(write_behind) as behind_client:
-        for warm in (client, floor_client, behind_client):
+    before_answer = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_servers.postgres"], cwd=str(REPO),
+        env={**os.environ, "DATABASE_URL": dsn, "LOG_LEVEL": "WARNING", "NEONBLUE_ASSIGNMENT_WRITES": "before_answer"})
+    async with Client(params) as client, Client(noop) as floor_client, Client(before_answer) as before_client:
+        for warm in (client, floor_client, before_client):
             await timed_calls(warm, user_ids(200, "warm-"), [])
-        users, behind_users = user_ids(calls), user_ids(calls, "behind-")
+        users, before_users = user_ids(calls), user_ids(calls, "before-")
         rounds = 10
         for r in range(rounds):
             part = slice(r * calls // rounds, (r + 1) * calls // rounds)
-            await timed_calls(client, users[part], new_users)  # first call: hash + INSERT of the assignment
+            await timed_calls(client, users[part], new_users)  # first call: the hash, recorded behind the answer
             await timed_calls(floor_client, users[part], floor)
-            await timed_calls(client, users[part], returning)  # later calls: the recorded assignment
-            await timed_calls(behind_client, behind_users[part], behind)  # first call, recorded after answering
-    return {"in-process service, new users": in_process, "stdio, new users (hash + insert)": new_users,
-            "stdio, returning users (recorded)": returning, "stdio, new users, write-behind": behind,
+            await timed_calls(client, users[part], returning)  # later calls: the recorded assignment, from memory
+            await timed_calls(before_client, before_users[part], before)  # first call, recorded before answering
+    return {"in-process service, new users": in_process, "stdio, new users (default)": new_users,
+            "stdio, returning users (recorded)": returning, "stdio, new users, before_answer": before,
             "stdio floor: no-op tool, same SDK": floor}
 
 
@@ -182,8 +169,8 @@ async def main() -> None:
             print(f"{name:<36} p50 {statistics.median(samples):6.3f}   p99 {percentile(samples, 99):6.3f}   "
                   f"mean {statistics.fmean(samples):6.3f}")
         floor = statistics.median(series["stdio floor: no-op tool, same SDK"])
-        for name in ("stdio, new users (hash + insert)", "stdio, returning users (recorded)",
-                     "stdio, new users, write-behind"):
+        for name in ("stdio, new users (default)", "stdio, returning users (recorded)",
+                     "stdio, new users, before_answer"):
             print(f"{name} p50 / floor p50: {statistics.median(series[name]) / floor:.2f} (goal, issue 21: <= 1.2)")
         print(f"load average after the series: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

@@ -27,6 +27,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -280,7 +281,7 @@ async def _run_pipeline(processor, total: int) -> float:
 
 
 async def main(users: int, max_batch: int | None = None, floors: bool = True,
-               registry_sink: bool = True) -> None:
+               registry_sink: bool = True, **processor_options: Any) -> None:
     base = Path(tempfile.mkdtemp(prefix="neonblue-bench-stream-"))
     pg = EmbeddedPostgres(base / "pg", free_port())
     kafka = EmbeddedKafka(free_port(), base / "run", base / "logs")
@@ -330,7 +331,7 @@ async def main(users: int, max_batch: int | None = None, floors: bool = True,
                 # per-exposure writes (and without the known-experiments check, which reads the registry).
                 sinks = {"postgres": postgres, "clickhouse": clickhouse} if registry_sink else {"clickhouse": clickhouse}
                 rate = await pipeline(settings, sinks, total, stages,
-                                      **({"max_batch": max_batch} if max_batch else {}))
+                                      **({"max_batch": max_batch} if max_batch else {}), **processor_options)
             what = "ClickHouse+PostgreSQL sinks" if registry_sink else "ClickHouse sink only (--no-registry-sink)"
             print(f"NeonBlue  (validate, classify, {what}, commit): {rate:,.0f} events/s  [{meter}]")
             print("NeonBlue stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
@@ -359,8 +360,13 @@ if __name__ == "__main__":
                         help="about this many events instead of --users (e.g. 1000000 for the 1M-event run)")
     parser.add_argument("--no-floors", action="store_true", help="skip the floor runs")
     parser.add_argument("--max-batch", type=int, default=None, help="the processor's max_batch (default: its own)")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="the processor's max_in_flight")
+    parser.add_argument("--flush-wait", type=float, default=None, help="the processor's flush_wait (seconds)")
     parser.add_argument("--no-registry-sink", action="store_true",
                         help="NeonBlue without its PostgreSQL sink (exposures not recorded): the cost of the rest")
     args = parser.parse_args()
     users = args.users if args.events is None else max(1, round(args.events / EVENTS_PER_USER))
-    asyncio.run(main(users, args.max_batch, floors=not args.no_floors, registry_sink=not args.no_registry_sink))
+    options = {name: value for name, value in (("max_in_flight", args.max_in_flight), ("flush_wait", args.flush_wait))
+               if value is not None}
+    asyncio.run(main(users, args.max_batch, floors=not args.no_floors, registry_sink=not args.no_registry_sink,
+                     **options))

@@ -171,6 +171,14 @@ class Settings(BaseSettings):
         default=60.0, gt=0, validation_alias=AliasChoices("NEONBLUE_AUTOPILOT_INTERVAL"),
         description="Seconds between autopilot evaluations of one experiment by the stream's optimization loop.",
     )
+    assignment_writes: Literal["behind", "before_answer", "durable"] = Field(
+        default="behind", validation_alias=AliasChoices("NEONBLUE_ASSIGNMENT_WRITES"),
+        description="When get_variant records a new user's assignment (and its exposure): behind = just after "
+        "answering, batched within ~20 ms (a crash of the serving process loses the queued ones: those users "
+        "get the same variant from the hash on their next call, which records it then); before_answer = "
+        "committed before the answer; durable = committed and flushed to disk before the answer. behind and "
+        "before_answer commit with synchronous_commit=off (a database crash may forget the last fraction of a "
+        "second of assignments).")
     autopilot_unattended: bool = Field(
         default=False, validation_alias=AliasChoices("NEONBLUE_AUTOPILOT_UNATTENDED"),
         description="Let the stream's optimization loop carry out the autopilot's actions (re-weight, roll back, "

@@ -26,21 +26,26 @@ from .store import PostgresStore
 async def open_service(settings: Settings | None = None, **overrides: Any) -> AsyncIterator[ExperimentService]:
     """Open the pool (DATABASE_URL, or the embedded PostgreSQL), migrate, yield the service, close.
 
-    Overrides: dsn, min_pool_size, max_pool_size, run_migrations, durable_assignments
-    (commit assignment rows with synchronous_commit=on; see PostgresStore), and the
-    service's query_timeout_ms, max_query_rows, max_result_bytes.
+    `settings.assignment_writes` says when get_variant records a new user: "behind" (default: after
+    answering, see PostgresStore.write_assignments_behind), "before_answer", or "durable" (before
+    answering, synchronous_commit=on). Overrides: dsn, min_pool_size, max_pool_size, run_migrations,
+    assignment_writes, or the two switches it sets (durable_assignments, assignment_writes_behind),
+    and the service's query_timeout_ms, max_query_rows, max_result_bytes.
     """
     settings = settings or get_settings()
     dsn = overrides.pop("dsn", None) or settings.effective_database_url
+    mode = overrides.pop("assignment_writes", settings.assignment_writes)
+    durable = overrides.pop("durable_assignments", mode == "durable")
+    behind = overrides.pop("assignment_writes_behind", mode == "behind" and not durable)
     store = await PostgresStore.open(
         dsn,
         min_size=overrides.pop("min_pool_size", 1),
         max_size=overrides.pop("max_pool_size", 10),
         run_migrations=overrides.pop("run_migrations", True),
-        durable_assignments=overrides.pop("durable_assignments", False),
+        durable_assignments=durable,
     )
     try:
-        yield ExperimentService(store, **overrides)
+        yield ExperimentService(store, assignment_writes_behind=behind, **overrides)
     finally:
         await store.close()
 

@@ -56,5 +56,7 @@ class AuditAndSql(RegistryBase):
             schema_name=SCHEMA, tables=tables,
             notes=(f"Tables live in schema {SCHEMA!r}, which postgres_query puts on the search_path, so "
                    "`SELECT key, status FROM experiments` works. Join variants, assignments and results on "
-                   "experiment_id and variant_id; experiments.key is the public experiment id used in events."),
+                   "experiment_id and variant_id; experiments.key is the public experiment id used in events. "
+                   "Count assigned users in known_assignments (assignments plus streamed exposures kept "
+                   "without a row)."),
         )

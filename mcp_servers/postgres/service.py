@@ -66,7 +66,8 @@ class ExperimentService(Lifecycle, UserAssignment, Results, AuditAndSql):
 
     ExperimentService(store, *, query_timeout_ms=5000, max_query_rows=1000, max_result_bytes=1_000_000,
     assignment_writes_behind=False): with it, get_variant records new users after answering (see
-    PostgresStore.write_assignments_behind).
+    PostgresStore.write_assignments_behind). `open_service` turns it on by default
+    (settings.assignment_writes = "behind").
     """
 
 

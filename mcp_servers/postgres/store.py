@@ -324,14 +324,19 @@ class PostgresStore:
     # ------------------------------------------------------------ assignment writes off the latency path
 
     def write_assignments_behind(self) -> None:
-        """Let get_variant record new users' assignments after answering (opt-in; see queue_assignment).
+        """Let get_variant record new users' assignments after answering (see queue_assignment). The
+        default of `open_service` (settings.assignment_writes = "behind"): a new user then costs no round
+        trip on the latency path.
 
-        What changes for callers: another connection sees an assignment a round trip after get_variant
-        returned (reads through this store wait for it); a failed write is logged and retried, never raised
-        to the caller; and an answer to a user this process has not seen says source "hash" and
-        newly_recorded even when another process recorded that same variant first. A process that dies
-        with writes queued loses them (the hash gives those users the same variant on their next call,
-        which records it and its exposure then). Not with durable_assignments.
+        What changes for callers, against "before_answer": another connection sees an assignment a round
+        trip after get_variant returned (reads through this store wait for it); a failed write is retried,
+        then logged, never raised to the caller; and an answer to a user this process has not seen says
+        source "hash" and newly_recorded even when another process recorded that same variant first.
+
+        Durability: a process that dies with writes queued (at most WRITE_BEHIND_DELAY, ~20 ms, of new
+        users) loses them: the hash gives those users the same variant on their next call, which records
+        it and its exposure then; the exposure of a user who never returns is lost. A graceful stop
+        (SIGTERM, `close`) writes them first. Not with durable_assignments.
         """
         if self.assignment_pool is self.pool:
             raise ValueError("durable_assignments writes every assignment before answering: no write-behind")

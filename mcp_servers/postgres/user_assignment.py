@@ -17,9 +17,14 @@ reported by SDKs (`record_exposures`) are events already, so they are not writte
 What get_variant keeps in memory (per service): each experiment's definition and, with it, the recorded
 assignments of the users it served. While the store LISTENs for experiment changes (migration 0005),
 a returning user exposed before, or any user of a stopped or concluded experiment, costs no round trip;
-any change drops the cache (at commit in this process, on notification in others). With
-`assignment_writes_behind` a new user costs none either while the experiment is not `hash_divergent`
-(migration 0006): the assignment is recorded after the answer (PostgresStore.queue_assignment).
+any change drops the cache (at commit in this process, on notification in others). By default
+(`assignment_writes_behind`, settings.assignment_writes = "behind") a new user costs none either while
+the experiment is not `hash_divergent` (migration 0006): the assignment is recorded just after the
+answer (PostgresStore.queue_assignment says what that changes and what a crash loses).
+
+Exposures streamed from SDKs (`record_exposure_rows(keep_agreeing=True)`) whose variant is what this
+module would answer anyway cost no assignment row: they are kept in bulk (migration 0007) and become rows
+when the experiment becomes hash_divergent.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import asyncpg
 import pytest
@@ -35,7 +36,11 @@ async def running(service, key="prompt-test", **overrides):
     return await service.start_experiment(key)
 
 
-async def assignment_rows(dsn: str, key: str) -> int:
+async def assignment_rows(dsn: str, key: str, settle: Any = None) -> int:
+    """Assignment rows of `key`, read on a connection of its own, once `settle`'s queued writes landed
+    (the default service records new users just after answering)."""
+    if settle is not None:
+        await settle.store.settle()
     conn = await asyncpg.connect(dsn)
     try:
         return await conn.fetchval(
@@ -55,7 +60,7 @@ async def test_the_seed_usage_works_and_the_variant_is_sticky(service, pg_dsn):
         again = await service.get_variant("prompt-test", "user-42")
         assert (again.variant_key, again.source, again.newly_recorded) == (first.variant_key, "recorded", False)
         assert again.bucket == first.bucket
-    assert await assignment_rows(pg_dsn, "prompt-test") == 1
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 1
 
 
 async def test_assignments_match_the_growthbook_sdk(service):
@@ -99,7 +104,7 @@ async def test_targeting_decides_who_is_eligible_and_ineligible_users_are_not_re
     assert not (await service.get_variant("prompt-test", "anon")).in_experiment
     inside = await service.get_variant("prompt-test", "us-user", {"country": "US", "device": "mobile"})
     assert inside.in_experiment
-    assert await assignment_rows(pg_dsn, "prompt-test") == 1
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 1
 
 
 async def test_coverage_enrolls_a_fraction_and_records_only_them(service, pg_dsn):
@@ -108,7 +113,7 @@ async def test_coverage_enrolls_a_fraction_and_records_only_them(service, pg_dsn
     enrolled = [r for r in results if r.in_experiment]
     assert 60 <= len(enrolled) <= 120
     assert all("outside the covered ranges" in r.reason for r in results if not r.in_experiment)
-    assert await assignment_rows(pg_dsn, "prompt-test") == len(enrolled)
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == len(enrolled)
 
 
 async def test_experiments_in_disjoint_namespace_slices_never_share_a_user(service):
@@ -146,7 +151,7 @@ async def test_a_stopped_or_draft_experiment_assigns_nobody(service, pg_dsn):
     for user in ("u1", "u2"):
         out = await service.get_variant("prompt-test", user)
         assert not out.in_experiment and out.variant_key is None and "stopped" in out.reason
-    assert await assignment_rows(pg_dsn, "prompt-test") == 1
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 1
 
 
 async def test_a_concluded_experiment_serves_its_winner_without_recording(service, pg_dsn):
@@ -155,7 +160,7 @@ async def test_a_concluded_experiment_serves_its_winner_without_recording(servic
     out = await service.get_variant("prompt-test", "late-user")
     assert (out.in_experiment, out.variant_key, out.source) == (False, "examples", "winner")
     assert out.config == {"system_prompt": "Be brief. Examples: ..."}
-    assert await assignment_rows(pg_dsn, "prompt-test") == 0
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 0
 
 
 async def eventually(check, timeout: float = 10.0) -> None:
@@ -214,7 +219,7 @@ async def test_concurrent_first_calls_record_one_assignment(service, pg_dsn):
     answers = await asyncio.gather(*(service.get_variant("prompt-test", "racer") for _ in range(20)))
     assert len({a.variant_key for a in answers}) == 1
     assert sum(a.newly_recorded for a in answers) == 1
-    assert await assignment_rows(pg_dsn, "prompt-test") == 1
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 1
 
 
 async def test_unknown_experiments_and_bad_input_are_refused(service):
@@ -232,7 +237,7 @@ async def test_predict_explains_without_recording(service, pg_dsn):
     prediction = await service.predict_user_assignment("prompt-test", "user-7", {"country": "US"})
     assert prediction.recorded_variant is None
     assert [r.variant_key for r in prediction.bucket_ranges] == ["control", "examples"]
-    assert await assignment_rows(pg_dsn, "prompt-test") == 0
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 0
     actual = await service.get_variant("prompt-test", "user-7", {"country": "US"})
     assert (prediction.would_be_in_experiment, prediction.variant_key, prediction.bucket) == (
         actual.in_experiment, actual.variant_key, actual.bucket)
@@ -250,12 +255,12 @@ async def test_batch_assignment_agrees_with_get_variant_and_records_once(service
     await running(service, coverage=0.7, forced_variations={"qa": "control"})
     users = [f"user-{i}" for i in range(400)] + ["qa"]
     preview = await service.assign_many("prompt-test", users, record=False)
-    assert await assignment_rows(pg_dsn, "prompt-test") == 0
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == 0
     batch = await service.assign_many("prompt-test", users)
     assert batch.assigned == preview.assigned
     in_count = sum(v is not None for v in batch.assigned.values())
     assert batch.newly_recorded == in_count and batch.not_in_experiment == len(users) - in_count
-    assert await assignment_rows(pg_dsn, "prompt-test") == in_count
+    assert await assignment_rows(pg_dsn, "prompt-test", service) == in_count
     for user in users[:60] + ["qa"]:
         single = await service.get_variant("prompt-test", user)
         assert single.variant_key == batch.assigned[user]

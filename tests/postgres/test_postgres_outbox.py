@@ -181,38 +181,49 @@ async def test_a_result_of_a_user_not_exposed_is_still_a_metric_event(service):
 # ---------------------------------------------------------------- one transaction
 
 
-async def test_a_failing_outbox_write_leaves_neither_the_assignment_nor_the_result(service, pg_dsn):
+async def test_a_failing_outbox_write_leaves_neither_the_assignment_nor_the_result(service, pg_dsn, caplog):
     """A real constraint refuses some outbox rows: the statement that writes the assignment or the
-    result fails as a whole, so the registry never holds a fact the event store will not get."""
-    await service.get_variant(KEY, "warm")  # cached definition: the one-statement path
-    await service.get_variant(KEY, "doomed-later", exposed=False)
-    await service.store.pool.execute(
-        "ALTER TABLE neonblue.event_outbox ADD CONSTRAINT refuse_doomed"
-        " CHECK (user_id NOT LIKE 'doomed%' AND metric IS DISTINCT FROM 'revenue')")
-    before = len(await outbox(service))
+    result fails as a whole, so the registry never holds a fact the event store will not get. Recording
+    before the answer, the caller gets the error; recording behind it (the default), the answer has gone,
+    the write is retried, then given up and logged, and nothing is written either."""
+    behind = service
+    await behind.get_variant(KEY, "warm")  # cached definition: new users are recorded behind the answer
+    async with open_service(dsn=pg_dsn, assignment_writes="before_answer") as service:
+        await service.get_variant(KEY, "warm")  # cached definition: the one-statement path
+        await service.get_variant(KEY, "doomed-later", exposed=False)
+        await service.store.pool.execute(
+            "ALTER TABLE neonblue.event_outbox ADD CONSTRAINT refuse_doomed"
+            " CHECK (user_id NOT LIKE 'doomed%' AND metric IS DISTINCT FROM 'revenue')")
+        before = len(await outbox(service))
 
-    with pytest.raises(asyncpg.CheckViolationError):
-        await service.get_variant(KEY, "doomed-1")  # cached path
-    async with open_service(dsn=pg_dsn) as other:
         with pytest.raises(asyncpg.CheckViolationError):
-            await other.get_variant(KEY, "doomed-2")  # fresh path
+            await service.get_variant(KEY, "doomed-1")  # cached path
+        async with open_service(dsn=pg_dsn, assignment_writes="before_answer") as other:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await other.get_variant(KEY, "doomed-2")  # fresh path
+            with pytest.raises(asyncpg.CheckViolationError):
+                await other.get_variant(KEY, "doomed-later")  # marking a recorded assignment exposed
         with pytest.raises(asyncpg.CheckViolationError):
-            await other.get_variant(KEY, "doomed-later")  # marking a recorded assignment exposed
-    with pytest.raises(asyncpg.CheckViolationError):
-        await service.get_variant(KEY, "doomed-later")
-    with pytest.raises(asyncpg.CheckViolationError):
-        await service.assign_many(KEY, ["fine-1", "doomed-3"])
-    with pytest.raises(asyncpg.CheckViolationError):
-        await service.record_result(KEY, "warm", "revenue", 5.0, event_id="refused")
+            await service.get_variant(KEY, "doomed-later")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await service.assign_many(KEY, ["fine-1", "doomed-3"])
+        with pytest.raises(asyncpg.CheckViolationError):
+            await service.record_result(KEY, "warm", "revenue", 5.0, event_id="refused")
 
-    for user in ("doomed-1", "doomed-2", "doomed-3", "fine-1"):
-        assert await assignment(service, user) is None, user
-    assert (await assignment(service, "doomed-later"))["exposed_at"] is None
-    assert await service.store.pool.fetchval("SELECT count(*) FROM neonblue.results") == 0
-    assert len(await outbox(service)) == before
+        for user in ("doomed-1", "doomed-2", "doomed-3", "fine-1"):
+            assert await assignment(service, user) is None, user
+        assert (await assignment(service, "doomed-later"))["exposed_at"] is None
+        assert await service.store.pool.fetchval("SELECT count(*) FROM neonblue.results") == 0
+        assert len(await outbox(service)) == before
 
-    # Without exposure nothing goes to the outbox, so nothing is refused.
-    assert (await service.get_variant(KEY, "doomed-4", exposed=False)).newly_recorded
+        # Without exposure nothing goes to the outbox, so nothing is refused.
+        assert (await service.get_variant(KEY, "doomed-4", exposed=False)).newly_recorded
+
+    answer = await behind.get_variant(KEY, "doomed-5")  # answered from the hash ...
+    assert answer.in_experiment and answer.newly_exposed
+    await behind.store.settle()  # ... and its write refused by the constraint, three times
+    assert await assignment(behind, "doomed-5") is None
+    assert "gave up recording 1 assignment(s)" in caplog.text
 
 
 # ---------------------------------------------------------------- the MCP tool

@@ -142,13 +142,17 @@ async def test_stdio_round_trip_assigns_like_this_process(service, pg_dsn):
         assert "not declared" in await refusal(client, "record_result", {
             "experiment": "support-prompt-v2", "user_id": "user-0", "metric": "nope", "value": 1})
     spec = assignment_spec(experiment)
-    for user in users:
-        assert remote[user]["source"] == "hash" and remote[user]["newly_recorded"]
-        # the same variant, computed in this process from nothing but the seed and the user id ...
-        assert experiment.variants[assign(spec, user).variation].key == remote[user]["variant_key"]
-        # ... and recorded by the subprocess, so this process returns it as the user's assignment
-        local = await service.get_variant("support-prompt-v2", user)
-        assert (local.source, local.variant_key) == ("recorded", remote[user]["variant_key"])
+    # A service that reads before answering (the default answers a user it has not seen from the hash,
+    # which gives the same variant, and records it behind the answer).
+    async with open_service(dsn=pg_dsn, assignment_writes="before_answer") as reader:
+        for user in users:
+            assert remote[user]["source"] == "hash" and remote[user]["newly_recorded"]
+            # the same variant, computed in this process from nothing but the seed and the user id ...
+            assert experiment.variants[assign(spec, user).variation].key == remote[user]["variant_key"]
+            # ... and recorded by the subprocess (its queued writes land before it exits), so this
+            # process returns it as the user's assignment
+            local = await reader.get_variant("support-prompt-v2", user)
+            assert (local.source, local.variant_key) == ("recorded", remote[user]["variant_key"])
 
 
 async def test_the_stdio_server_exits_with_a_clear_message_when_the_database_is_down():

@@ -339,3 +339,58 @@ def test_postgres_of_another_home_is_never_used(make_home, start_serve) -> None:
 
     assert read_postmaster(other_home.data_dir).pid == other_pid  # type: ignore[union-attr]
     assert _connections_logged(other) == seen
+
+
+def _rpc(home: Home, proc: subprocess.Popen[bytes], messages: list[dict]) -> list[dict]:
+    """Send JSON-RPC messages over the process's stdio; the responses to those with an id, in order."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    proc.stdin.flush()
+    expected = {m["id"] for m in messages if "id" in m}
+    answers: dict[int, dict] = {}
+    while expected - answers.keys():
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        assert ready, serve_log(home)
+        line = proc.stdout.readline()
+        assert line, serve_log(home)
+        message = json.loads(line)
+        if message.get("id") in expected:
+            assert "result" in message and not message["result"].get("isError"), message
+            answers[message["id"]] = message["result"]
+    return [answers[i] for i in sorted(answers)]
+
+
+def test_sigterm_writes_the_assignments_answered_just_before(make_home, start_serve) -> None:
+    """New users are answered first and recorded just after (NEONBLUE_ASSIGNMENT_WRITES=behind): a SIGTERM
+    right after the last answer still records every one of them before the process exits."""
+    home = make_home()
+    stack = EmbeddedPostgres(home.data_dir, home.pg_port)
+    stack.start()
+    proc = start_serve(home, "postgres")
+    handshake(home, proc)
+
+    def tool(i: int, name: str, arguments: dict) -> dict:
+        return {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+    _rpc(home, proc, [{"jsonrpc": "2.0", "method": "notifications/initialized"},
+                      tool(2, "create_experiment", {"experiment": {
+                          "key": "sigterm-exp", "name": "SIGTERM", "type": "ui", "primary_metric": "conversion",
+                          "variants": [{"key": "control", "is_control": True}, {"key": "treatment"}]}})])
+    _rpc(home, proc, [tool(3, "start_experiment", {"experiment": "sigterm-exp"})])  # requests run concurrently
+    users = [f"late-{i}" for i in range(200)]
+    answers = _rpc(home, proc, [tool(10 + i, "get_variant", {"experiment": "sigterm-exp", "user_id": user})
+                                for i, user in enumerate(users)])
+    assert all(a["structuredContent"]["newly_recorded"] for a in answers)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(EXIT_TIMEOUT) == 0, serve_log(home)
+
+    async def recorded() -> int:
+        conn = await asyncpg.connect(stack.dsn)
+        try:
+            return await conn.fetchval(
+                "SELECT count(*) FROM neonblue.assignments a JOIN neonblue.event_outbox o "
+                "ON o.user_id = a.user_id AND o.event_type = 'exposure' WHERE a.user_id LIKE 'late-%'")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(recorded()) == len(users)  # each assignment with its exposure in the outbox

@@ -323,6 +323,7 @@ async def test_neonblue_stream_relays_the_outbox_and_status_reports_the_backlog(
         await make_experiment(postgres, "outbox-entry")
         expected = await record_traffic(postgres, "outbox-entry", [f"u{i}" for i in range(60)])
         total = expected["exposure"] + expected["metric"]
+        await postgres.store.settle()  # new users are recorded just after their answer (assignment_writes=behind)
         stack = Stack(stream_settings)
         backlog = await asyncio.to_thread(stack.outbox_backlog)
         assert backlog["unsent"] == total and backlog["oldest_age_s"] >= 0

@@ -43,6 +43,9 @@ ORDER BY s.experiment_id, x.user_id, x.exposed_at);
 COMMENT ON VIEW neonblue.known_assignments IS
     'Every assignment: the assignments table plus streamed exposures kept without a row (see streamed_exposures).';
 
+COMMENT ON TABLE neonblue.assignments IS
+    'Which variant each user got: at most one row per (experiment, user); the first assignment wins. source: hash, forced (QA override, excluded from analysis) or exposure (reported by an SDK). Streamed exposures the hash agrees with have no row until the hash stops being the truth (see streamed_exposures): count users in known_assignments.';
+
 CREATE OR REPLACE FUNCTION neonblue.materialise_streamed_exposures() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

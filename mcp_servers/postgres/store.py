@@ -844,11 +844,16 @@ class PostgresStore:
                 ORDER BY e.id FOR SHARE OF e""",
                 ids, [batches[i][0] for i in ids])
             kept = {r["id"] for r in locked}
-            if kept:
-                await conn.copy_records_to_table(
-                    "streamed_exposures", schema_name=SCHEMA,
-                    columns=["experiment_id", "user_ids", "variant_ids", "exposed_at"],
-                    records=[(i, list(batches[i][1]), list(batches[i][2]), list(batches[i][3])) for i in sorted(kept)])
+            for i in sorted(kept):
+                # The arrays travel as JSON (orjson encodes 100k ids in milliseconds; asyncpg's array
+                # encoding costs about a microsecond per element on the event loop), built server-side.
+                _, users, variants, times = batches[i]
+                await conn.execute(
+                    f"""INSERT INTO {SCHEMA}.streamed_exposures (experiment_id, user_ids, variant_ids, exposed_at)
+                    SELECT $1, ARRAY(SELECT json_array_elements_text($2::json)),
+                           ARRAY(SELECT json_array_elements_text($3::json)::bigint),
+                           ARRAY(SELECT json_array_elements_text($4::json)::timestamptz)""",
+                    i, list(users), list(variants), list(times))  # the json codec: orjson
         return kept
 
     async def insert_exposures(self, rows: Sequence[tuple[int, str, int, datetime | None]]) -> int:

@@ -33,8 +33,10 @@ from collections.abc import Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import compress
 from typing import Any
 
+import numpy as np
 import orjson
 
 from schemas.errors import InvalidInput, NotFound
@@ -489,35 +491,28 @@ class UserAssignment(RegistryBase):
                         for key, row in experiments.items()}
         out: list[tuple[int, str, int, datetime | None]] = []
         seen: set[tuple[int, str]] = set()
+        known = recorded if recorded is not None else frozenset()
         duplicates = 0
+        # (experiment key, variant key) -> (experiment id, variant id) of the exposures that can be accepted:
+        # one lookup for the common case; a miss is explained by _refusal.
+        accepted = {(key, variant_key): (experiment_id, variant_id)
+                    for key, (experiment_id, status, variant_ids) in index_by_key.items()
+                    if status not in ("draft", "archived") for variant_key, variant_id in variant_ids.items()}
         for index, (experiment_key, user_id, variant_key, assigned_at) in enumerate(rows):
-            if type(user_id) is not str or not 0 < len(user_id) <= 256:
-                rejected.append((index, f"invalid ExposureRecord: user_id: must be 1..256 characters, got {user_id!r:.80}"))
+            hit = None
+            if (type(user_id) is str and 0 < len(user_id) <= 256 and "\x00" not in user_id
+                    and (assigned_at is None or isinstance(assigned_at, datetime))
+                    and type(experiment_key) is str and type(variant_key) is str):
+                hit = accepted.get((experiment_key, variant_key))
+            if hit is None:
+                rejected.append((index, _refusal(index_by_key, experiment_key, user_id, variant_key, assigned_at)))
                 continue
-            if "\x00" in user_id:
-                rejected.append((index, "invalid ExposureRecord: user_id: contains a NUL character (\\u0000)"))
-                continue
-            if assigned_at is not None and not isinstance(assigned_at, datetime):
-                rejected.append((index, f"invalid ExposureRecord: assigned_at: not a datetime: {assigned_at!r:.80}"))
-                continue
-            found = index_by_key.get(experiment_key) if isinstance(experiment_key, str) else None
-            if found is None:
-                rejected.append((index, f"unknown experiment {experiment_key!r}"))
-                continue
-            experiment_id, status, variant_ids = found
-            if status in ("draft", "archived"):
-                rejected.append((index, f"experiment {experiment_key!r} is {status}"))
-                continue
-            variant_id = variant_ids.get(variant_key) if isinstance(variant_key, str) else None
-            if variant_id is None:
-                rejected.append((index, f"unknown variant {variant_key!r} of {experiment_key!r}"))
-                continue
-            pair = (experiment_id, user_id)
-            if pair in seen or (recorded is not None and pair in recorded):
+            pair = (hit[0], user_id)
+            if pair in seen or pair in known:
                 duplicates += 1
                 continue
             seen.add(pair)
-            out.append((experiment_id, user_id, variant_id, assigned_at))
+            out.append((hit[0], user_id, hit[1], assigned_at))
         kept = 0
         if keep_agreeing and out:
             by_id = {row["id"]: row for row in experiments.values()}
@@ -535,6 +530,24 @@ class UserAssignment(RegistryBase):
             recorded.update(seen)  # inserted or kept now, or there before (the first assignment won)
         return ExposureOutcome(recorded=inserted + kept, kept=kept,
                                duplicates=duplicates + len(out) - inserted, rejected=rejected)
+
+
+def _refusal(index_by_key: Mapping[str, tuple[int, str, dict[str, int]]], experiment_key: Any, user_id: Any,
+             variant_key: Any, assigned_at: Any) -> str:
+    """Why an exposure row is refused (the first rule it breaks)."""
+    if type(user_id) is not str or not 0 < len(user_id) <= 256:
+        return f"invalid ExposureRecord: user_id: must be 1..256 characters, got {user_id!r:.80}"
+    if "\x00" in user_id:
+        return "invalid ExposureRecord: user_id: contains a NUL character (\\u0000)"
+    if assigned_at is not None and not isinstance(assigned_at, datetime):
+        return f"invalid ExposureRecord: assigned_at: not a datetime: {assigned_at!r:.80}"
+    found = index_by_key.get(experiment_key) if isinstance(experiment_key, str) else None
+    if found is None:
+        return f"unknown experiment {experiment_key!r}"
+    _, status, variant_ids = found
+    if status in ("draft", "archived"):
+        return f"experiment {experiment_key!r} is {status}"
+    return f"unknown variant {variant_key!r} of {experiment_key!r}"
 
 
 def _split_agreeing(rows: list[tuple[int, str, int, datetime | None]], experiments: Mapping[int, Any]
@@ -558,21 +571,19 @@ def _split_agreeing(rows: list[tuple[int, str, int, datetime | None]], experimen
             continue
         users = [row[1] for row in group]
         variations, _ = assign_batch(assignment_spec(experiment), users)
-        ids = [v["id"] for v in variants]
-        forced = {user: {v["key"]: v["id"] for v in variants}.get(key)
-                  for user, key in experiment["forced_variations"].items()}
-        keep_users: list[str] = []
-        keep_variants: list[int] = []
-        keep_times: list[datetime] = []
-        for row, variation in zip(group, variations.tolist(), strict=True):
-            user, variant_id = row[1], row[2]
-            expected = forced[user] if user in forced else (ids[variation] if variation >= 0 else None)
-            if variant_id == expected:
-                keep_users.append(user)
-                keep_variants.append(variant_id)
-                keep_times.append(row[3] or now)
-            else:
-                others.append(row)
-        if keep_users:
-            agreeing[experiment_id] = (keep_users, keep_variants, keep_times)
+        # variation -1 (not in the experiment) indexes the sentinel -1, which no variant id equals
+        expected = np.array([v["id"] for v in variants] + [-1], dtype=np.int64)[variations]
+        forced = experiment["forced_variations"]
+        if forced:
+            by_key = {v["key"]: v["id"] for v in variants}
+            for position, user in enumerate(users):
+                if user in forced:
+                    expected[position] = by_key.get(forced[user], -1)
+        agree = (expected == np.fromiter((row[2] for row in group), np.int64, len(group))).tolist()
+        kept = list(compress(group, agree))
+        if kept:
+            agreeing[experiment_id] = ([row[1] for row in kept], [row[2] for row in kept],
+                                       [row[3] or now for row in kept])
+        if len(kept) < len(group):
+            others.extend(compress(group, [not a for a in agree]))
     return agreeing, others

@@ -23,7 +23,7 @@ import uvicorn
 from fake_anthropic import FakeAnthropic, text, tool_use
 
 from mcp_router.gateway.router import Router
-from mcp_router.runtime.embedded import free_port
+from mcp_router.runtime.embedded import EmbeddedPostgres, free_port
 from mcp_router.runtime.serving import open_router
 from mcp_router.web.http_app import build_http_app
 
@@ -181,3 +181,19 @@ async def test_ask_exits_non_zero_when_it_cannot_answer(cli_env) -> None:
     out = json.loads(done.stdout)
     assert out["error"] and "I can't answer that offline" in out["answer"]
     assert [c["tool"] for c in out["tool_calls"]] == ["route_query"] and out["data"] == []
+
+
+async def test_ask_without_a_stack_or_database_starts_its_own_and_leaves_nothing_running(cli_env, tmp_path: Path
+                                                                                        ) -> None:
+    """A fresh home, no DATABASE_URL, nothing running (a new user's first `neonblue ask`): it starts the
+    embedded PostgreSQL for itself, as `neonblue call` does, answers, and stops it on exit."""
+    env = cli_env(NEONBLUE_PG_PORT=str(free_port()))
+    env.pop("DATABASE_URL")
+    done = await neonblue("ask", "--json", "list the running experiments", env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["data"] == [
+        {"tool": "list_experiments", "arguments": {"status": ["running"]}, "count": 0, "experiments": []}]
+    data_dir = tmp_path / "home" / "pgdata"
+    assert (data_dir / "PG_VERSION").exists()  # it was this home's own PostgreSQL ...
+    assert not EmbeddedPostgres(data_dir, 0).is_running()  # ... and it is stopped

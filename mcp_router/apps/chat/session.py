@@ -102,9 +102,10 @@ async def open_tools_client(settings: Settings, server_url: str | None = None,
                             elicitation_callback: Callable[[Any, Any], Awaitable[Any]] | None = None
                             ) -> AsyncIterator[Client]:
     """An MCP client on the router: a NeonBlue HTTP endpoint when given (bearer token from
-    NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process.
+    NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process
+    (with the embedded PostgreSQL started for this process when DATABASE_URL is unset).
     With `elicitation_callback` the client declares elicitation: the router's questions go to it."""
-    from mcp_router.runtime.serving import open_attached_router, open_router, resolve_token
+    from mcp_router.runtime.serving import embedded_database, open_attached_router, open_router, resolve_token
     from mcp_router.runtime.stack import Stack
 
     if server_url:
@@ -122,10 +123,15 @@ async def open_tools_client(settings: Settings, server_url: str | None = None,
     stack = Stack(settings)
     if stack.owner.pid() is not None and stack.owner_healthy():
         cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
-    else:
-        cm = open_router(settings)
-    async with cm as router, Client(router.server, elicitation_callback=elicitation_callback) as client:
-        yield client
+        async with cm as router, Client(router.server, elicitation_callback=elicitation_callback) as client:
+            yield client
+        return
+    # No stack running: this process owns the stores, with an embedded PostgreSQL of its own when
+    # DATABASE_URL is unset (as `neonblue call` and `serve` do), stopped again on exit.
+    with embedded_database(settings):
+        async with open_router(settings) as router, \
+                Client(router.server, elicitation_callback=elicitation_callback) as client:
+            yield client
 
 
 class ToolPreselector:

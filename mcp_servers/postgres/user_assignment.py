@@ -515,14 +515,7 @@ class UserAssignment(RegistryBase):
             out.append((hit[0], user_id, hit[1], assigned_at))
         kept = 0
         if keep_agreeing and out:
-            by_id = {row["id"]: row for row in experiments.values()}
-            batches, out = _split_agreeing(out, by_id)
-            kept_ids = await self.store.keep_streamed_exposures(
-                {i: (by_id[i]["revision"], *batch) for i, batch in batches.items()})
-            kept = sum(len(batches[i][0]) for i in kept_ids)
-            for experiment_id in batches.keys() - kept_ids:  # changed meanwhile: recorded as rows after all
-                users, variants, times = batches[experiment_id]
-                out.extend(zip([experiment_id] * len(users), users, variants, times, strict=True))
+            out, kept = await self._keep_agreeing(out, experiments)
         inserted = await self.store.insert_exposures(out)
         for experiment_id in {row[0] for row in out}:  # now divergent (the store flagged them): read records first
             self._forget_definitions(experiment_id)
@@ -531,6 +524,31 @@ class UserAssignment(RegistryBase):
         return ExposureOutcome(recorded=inserted + kept, kept=kept,
                                duplicates=duplicates + len(out) - inserted, rejected=rejected)
 
+
+    async def _keep_agreeing(self, rows: list[tuple[int, str, int, datetime | None]], experiments: Mapping[str, Any]
+                             ) -> tuple[list[tuple[int, str, int, datetime | None]], int]:
+        """Keep the exposures the hash agrees with (migration 0007); returns the rows still to record as
+        assignments, and how many were kept. An experiment changed between its read and the write (any
+        change moves its revision, a description edit too) is read and split again, once; changed again,
+        its exposures are recorded as rows."""
+        by_id = {row["id"]: row for row in experiments.values()}
+        kept, left, pending = 0, [], rows
+        for attempt in (1, 2):
+            batches, others = _split_agreeing(pending, by_id)
+            left.extend(others)
+            kept_ids = await self.store.keep_streamed_exposures(
+                {i: (by_id[i]["revision"], *batch) for i, batch in batches.items()})
+            kept += sum(len(batches[i][0]) for i in kept_ids)
+            missed = batches.keys() - kept_ids
+            retry = [(i, user, variant, when) for i in sorted(missed) for user, variant, when in zip(*batches[i], strict=True)]
+            if not retry or attempt == 2:
+                left.extend(retry)
+                break
+            fresh = await self.store.experiments_by_key(sorted(by_id[i]["key"] for i in missed))
+            by_id = {row["id"]: row for row in fresh.values()}
+            left.extend(row for row in retry if row[0] not in by_id)
+            pending = [row for row in retry if row[0] in by_id]
+        return left, kept
 
 def _refusal(index_by_key: Mapping[str, tuple[int, str, dict[str, int]]], experiment_key: Any, user_id: Any,
              variant_key: Any, assigned_at: Any) -> str:

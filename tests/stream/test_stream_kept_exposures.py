@@ -152,3 +152,26 @@ async def test_a_change_racing_the_write_turns_the_exposures_into_rows(service, 
     await stream(sink, list(shown.items()))
     rows, kept, _ = await registry(service)
     assert rows == shown and kept == 0
+
+
+async def test_an_edit_between_the_read_and_the_write_is_read_again_not_recorded_as_rows(service):
+    """The stream read the experiment, then someone edited its description (the revision moved, the hash
+    did not): the exposures are split again on a fresh read and kept. After a weight change instead,
+    they are recorded as rows under the variant they were shown."""
+    stale = await service.store.experiments_by_key([KEY])
+    experiment_id = stale[KEY]["id"]
+    ids = {v["key"]: v["id"] for v in stale[KEY]["variants"]}
+    shown = {user: hashed(user) for user in USERS[:50]}
+    rows = [(experiment_id, user, ids[variant], None) for user, variant in shown.items()]
+    await service.update_experiment(KEY, {"description": "edited while the stream was reading"})
+
+    left, kept = await service._keep_agreeing(rows, stale)  # noqa: SLF001 - the race, made deterministic
+    assert (left, kept) == ([], 50)
+    assert (await registry(service))[:3] == ({}, 1, False)
+
+    stale = await service.store.experiments_by_key([KEY])
+    await service.set_variant_weights(KEY, {"control": 0.3, "treatment": 0.7}, reason="ramp")
+    more = {user: hashed(user) for user in USERS[50:80]}
+    left, kept = await service._keep_agreeing(  # noqa: SLF001
+        [(experiment_id, user, ids[variant], None) for user, variant in more.items()], stale)
+    assert kept == 0 and sorted(row[1] for row in left) == sorted(more)  # recorded as rows by the caller

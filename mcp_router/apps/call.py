@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TextIO
 
+import click
+
+from mcp_router.apps.questions import terminal_questions
 from schemas.errors import KINDS
 from schemas.refusals import one_line
 
@@ -125,31 +128,23 @@ def _last_log_line(log: TextIO) -> str:
     return lines[-1] if lines else ""
 
 
-async def ask_on_terminal(context: Any, params: Any) -> Any:
-    """A server's question (a destructive call's confirmation, a prompt's missing context) asked on this
-    terminal: the question and the form on stderr, the answers read from stdin. Only offered when both
-    are a terminal, so a CI job is never left waiting (it passes confirm=true and a reason instead)."""
+async def _read_stdin(prompt: str) -> str | None:
+    """One line typed on stdin after `prompt` on stderr (stdout carries the call's result); None at end of input."""
     import anyio
-    import click
-    import mcp.types as types
 
-    def ask() -> Any:
-        click.echo(f"neonblue: {params.message}", err=True)
-        content: dict[str, Any] = {}
-        for name, prop in (params.requested_schema.get("properties") or {}).items():
-            label = f"  {prop.get('title') or name}"
-            if prop.get("type") == "boolean":
-                content[name] = click.confirm(label, default=False, err=True)
-                if not content[name]:
-                    return types.ElicitResult(action="decline")
-            else:
-                content[name] = click.prompt(label, default=prop.get("default"), err=True)
-        return types.ElicitResult(action="accept", content=content)
+    def read() -> str | None:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        return None if line == "" else line.rstrip("\n")
 
-    try:
-        return await anyio.to_thread.run_sync(ask)
-    except click.Abort:  # Ctrl-C or end of input at the prompt
-        return types.ElicitResult(action="cancel")
+    return await anyio.to_thread.run_sync(read)
+
+
+# A server's question (a destructive call's confirmation, a prompt's missing context) asked on this
+# terminal: the question on stderr, the answers read from stdin. Only offered when both are a terminal,
+# so a CI job is never left waiting (it passes confirm=true and a reason instead).
+ask_on_terminal = terminal_questions(lambda message: click.echo(f"neonblue: {message}", err=True), _read_stdin)
 
 
 def interactive() -> bool:

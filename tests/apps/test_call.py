@@ -148,3 +148,53 @@ def test_claude_desktop_over_stdio_is_asked_before_a_destructive_call(seeded_sta
     assert stopped["status"] == "concluded" and stopped["winner"] == "b"
     assert len(questions) == 1 and "ship variant 'b' to everyone" in questions[0]
     assert log[0]["reason"] == "asked over stdio"
+
+
+def test_at_a_terminal_the_person_is_asked_and_their_reason_is_audited(seeded_stack) -> None:
+    """`neonblue call` at a terminal (stdin and stderr a tty): the destructive call's question goes to the
+    person, whose "y" and reason confirm it; a second call answered "n" changes nothing."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    definition = {"key": "call-tty", "name": "Confirmed at a terminal", "type": "ui",
+                  "primary_metric": "conversion", "variants": [{"key": "a", "is_control": True}, {"key": "b"}]}
+    for args in (["call", "create_experiment", json.dumps({"experiment": definition})],
+                 ["call", "start_experiment", "experiment=call-tty"]):
+        assert neonblue(args, seeded_stack).returncode == 0
+
+    def at_terminal(args: list[str], answers: list[str]) -> tuple[int, str, str]:
+        """Run `neonblue call` with a pseudo-terminal as stdin and stderr; type each answer after a prompt."""
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "mcp_router", *args], env=seeded_stack, stdin=secondary,
+                                stderr=secondary, stdout=subprocess.PIPE, text=True)
+        os.close(secondary)
+        seen, pending, deadline = "", list(answers), time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([primary], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(primary, 4096).decode(errors="replace")
+                except OSError:  # the child closed the terminal
+                    break
+                if pending and seen.rstrip().endswith(("[y/N]", ":")):
+                    os.write(primary, (pending.pop(0) + "\n").encode())
+        out, _ = proc.communicate(timeout=60)
+        os.close(primary)
+        return proc.returncode, out, seen
+
+    code, out, seen = at_terminal(["call", "set_variant_weights", "experiment=call-tty", 'weights={"a": 0.2, "b": 0.8}'],
+                                  ["n"])
+    assert code == EXIT_CODES["confirmation_required"], seen  # declined: refused, nothing changed
+    assert "neonblue: " in seen and "'call-tty'" in seen and "[y/N]" in seen, seen
+    weights = json.loads(neonblue(["call", "get_experiment", "experiment=call-tty"], seeded_stack).stdout)["variants"]
+    assert [v["weight"] for v in weights] == [0.5, 0.5]
+
+    code, out, seen = at_terminal(["call", "stop_experiment", "experiment=call-tty", "winner=b"],
+                                  ["y", "b won the test on the terminal"])
+    assert code == 0, seen
+    assert json.loads(out)["winner"] == "b"
+    detail = neonblue(["call", "get_experiment", "experiment=call-tty", "include_change_log=true"], seeded_stack)
+    reasons = [entry["reason"] for entry in json.loads(detail.stdout)["change_log"]]
+    assert "b won the test on the terminal" in reasons, reasons

@@ -26,6 +26,7 @@ from mcp_router.apps.chat.experiment_client import ChatExperiment
 from mcp_router.apps.chat.offline import OFFLINE_LABEL, OfflineAnswerer
 from mcp_router.apps.chat.render import ConsoleListener, result_tables
 from mcp_router.apps.chat.tools import ToolBridge
+from mcp_router.apps.questions import ReadLine, terminal_questions
 from mcp_router.gateway.backends import PROFILE_META
 from schemas.settings import Settings
 
@@ -64,37 +65,15 @@ def default_user() -> str:
         return "cli-user"
 
 
-ReadLine = Callable[[str], Awaitable[str | None]]
 
 
 def chat_questions(console: Console, read_line: ReadLine) -> Callable[[Any, Any], Awaitable[Any]]:
     """The MCP elicitation callback of `neonblue chat`: a question of the router (a destructive call
     Claude wants to make, a prompt's missing context) is put to the person at the terminal, never
-    answered by the model. A yes/no field needs "y"; an empty answer takes the field's default;
-    end of input dismisses the question (nothing changes)."""
-    import mcp.types as types
-
-    async def ask(context: Any, params: Any) -> Any:
-        console.print(Text(f"NeonBlue asks you: {params.message}", style="bold yellow"))
-        content: dict[str, Any] = {}
-        for name, prop in (params.requested_schema.get("properties") or {}).items():
-            label = prop.get("title") or name
-            default = prop.get("default")
-            if prop.get("type") == "boolean":
-                line = await read_line(f"{label}? [y/N] ")
-                if line is None:
-                    return types.ElicitResult(action="cancel")
-                if line.strip().lower() not in ("y", "yes"):
-                    return types.ElicitResult(action="decline")
-                content[name] = True
-                continue
-            line = await read_line(f"{label}{f' [{default}]' if default else ''}: ")
-            if line is None:
-                return types.ElicitResult(action="cancel")
-            content[name] = line.strip() or default or ""
-        return types.ElicitResult(action="accept", content=content)
-
-    return ask
+    answered by the model (`mcp_router.apps.questions`: "y" confirms, an empty answer takes the
+    default, end of input dismisses it)."""
+    return terminal_questions(lambda message: console.print(Text(f"NeonBlue asks you: {message}", style="bold yellow")),
+                              read_line)
 
 
 @asynccontextmanager

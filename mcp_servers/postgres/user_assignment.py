@@ -502,7 +502,7 @@ class UserAssignment(RegistryBase):
             hit = None
             if (type(user_id) is str and 0 < len(user_id) <= 256 and "\x00" not in user_id
                     and (assigned_at is None or isinstance(assigned_at, datetime))
-                    and type(experiment_key) is str and type(variant_key) is str):
+                    and isinstance(experiment_key, str) and isinstance(variant_key, str)):
                 hit = accepted.get((experiment_key, variant_key))
             if hit is None:
                 rejected.append((index, _refusal(index_by_key, experiment_key, user_id, variant_key, assigned_at)))
@@ -523,7 +523,6 @@ class UserAssignment(RegistryBase):
             recorded.update(seen)  # inserted or kept now, or there before (the first assignment won)
         return ExposureOutcome(recorded=inserted + kept, kept=kept,
                                duplicates=duplicates + len(out) - inserted, rejected=rejected)
-
 
     async def _keep_agreeing(self, rows: list[tuple[int, str, int, datetime | None]], experiments: Mapping[str, Any]
                              ) -> tuple[list[tuple[int, str, int, datetime | None]], int]:
@@ -549,6 +548,7 @@ class UserAssignment(RegistryBase):
             left.extend(row for row in retry if row[0] not in by_id)
             pending = [row for row in retry if row[0] in by_id]
         return left, kept
+
 
 def _refusal(index_by_key: Mapping[str, tuple[int, str, dict[str, int]]], experiment_key: Any, user_id: Any,
              variant_key: Any, assigned_at: Any) -> str:

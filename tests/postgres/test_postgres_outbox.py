@@ -187,7 +187,6 @@ async def test_a_failing_outbox_write_leaves_neither_the_assignment_nor_the_resu
     before the answer, the caller gets the error; recording behind it (the default), the answer has gone,
     the write is retried, then given up and logged, and nothing is written either."""
     behind = service
-    await behind.get_variant(KEY, "warm")  # cached definition: new users are recorded behind the answer
     async with open_service(dsn=pg_dsn, assignment_writes="before_answer") as service:
         await service.get_variant(KEY, "warm")  # cached definition: the one-statement path
         await service.get_variant(KEY, "doomed-later", exposed=False)
@@ -219,6 +218,10 @@ async def test_a_failing_outbox_write_leaves_neither_the_assignment_nor_the_resu
         # Without exposure nothing goes to the outbox, so nothing is refused.
         assert (await service.get_variant(KEY, "doomed-4", exposed=False)).newly_recorded
 
+    # The definition cached now (the first call may not have cached it: the fixture's change notifications
+    # can arrive while it reads), so a new user is answered from the hash and recorded behind the answer.
+    await behind.get_variant(KEY, "warm")
+    assert behind.store.listening
     answer = await behind.get_variant(KEY, "doomed-5")  # answered from the hash ...
     assert answer.in_experiment and answer.newly_exposed
     await behind.store.settle()  # ... and its write refused by the constraint, three times

@@ -4,9 +4,8 @@ LISTEN/NOTIFY, and without LISTEN every call checks the database as before."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from polling import eventually
 
 from mcp_servers.postgres import open_service
 from mcp_servers.postgres.assignment import AssignmentSpec, assign
@@ -24,14 +23,6 @@ async def running(service, key="cached"):
         "variants": [{"key": "control", "is_control": True, "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
     })
     await service.start_experiment(key)
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    """Wait until `check()` is true: a notification travels asynchronously from another process."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "the change never reached this process"
-        await asyncio.sleep(0.01)
 
 
 async def outbox_rows(service, user_id: str) -> int:
@@ -92,10 +83,10 @@ async def test_a_stop_by_another_process_reaches_the_cache(service, pg_dsn):
     async with open_service(dsn=pg_dsn) as other:
         await other.stop_experiment("cached")
 
-        async def stopped() -> bool:
+        async def stopped(_attempt: int) -> bool:
             return not (await service.get_variant("cached", "returning")).in_experiment
 
-        await eventually(stopped)
+        await eventually(stopped, interval=0.01)
 
 
 async def test_a_qa_override_set_by_another_process_replaces_the_remembered_variant(service, pg_dsn):
@@ -105,11 +96,11 @@ async def test_a_qa_override_set_by_another_process_replaces_the_remembered_vari
     async with open_service(dsn=pg_dsn) as other:
         await other.update_experiment("cached", {"forced_variations": {"qa-user": forced_to}})
 
-        async def forced() -> bool:
+        async def forced(_attempt: int) -> bool:
             out = await service.get_variant("cached", "qa-user")
             return (out.source, out.variant_key) == ("forced", forced_to)
 
-        await eventually(forced)
+        await eventually(forced, interval=0.01)
 
 
 async def test_without_listen_every_call_checks_the_database(service, pg_dsn):
@@ -133,14 +124,14 @@ async def test_a_lost_listen_connection_is_opened_again_and_nothing_cached_befor
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'neonblue-postgres-listen'"
         " AND datname = current_database()")
 
-    async def listening_again() -> bool:
+    async def listening_again(_attempt: int) -> bool:
         return service.store.listening and service.store._listener is not lost
 
-    await eventually(listening_again)
+    await eventually(listening_again, interval=0.01)
     async with open_service(dsn=pg_dsn) as other:
         await other.stop_experiment("cached")
 
-        async def stopped() -> bool:
+        async def stopped(_attempt: int) -> bool:
             return not (await service.get_variant("cached", "returning")).in_experiment
 
-        await eventually(stopped)
+        await eventually(stopped, interval=0.01)

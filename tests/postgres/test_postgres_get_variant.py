@@ -4,14 +4,13 @@ overrides, targeting, namespaces, coverage and weights exactly like GrowthBook's
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
 from typing import Any
 
 import asyncpg
 import pytest
 from growthbook import Experiment as GBExperiment
 from growthbook import GrowthBook
+from polling import eventually
 
 from mcp_servers.postgres import open_service
 from schemas.errors import Conflict, InvalidInput, NotFound
@@ -161,17 +160,6 @@ async def test_a_concluded_experiment_serves_its_winner_without_recording(servic
     assert (out.in_experiment, out.variant_key, out.source) == (False, "examples", "winner")
     assert out.config == {"system_prompt": "Be brief. Examples: ..."}
     assert await assignment_rows(pg_dsn, "prompt-test", service) == 0
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    """Another process's change reaches this one's cache with PostgreSQL's notification: poll until `check()`
-    holds (fresh users each round: a user answered before the notification keeps that assignment)."""
-    deadline = time.monotonic() + timeout
-    for attempt in itertools.count():
-        if await check(attempt):
-            return
-        assert time.monotonic() < deadline, f"the change was not seen within {timeout:g} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_changes_made_by_another_process_are_seen_once_notified(service, pg_dsn):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from mcp_router.apps.chat.experiment_client import ChatExperiment
 from mcp_router.apps.chat.offline import OFFLINE_LABEL, OfflineAnswerer
 from mcp_router.apps.chat.render import ConsoleListener, result_tables
 from mcp_router.apps.chat.tools import ToolBridge
-from mcp_router.apps.questions import ReadLine, terminal_questions
+from mcp_router.apps.questions import Elicitation, ReadLine, terminal_questions
 from mcp_router.gateway.backends import PROFILE_META
 from schemas.settings import Settings
 
@@ -67,7 +67,7 @@ def default_user() -> str:
 
 
 
-def chat_questions(console: Console, read_line: ReadLine) -> Callable[[Any, Any], Awaitable[Any]]:
+def chat_questions(console: Console, read_line: ReadLine) -> Elicitation:
     """The MCP elicitation callback of `neonblue chat`: a question of the router (a destructive call
     Claude wants to make, a prompt's missing context) is put to the person at the terminal, never
     answered by the model (`mcp_router.apps.questions`: "y" confirms, an empty answer takes the
@@ -78,7 +78,7 @@ def chat_questions(console: Console, read_line: ReadLine) -> Callable[[Any, Any]
 
 @asynccontextmanager
 async def open_tools_client(settings: Settings, server_url: str | None = None,
-                            elicitation_callback: Callable[[Any, Any], Awaitable[Any]] | None = None
+                            elicitation_callback: Elicitation | None = None
                             ) -> AsyncIterator[Client]:
     """An MCP client on the router: a NeonBlue HTTP endpoint when given (bearer token from
     NEONBLUE_HTTP_TOKEN), else a running `neonblue up` stack, else a router owning the stores in-process
@@ -100,17 +100,16 @@ async def open_tools_client(settings: Settings, server_url: str | None = None,
             yield client
         return
     stack = Stack(settings)
-    if stack.owner.pid() is not None and stack.owner_healthy():
-        cm = open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False))
-        async with cm as router, Client(router.server, elicitation_callback=elicitation_callback) as client:
-            yield client
-        return
-    # No stack running: this process owns the stores, with an embedded PostgreSQL of its own when
-    # DATABASE_URL is unset (as `neonblue call` and `serve` do), stopped again on exit.
-    with embedded_database(settings):
-        async with open_router(settings) as router, \
-                Client(router.server, elicitation_callback=elicitation_callback) as client:
-            yield client
+    async with AsyncExitStack() as opened:
+        if stack.owner.pid() is not None and stack.owner_healthy():
+            router = await opened.enter_async_context(
+                open_attached_router(f"{stack.owner_url}/mcp", resolve_token(settings, create=False)))
+        else:
+            # No stack running: this process owns the stores, with an embedded PostgreSQL of its own when
+            # DATABASE_URL is unset (as `neonblue call` and `serve` do), stopped again on exit.
+            opened.enter_context(embedded_database(settings))
+            router = await opened.enter_async_context(open_router(settings))
+        yield await opened.enter_async_context(Client(router.server, elicitation_callback=elicitation_callback))
 
 
 class ToolPreselector:

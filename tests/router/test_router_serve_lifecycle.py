@@ -151,19 +151,30 @@ def wait_for_postgres(home: Home, proc: subprocess.Popen[bytes]) -> int:
     return running.pid
 
 
+def _rpc(home: Home, proc: subprocess.Popen[bytes], messages: list[dict]) -> list[dict]:
+    """Send JSON-RPC messages over the process's stdio; the responses to those with an id, in order."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    proc.stdin.flush()
+    expected = {m["id"] for m in messages if "id" in m}
+    answers: dict[int, dict] = {}
+    while expected - answers.keys():
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        assert ready, serve_log(home)
+        line = proc.stdout.readline()
+        assert line, serve_log(home)
+        message = json.loads(line)
+        if message.get("id") in expected:
+            assert "result" in message and not message["result"].get("isError"), message
+            answers[message["id"]] = message["result"]
+    return [answers[i] for i in sorted(answers)]
+
+
 def handshake(home: Home, proc: subprocess.Popen[bytes]) -> dict:
     """MCP initialize over the process's stdio: proves it serves."""
-    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-               "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                          "clientInfo": {"name": "lifecycle-test", "version": "0"}}}
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(request).encode() + b"\n")
-    proc.stdin.flush()
-    ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-    assert ready, serve_log(home)
-    line = proc.stdout.readline()
-    assert line, serve_log(home)
-    return json.loads(line)["result"]
+    return _rpc(home, proc, [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                         "clientInfo": {"name": "lifecycle-test", "version": "0"}}}])[0]
 
 
 def wait_for_health(home: Home, proc: subprocess.Popen[bytes]) -> None:
@@ -339,25 +350,6 @@ def test_postgres_of_another_home_is_never_used(make_home, start_serve) -> None:
 
     assert read_postmaster(other_home.data_dir).pid == other_pid  # type: ignore[union-attr]
     assert _connections_logged(other) == seen
-
-
-def _rpc(home: Home, proc: subprocess.Popen[bytes], messages: list[dict]) -> list[dict]:
-    """Send JSON-RPC messages over the process's stdio; the responses to those with an id, in order."""
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-    proc.stdin.flush()
-    expected = {m["id"] for m in messages if "id" in m}
-    answers: dict[int, dict] = {}
-    while expected - answers.keys():
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-        assert ready, serve_log(home)
-        line = proc.stdout.readline()
-        assert line, serve_log(home)
-        message = json.loads(line)
-        if message.get("id") in expected:
-            assert "result" in message and not message["result"].get("isError"), message
-            answers[message["id"]] = message["result"]
-    return [answers[i] for i in sorted(answers)]
 
 
 def test_sigterm_writes_the_assignments_answered_just_before(make_home, start_serve) -> None:
